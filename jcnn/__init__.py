@@ -1,0 +1,31 @@
+"""jcnn: a small functional CNN library on JAX.
+
+Layers are ``(init, apply)`` pairs written for one example and batched with ``vmap``::
+
+    import jax, jcnn
+    from jcnn import layers as L
+
+    net = L.serial(L.Conv(8, (5, 5)), L.Relu(), L.MaxPool((2, 2)), L.Flatten(), L.Dense(10))
+    out_shape, params, state = net.init(jax.random.key(0), (28, 28, 1))
+    ys, state = jcnn.batched(net.apply)(params, state, xs)
+"""
+
+from jcnn import initializers, layers, shapes, signal
+from jcnn.batch import batched
+from jcnn.layers import Layer
+from jcnn.summary import count_params, init_shapes, output_shape, summary
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Layer",
+    "batched",
+    "count_params",
+    "init_shapes",
+    "initializers",
+    "layers",
+    "output_shape",
+    "shapes",
+    "signal",
+    "summary",
+]

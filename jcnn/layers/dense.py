@@ -1,0 +1,139 @@
+"""Dense (fully connected) layers and shape plumbing: ``Dense``, ``Flatten``, ``Reshape``, ``Identity``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import chex
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jcnn import initializers as inits
+from jcnn import shapes
+from jcnn.layers.conv import _check_params
+from jcnn.layers.core import Layer, layer_error
+
+
+def Dense(
+    out_features: int,
+    *,
+    use_bias: bool = True,
+    kernel_init: inits.Initializer | None = None,
+    bias_init: inits.Initializer | None = None,
+    precision: lax.Precision | None = None,
+) -> Layer:
+    """Affine map ``y = x @ kernel + bias`` on the last axis.
+
+    Args:
+        out_features: output width.
+        use_bias: add a learned bias.
+        kernel_init: default ``lecun_normal()``; bias_init: default zeros.
+        precision: passed to ``jnp.matmul``.
+
+    Shapes:
+        x: ``(..., in)`` -> y: ``(..., out_features)`` (one example is usually ``(in,)``).
+        params: ``{"kernel": (in, out_features), "bias": (out_features,)}``.
+
+    Example:
+        >>> Dense(10).init(jax.random.key(0), (400,))[0]
+        (10,)
+    """
+    if not isinstance(out_features, int) or out_features < 1:
+        raise shapes.ShapeError(f"Dense out_features must be a positive int, got {out_features!r}")
+    kernel_init = kernel_init or inits.lecun_normal()
+    bias_init = bias_init or inits.zeros
+
+    def expected_params(in_features):
+        kernel = (in_features, out_features)
+        return {"kernel": kernel, "bias": (out_features,)} if use_bias else {"kernel": kernel}
+
+    def check(input_shape):
+        if len(input_shape) < 1:
+            raise layer_error("Dense", input_shape, "expected (..., in) with rank >= 1")
+        return (*input_shape[:-1], out_features)
+
+    def init(key, input_shape):
+        out_shape = check(input_shape)
+        k_key, b_key = jax.random.split(key)
+        params = {"kernel": kernel_init(k_key, (input_shape[-1], out_features), jnp.float32)}
+        if use_bias:
+            params["bias"] = inits.init_bias(
+                bias_init, b_key, (out_features,), jnp.float32, input_shape[-1]
+            )
+        return out_shape, params, {}
+
+    def apply(params, state, x, *, key=None, train=False):
+        del key, train
+        out_shape = check(x.shape)
+        _check_params("Dense", params, expected_params(x.shape[-1]))
+        y = jnp.matmul(x, params["kernel"].astype(x.dtype), precision=precision)
+        if use_bias:
+            y = y + params["bias"].astype(y.dtype)
+        chex.assert_shape(y, out_shape)
+        return y, state
+
+    return Layer(init, apply, name="Dense", config=str(out_features))
+
+
+def Flatten() -> Layer:
+    """Flattens one example to a vector, in row-major (channels-last) order.
+
+    Shapes:
+        x: ``(*dims)`` -> y: ``(prod(dims),)``. Note: PyTorch flattens ``(C, H, W)``; see
+        docs/pytorch.md for porting a dense layer that follows a flatten.
+    """
+
+    def init(key, input_shape):
+        del key
+        return (shapes.flat_size(input_shape),), {}, {}
+
+    def apply(params, state, x, *, key=None, train=False):
+        del key, train
+        return jnp.reshape(x, (-1,)), state
+
+    return Layer(init, apply, name="Flatten")
+
+
+def Reshape(shape: Sequence[int]) -> Layer:
+    """Reshapes one example to ``shape`` (one entry may be -1).
+
+    Raises:
+        ShapeError: at init, when the element counts do not match.
+    """
+    target = tuple(shape)
+    if sum(1 for s in target if s == -1) > 1 or any(s < -1 or s == 0 for s in target):
+        raise shapes.ShapeError(f"Reshape shape {target} must be positive ints with at most one -1")
+
+    def resolve(input_shape):
+        n = shapes.flat_size(input_shape)
+        known = shapes.flat_size([s for s in target if s != -1])
+        if (-1 in target and n % known) or (-1 not in target and n != known):
+            raise layer_error(
+                "Reshape", input_shape, f"{n} elements cannot be reshaped to {target}"
+            )
+        return tuple(n // known if s == -1 else s for s in target)
+
+    def init(key, input_shape):
+        del key
+        return resolve(input_shape), {}, {}
+
+    def apply(params, state, x, *, key=None, train=False):
+        del key, train
+        return jnp.reshape(x, resolve(x.shape)), state
+
+    return Layer(init, apply, name="Reshape", config=str(target))
+
+
+def Identity() -> Layer:
+    """Returns its input unchanged (the default residual shortcut). Shapes: ``x -> x``."""
+
+    def init(key, input_shape):
+        del key
+        return input_shape, {}, {}
+
+    def apply(params, state, x, *, key=None, train=False):
+        del key, train
+        return x, state
+
+    return Layer(init, apply, name="Identity")

@@ -1,0 +1,41 @@
+"""Dropout: zero each value with probability ``rate`` in training, scale survivors by 1/(1-rate)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jcnn.layers.core import Layer, check_key
+
+
+def Dropout(rate: float) -> Layer:
+    """Inverted dropout.
+
+    Args:
+        rate: probability of DROPPING a value, in ``[0, 1)`` (PyTorch's ``p``; stax's ``rate`` was
+            the keep probability, jcnn's is not).
+
+    With ``train=True`` it needs ``key`` (``jcnn.batched`` gives each example its own key);
+    with ``train=False`` it is the identity.
+
+    Shapes:
+        ``x -> x``.
+
+    Raises:
+        ValueError: rate outside ``[0, 1)`` (at construction), or train=True without a key.
+    """
+    if not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
+        raise ValueError(f"Dropout rate must be in [0, 1) (probability of dropping), got {rate!r}")
+
+    def init(key, input_shape):
+        del key
+        return input_shape, {}, {}
+
+    def apply(params, state, x, *, key=None, train=False):
+        if not train or rate == 0.0:
+            return x, state
+        check_key("Dropout", key, train)
+        keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+        return jnp.where(keep, x / (1.0 - rate), jnp.zeros((), x.dtype)), state
+
+    return Layer(init, apply, name="Dropout", config=f"rate={rate}")

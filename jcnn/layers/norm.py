@@ -1,0 +1,160 @@
+"""Normalisation layers: ``BatchNorm`` (batch statistics over a named vmap axis), ``LayerNorm``,
+``GroupNorm``. Statistics are computed in float32 whatever the input dtype (mixed precision)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax.numpy as jnp
+from jax import lax
+
+from jcnn import shapes
+from jcnn.layers.core import Layer, layer_error
+
+
+def _f32(x):
+    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
+def _affine(params, x_hat, dtype):
+    return (x_hat * params["scale"] + params["offset"]).astype(dtype)
+
+
+def BatchNorm(
+    *,
+    momentum: float = 0.9,
+    eps: float = 1e-5,
+    unbiased_running_var: bool = False,
+    axis_name: str = "batch",
+) -> Layer:
+    """Batch normalisation (Ioffe & Szegedy 2015) over every axis but the last (channels).
+
+    Train (``train=True``): normalises with the batch's mean and biased variance, taken over the
+    spatial axes of each example and then ``lax.pmean`` over the named batch axis, and updates the
+    running statistics ``new = momentum * old + (1 - momentum) * batch`` (the Flax convention;
+    PyTorch's ``momentum=0.1`` is jcnn's ``0.9``). ``unbiased_running_var=True`` stores the
+    unbiased variance in the running statistics, as PyTorch does. Eval (``train=False``):
+    normalises with the running statistics and leaves state unchanged.
+
+    Train mode must run under ``jcnn.batched`` (or ``jax.vmap(..., axis_name="batch")``).
+
+    Shapes:
+        x: ``(*spatial, C)`` -> ``(*spatial, C)``; params ``{"scale": (C,), "offset": (C,)}``;
+        state ``{"mean": (C,), "var": (C,)}`` (zeros and ones at init).
+    """
+    if not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"BatchNorm momentum must be in [0, 1], got {momentum!r}")
+    if eps <= 0:
+        raise ValueError(f"BatchNorm eps must be > 0, got {eps!r}")
+
+    def init(key, input_shape):
+        del key
+        if len(input_shape) < 1:
+            raise layer_error("BatchNorm", input_shape, "expected (..., C)")
+        c = input_shape[-1]
+        params = {"scale": jnp.ones((c,), jnp.float32), "offset": jnp.zeros((c,), jnp.float32)}
+        state = {"mean": jnp.zeros((c,), jnp.float32), "var": jnp.ones((c,), jnp.float32)}
+        return input_shape, params, state
+
+    def apply(params, state, x, *, key=None, train=False):
+        del key
+        if params["scale"].shape != (x.shape[-1],):
+            raise layer_error(
+                "BatchNorm", x.shape, f"params are for {params['scale'].shape[0]} channels"
+            )
+        xf = _f32(x)
+        if not train:
+            x_hat = (xf - state["mean"]) * lax.rsqrt(state["var"] + eps)
+            return _affine(params, x_hat, x.dtype), state
+        axes = tuple(range(x.ndim - 1))
+        try:
+            mean = lax.pmean(jnp.mean(xf, axes), axis_name)
+            var = lax.pmean(jnp.mean(jnp.square(xf - mean), axes), axis_name)
+            count = lax.psum(1, axis_name) * shapes.flat_size(x.shape[:-1])
+        except NameError as err:
+            raise NameError(
+                f"BatchNorm(train=True) takes statistics over the batch axis {axis_name!r}, which "
+                f"is not bound: batch the apply with jcnn.batched(apply) or "
+                f"jax.vmap(apply, axis_name={axis_name!r}) ({err})"
+            ) from None
+        x_hat = (xf - mean) * lax.rsqrt(var + eps)
+        stored_var = var * count / max(count - 1, 1) if unbiased_running_var else var
+        new_state = {
+            "mean": momentum * state["mean"] + (1.0 - momentum) * mean,
+            "var": momentum * state["var"] + (1.0 - momentum) * stored_var,
+        }
+        return _affine(params, x_hat, x.dtype), new_state
+
+    return Layer(init, apply, name="BatchNorm", config=f"momentum={momentum}, eps={eps}")
+
+
+def LayerNorm(*, axes: int | Sequence[int] = -1, eps: float = 1e-5) -> Layer:
+    """Layer normalisation (Ba et al. 2016) of one example over ``axes`` (default: channels).
+
+    Shapes:
+        ``x -> x``; params ``{"scale", "offset"}`` of shape ``x.shape[axes]``.
+    """
+    axes_t = (axes,) if isinstance(axes, int) else tuple(axes)
+
+    def normalised_axes(input_shape):
+        rank = len(input_shape)
+        if not all(-rank <= a < rank for a in axes_t):
+            raise layer_error("LayerNorm", input_shape, f"axes {axes_t} out of range")
+        return tuple(sorted(a % rank for a in axes_t))
+
+    def init(key, input_shape):
+        del key
+        feat = tuple(input_shape[a] for a in normalised_axes(input_shape))
+        params = {"scale": jnp.ones(feat, jnp.float32), "offset": jnp.zeros(feat, jnp.float32)}
+        return input_shape, params, {}
+
+    def apply(params, state, x, *, key=None, train=False):
+        del key, train
+        ax = normalised_axes(x.shape)
+        bshape = tuple(x.shape[a] if a in ax else 1 for a in range(x.ndim))
+        xf = _f32(x)
+        mean = jnp.mean(xf, ax, keepdims=True)
+        var = jnp.mean(jnp.square(xf - mean), ax, keepdims=True)
+        x_hat = (xf - mean) * lax.rsqrt(var + eps)
+        y = x_hat * params["scale"].reshape(bshape) + params["offset"].reshape(bshape)
+        return y.astype(x.dtype), state
+
+    return Layer(init, apply, name="LayerNorm", config=f"axes={axes_t}, eps={eps}")
+
+
+def GroupNorm(num_groups: int = 32, *, eps: float = 1e-5) -> Layer:
+    """Group normalisation (Wu & He 2018): channels split into ``num_groups`` groups, each
+    normalised over the spatial axes and its channels.
+
+    Shapes:
+        x: ``(*spatial, C)`` -> same; params ``{"scale": (C,), "offset": (C,)}``.
+
+    Raises:
+        ShapeError: at init, when ``num_groups`` does not divide ``C``.
+    """
+
+    def check(input_shape):
+        if len(input_shape) < 1 or input_shape[-1] % num_groups:
+            raise layer_error(
+                "GroupNorm", input_shape, f"num_groups={num_groups} must divide the channels"
+            )
+
+    def init(key, input_shape):
+        del key
+        check(input_shape)
+        c = input_shape[-1]
+        params = {"scale": jnp.ones((c,), jnp.float32), "offset": jnp.zeros((c,), jnp.float32)}
+        return input_shape, params, {}
+
+    def apply(params, state, x, *, key=None, train=False):
+        del key, train
+        check(x.shape)
+        xf = _f32(x)
+        grouped = xf.reshape(*x.shape[:-1], num_groups, x.shape[-1] // num_groups)
+        axes = (*range(x.ndim - 1), x.ndim)
+        mean = jnp.mean(grouped, axes, keepdims=True)
+        var = jnp.mean(jnp.square(grouped - mean), axes, keepdims=True)
+        x_hat = ((grouped - mean) * lax.rsqrt(var + eps)).reshape(x.shape)
+        return _affine(params, x_hat, x.dtype), state
+
+    return Layer(init, apply, name="GroupNorm", config=f"{num_groups}, eps={eps}")

@@ -1,0 +1,153 @@
+"""Pooling over the spatial axes of one example ``(*spatial, C)``, each channel separately.
+
+The number of spatial dims is ``len(window)`` (an int window means 2-D). Stride defaults to the
+window (non-overlapping pooling, as in PyTorch and Flux). Output sizes come from
+:func:`jcnn.shapes.conv_output_size` with dilation 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import chex
+import jax.numpy as jnp
+from jax import lax
+
+from jcnn import shapes
+from jcnn.layers.core import Layer, check_rank, layer_error
+
+
+def _pool(
+    name: str,
+    window: int | Sequence[int],
+    stride: int | Sequence[int] | None,
+    padding: shapes.PaddingLike,
+    reduce: Callable[[jnp.ndarray, tuple[int, ...], tuple[int, ...], shapes.Pads], jnp.ndarray],
+    config_extra: str = "",
+) -> Layer:
+    rank = 2 if isinstance(window, int) else len(tuple(window))
+    win = shapes.as_tuple(window, rank, f"{name} window")
+    strides = win if stride is None else shapes.as_tuple(stride, rank, f"{name} stride")
+    shapes.check_positive(win, f"{name} window")
+    shapes.check_positive(strides, f"{name} stride")
+    ones = (1,) * rank
+    if not isinstance(padding, str):
+        shapes.resolve_padding(padding, (0,) * rank, win, strides, ones)  # validate now
+    config = f"{win}, stride={strides}, padding={padding!r}{config_extra}"
+
+    def geometry(input_shape):
+        check_rank(name, input_shape, rank + 1, "(*spatial, C)")
+        pads = shapes.resolve_padding(padding, input_shape[:-1], win, strides, ones)
+        try:
+            out = shapes.conv_output_shape(input_shape[:-1], win, strides, pads, ones)
+        except shapes.ShapeError as err:
+            raise layer_error(name, input_shape, str(err)) from None
+        return pads, (*out, input_shape[-1])
+
+    def init(key, input_shape):
+        del key
+        return geometry(input_shape)[1], {}, {}
+
+    def apply(params, state, x, *, key=None, train=False):
+        del key, train
+        pads, out_shape = geometry(x.shape)
+        y = reduce(x, (*win, 1), (*strides, 1), (*pads, (0, 0)))
+        chex.assert_shape(y, out_shape)
+        return y, state
+
+    return Layer(init, apply, name=name, config=config)
+
+
+def MaxPool(
+    window: int | Sequence[int],
+    *,
+    stride: int | Sequence[int] | None = None,
+    padding: shapes.PaddingLike = "VALID",
+) -> Layer:
+    """Maximum over sliding windows; padded cells are ``-inf`` (never selected).
+
+    Shapes:
+        x: ``(*spatial, C)`` -> y: ``(*spatial', C)``,
+        ``spatial'[i] = conv_output_size(spatial[i], window[i], stride[i], pads[i])``.
+
+    Example:
+        >>> MaxPool(2).init(None, (26, 26, 8))[0]
+        (13, 13, 8)
+    """
+
+    def reduce(x, dims, strides, pads):
+        return lax.reduce_window(x, -jnp.inf, lax.max, dims, strides, pads)
+
+    return _pool("MaxPool", window, stride, padding, reduce)
+
+
+def SumPool(
+    window: int | Sequence[int],
+    *,
+    stride: int | Sequence[int] | None = None,
+    padding: shapes.PaddingLike = "VALID",
+) -> Layer:
+    """Sum over sliding windows (padded cells are zeros). Shapes as :func:`MaxPool`."""
+
+    def reduce(x, dims, strides, pads):
+        return lax.reduce_window(x, jnp.zeros((), x.dtype), lax.add, dims, strides, pads)
+
+    return _pool("SumPool", window, stride, padding, reduce)
+
+
+def AvgPool(
+    window: int | Sequence[int],
+    *,
+    stride: int | Sequence[int] | None = None,
+    padding: shapes.PaddingLike = "VALID",
+    count_include_pad: bool = True,
+) -> Layer:
+    """Mean over sliding windows.
+
+    Args:
+        window, stride, padding: as :func:`MaxPool`.
+        count_include_pad: ``True`` (default, as PyTorch and Flax) divides every window sum by
+            ``prod(window)``, counting padded zeros; ``False`` divides by the number of real
+            (unpadded) cells in each window (TensorFlow's SAME average pooling).
+
+    Shapes:
+        as :func:`MaxPool`.
+    """
+
+    def reduce(x, dims, strides, pads):
+        total = lax.reduce_window(x, jnp.zeros((), x.dtype), lax.add, dims, strides, pads)
+        if count_include_pad:
+            return total / shapes.flat_size(dims)
+        cells = jnp.ones(x.shape[:-1] + (1,), x.dtype)
+        count = lax.reduce_window(cells, jnp.zeros((), x.dtype), lax.add, dims, strides, pads)
+        return total / count
+
+    return _pool(
+        "AvgPool", window, stride, padding, reduce, f", count_include_pad={count_include_pad}"
+    )
+
+
+def _global(name: str, reduce: Callable[..., jnp.ndarray]) -> Layer:
+    def init(key, input_shape):
+        del key
+        if len(input_shape) < 2:
+            raise layer_error(name, input_shape, "expected (*spatial, C) with >= 1 spatial dim")
+        return (input_shape[-1],), {}, {}
+
+    def apply(params, state, x, *, key=None, train=False):
+        del key, train
+        if x.ndim < 2:
+            raise layer_error(name, x.shape, "expected (*spatial, C) with >= 1 spatial dim")
+        return reduce(x, axis=tuple(range(x.ndim - 1))), state
+
+    return Layer(init, apply, name=name)
+
+
+def GlobalAvgPool() -> Layer:
+    """Mean over all spatial positions. Shapes: ``(*spatial, C) -> (C,)``."""
+    return _global("GlobalAvgPool", jnp.mean)
+
+
+def GlobalMaxPool() -> Layer:
+    """Maximum over all spatial positions. Shapes: ``(*spatial, C) -> (C,)``."""
+    return _global("GlobalMaxPool", jnp.max)

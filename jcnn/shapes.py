@@ -1,0 +1,256 @@
+"""Output-size arithmetic: the one place where jcnn computes spatial sizes.
+
+Every convolution and pooling size in jcnn comes from :func:`conv_output_size`::
+
+    out = floor((n + p_lo + p_hi - d*(k-1) - 1) / s) + 1
+
+(Dumoulin & Visin, "A guide to convolution arithmetic for deep learning", relationship 15; the
+course text "5 Convolutional Neural Networks" gives the symmetric form with 2P.) Padding specs are
+resolved into explicit ``(lo, hi)`` pairs by :func:`resolve_padding` first, so SAME, FULL, integers
+and asymmetric pairs all meet the same formula. Transposed convolutions are expressed as a stride-1
+convolution over the stride-dilated input, so their sizes use the same formula too.
+
+Layers call these functions both at ``init`` (shape inference) and inside ``apply`` (a chex
+assertion on the output), so the arithmetic cannot drift from what XLA computes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+PaddingLike = str | int | Sequence[int | tuple[int, int]]
+Pads = tuple[tuple[int, int], ...]
+
+FORMULA = "floor((n + p_lo + p_hi - d*(k-1) - 1) / s) + 1"
+PADDING_FORMS = (
+    '"VALID", "SAME", "FULL", an int p (p on both sides of every spatial dim), '
+    "a sequence with one int or one (lo, hi) pair per spatial dim"
+)
+
+
+class ShapeError(ValueError):
+    """A shape, size or hyper-parameter that cannot work; the message says why, with numbers."""
+
+
+def as_tuple(value: int | Sequence[int], ndim: int, name: str = "value") -> tuple[int, ...]:
+    """Broadcasts an int to ``ndim`` ints, or checks that a sequence has ``ndim`` ints.
+
+    Raises:
+        ShapeError: the sequence has the wrong length or holds non-integers.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (value,) * ndim
+    try:
+        values = tuple(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise ShapeError(
+            f"{name} must be an int or a sequence of {ndim} ints, got {value!r}"
+        ) from None
+    if len(values) != ndim or not all(
+        isinstance(v, int) and not isinstance(v, bool) for v in values
+    ):
+        raise ShapeError(f"{name} must be an int or a sequence of {ndim} ints, got {value!r}")
+    return values
+
+
+def check_positive(values: Sequence[int], name: str) -> None:
+    """Raises ShapeError unless every value is >= 1 (strides, dilations, windows)."""
+    if any(v < 1 for v in values):
+        raise ShapeError(f"{name} must be >= 1 in every dimension, got {tuple(values)}")
+
+
+def dilated_size(kernel: int, dilation: int = 1) -> int:
+    """Extent of a kernel of size ``kernel`` with holes: ``d*(k-1) + 1``."""
+    return dilation * (kernel - 1) + 1
+
+
+def same_padding(n: int, kernel: int, stride: int = 1, dilation: int = 1) -> tuple[int, int]:
+    """XLA's SAME padding for one dim: output ``ceil(n/s)``, odd totals put the extra cell high.
+
+    ``total = max((ceil(n/s) - 1)*s + d*(k-1) + 1 - n, 0)``, ``lo = total // 2``, ``hi = total - lo``.
+    """
+    out = -(-n // stride)
+    total = max((out - 1) * stride + dilated_size(kernel, dilation) - n, 0)
+    return total // 2, total - total // 2
+
+
+def resolve_padding(
+    padding: PaddingLike,
+    spatial: Sequence[int],
+    kernel: Sequence[int],
+    stride: Sequence[int],
+    dilation: Sequence[int],
+) -> Pads:
+    """Turns any accepted padding spec into explicit ``((lo, hi), ...)``, one pair per spatial dim.
+
+    Accepted forms: ``"VALID"`` (no padding), ``"SAME"`` (see :func:`same_padding`), ``"FULL"``
+    (``d*(k-1)`` on each side: every partial overlap), an int ``p``, or a sequence holding one int
+    or one ``(lo, hi)`` pair per spatial dimension. Negative values crop.
+
+    Raises:
+        ShapeError: the spec is malformed; the message lists every accepted form.
+    """
+    ndim = len(kernel)
+    if isinstance(padding, str):
+        mode = padding.upper()
+        if mode == "VALID":
+            return ((0, 0),) * ndim
+        if mode == "SAME":
+            return tuple(
+                same_padding(n, k, s, d) for n, k, s, d in zip(spatial, kernel, stride, dilation)
+            )
+        if mode == "FULL":
+            return tuple((d * (k - 1),) * 2 for k, d in zip(kernel, dilation))
+        raise ShapeError(f"unknown padding {padding!r}; accepted: {PADDING_FORMS}")
+    if isinstance(padding, int) and not isinstance(padding, bool):
+        return ((padding, padding),) * ndim
+    try:
+        items = list(padding)
+    except TypeError:
+        raise ShapeError(f"malformed padding {padding!r}; accepted: {PADDING_FORMS}") from None
+    if len(items) != ndim:
+        raise ShapeError(
+            f"padding {padding!r} has {len(items)} entries for {ndim} spatial dims; "
+            f"accepted: {PADDING_FORMS}"
+        )
+    pads = []
+    for item in items:
+        if isinstance(item, int) and not isinstance(item, bool):
+            pads.append((item, item))
+            continue
+        pair = tuple(item) if isinstance(item, (tuple, list)) else None
+        if pair is None or len(pair) != 2 or not all(isinstance(p, int) for p in pair):
+            raise ShapeError(f"malformed padding {padding!r}; accepted: {PADDING_FORMS}")
+        pads.append((pair[0], pair[1]))
+    return tuple(pads)
+
+
+def conv_output_size(
+    n: int,
+    kernel: int,
+    stride: int = 1,
+    padding: str | int | tuple[int, int] = "VALID",
+    dilation: int = 1,
+) -> int:
+    """The output-size formula ``floor((n + p_lo + p_hi - d*(k-1) - 1) / s) + 1`` for one dim.
+
+    Args:
+        n: input size along this dimension.
+        kernel: window size ``k``.
+        stride: step ``s`` between windows.
+        padding: ``"VALID"``, ``"SAME"``, ``"FULL"``, an int (both sides) or a ``(lo, hi)`` pair.
+        dilation: spacing ``d`` between kernel taps.
+
+    Returns:
+        The output size, >= 1.
+
+    Raises:
+        ShapeError: non-positive stride/dilation/kernel, or the window does not fit (result <= 0);
+            the message shows the formula with the numbers filled in.
+
+    Example:
+        >>> conv_output_size(28, 5), conv_output_size(26, 2, 2), conv_output_size(9, 3, 2, 1)
+        (24, 13, 5)
+    """
+    check_positive((kernel,), "kernel size")
+    check_positive((stride,), "stride")
+    check_positive((dilation,), "dilation")
+    if isinstance(padding, tuple):
+        padding = [padding]
+    elif isinstance(padding, int) and not isinstance(padding, bool):
+        padding = [(padding, padding)]
+    ((lo, hi),) = resolve_padding(padding, (n,), (kernel,), (stride,), (dilation,))
+    span = n + lo + hi - dilated_size(kernel, dilation)
+    out = span // stride + 1
+    if span < 0 or out < 1:
+        raise ShapeError(
+            f"window does not fit: {FORMULA} = floor(({n} + {lo} + {hi} - {dilation}*({kernel}-1)"
+            f" - 1) / {stride}) + 1 = {out} <= 0 (kernel larger than the padded input)"
+        )
+    return out
+
+
+def conv_output_shape(
+    spatial: Sequence[int],
+    kernel: Sequence[int],
+    stride: Sequence[int],
+    pads: Pads,
+    dilation: Sequence[int],
+) -> tuple[int, ...]:
+    """:func:`conv_output_size` for every spatial dim; the error names the dim that fails."""
+    out = []
+    for axis, (n, k, s, p, d) in enumerate(zip(spatial, kernel, stride, pads, dilation)):
+        try:
+            out.append(conv_output_size(n, k, s, p, d))
+        except ShapeError as err:
+            raise ShapeError(f"spatial dim {axis}: {err}") from None
+    return tuple(out)
+
+
+def conv_transpose_padding(
+    padding: PaddingLike,
+    kernel: Sequence[int],
+    stride: Sequence[int],
+    dilation: Sequence[int],
+    output_padding: Sequence[int],
+) -> Pads:
+    """Padding of the equivalent stride-1 convolution over the stride-dilated input.
+
+    A transposed convolution is computed as: insert ``s-1`` zeros between input cells (size
+    ``(n-1)*s + 1``), pad by the pairs returned here, correlate with the flipped kernel. So its
+    output size is ``conv_output_size((n-1)*s + 1, k, 1, pairs, d)``.
+
+    * torch form (an int or ``(lo, hi)`` pairs ``p``, plus ``output_padding`` ``op``):
+      ``(d*(k-1) - p_lo, d*(k-1) - p_hi + op)``, giving torch's
+      ``out = (n-1)*s - p_lo - p_hi + d*(k-1) + op + 1``.
+    * ``"SAME"`` (lax/TF): ``out = n*s``; ``"VALID"``: ``out = n*s + max(d*(k-1)+1 - s, 0)``.
+    """
+    if isinstance(padding, str):
+        mode = padding.upper()
+        if mode not in ("SAME", "VALID"):
+            raise ShapeError(
+                f"ConvTranspose padding {padding!r}: accepted are 'SAME', 'VALID' (lax/TF form) or "
+                "torch-style ints / (lo, hi) pairs"
+            )
+        if any(output_padding):
+            raise ShapeError("output_padding only goes with torch-style integer padding")
+        pads = []
+        for k, s, d in zip(kernel, stride, dilation):
+            kd = dilated_size(k, d)
+            if mode == "SAME":
+                total = kd + s - 2
+                lo = kd - 1 if s > kd - 1 else -(-total // 2)
+            else:
+                total = kd + s - 2 + max(kd - s, 0)
+                lo = kd - 1
+            pads.append((lo, total - lo))
+        return tuple(pads)
+    crop = resolve_padding(padding, (0,) * len(kernel), kernel, stride, dilation)
+    for op, s, d in zip(output_padding, stride, dilation):
+        if not 0 <= op < max(s, d):
+            raise ShapeError(
+                f"output_padding {tuple(output_padding)} must be >= 0 and smaller than stride or "
+                f"dilation (stride {tuple(stride)}, dilation {tuple(dilation)})"
+            )
+    return tuple(
+        (d * (k - 1) - lo, d * (k - 1) - hi + op)
+        for (lo, hi), k, d, op in zip(crop, kernel, dilation, output_padding)
+    )
+
+
+def conv_transpose_output_shape(
+    spatial: Sequence[int],
+    kernel: Sequence[int],
+    stride: Sequence[int],
+    pads: Pads,
+    dilation: Sequence[int],
+) -> tuple[int, ...]:
+    """Output size of a transposed convolution, via :func:`conv_output_shape` on the dilated input."""
+    dilated = [(n - 1) * s + 1 for n, s in zip(spatial, stride)]
+    return conv_output_shape(dilated, kernel, (1,) * len(kernel), pads, dilation)
+
+
+def flat_size(shape: Sequence[int]) -> int:
+    """Number of elements of one example of this shape."""
+    return math.prod(shape)
