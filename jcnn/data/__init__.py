@@ -1,0 +1,72 @@
+"""Datasets, file formats, batching and augmentation for jcnn.
+
+Datasets: MNIST, Fashion-MNIST, CIFAR-10 (binary version) and scikit-learn's 8x8 digits.
+
+Loaders return numpy ``(images, labels)``: images ``(N, H, W, C)`` float32 in [0, 1] (or uint8 with
+``dtype="uint8"``, see :func:`normalize`) and int32 labels. Files are looked up in ``data_dir``,
+then ``$JCNN_DATA_DIR``, then the user cache, then downloaded with SHA256 verification (see
+:mod:`jcnn.data.download`); when that all fails a :class:`DatasetUnavailableError` explains how
+to provide the files.
+"""
+
+from jcnn.data.batching import (
+    augment,
+    batches,
+    crop_offsets,
+    epoch_permutation,
+    flip_mask,
+    num_batches,
+    random_crop,
+    random_flip,
+)
+from jcnn.data.cifar import CLASS_NAMES as CIFAR10_CLASSES
+from jcnn.data.cifar import read_cifar10_split, read_cifar_binary
+from jcnn.data.datasets import (
+    MNIST_FILES,
+    is_available,
+    load_cifar10,
+    load_digits_fallback,
+    load_fashion_mnist,
+    load_mnist,
+    load_mnist_splits,
+    normalize,
+)
+from jcnn.data.download import (
+    ENV_VAR,
+    ChecksumMismatchError,
+    DatasetUnavailableError,
+    cache_dir,
+    download_file,
+    ensure_files,
+)
+from jcnn.data.idx import read_idx, write_idx
+
+__all__ = [
+    "CIFAR10_CLASSES",
+    "ENV_VAR",
+    "MNIST_FILES",
+    "ChecksumMismatchError",
+    "DatasetUnavailableError",
+    "augment",
+    "batches",
+    "cache_dir",
+    "crop_offsets",
+    "download_file",
+    "ensure_files",
+    "epoch_permutation",
+    "flip_mask",
+    "is_available",
+    "load_cifar10",
+    "load_digits_fallback",
+    "load_fashion_mnist",
+    "load_mnist",
+    "load_mnist_splits",
+    "normalize",
+    "num_batches",
+    "random_crop",
+    "random_flip",
+    "read_cifar10_split",
+    "read_cifar_binary",
+    "read_idx",
+    "write_idx",
+]
