@@ -160,7 +160,15 @@ def Conv(
         chex.assert_shape(y, out_shape)
         return y, state
 
-    return Layer(init, apply, name=name, config=config)
+    hparams = {
+        "kernel_size": window,
+        "stride": strides,
+        "dilation": dilations,
+        "padding": padding,
+        "groups": groups,
+        "out_channels": out_channels,
+    }
+    return Layer(init, apply, name=name, config=config, hparams=hparams)
 
 
 def ConvTranspose(
@@ -263,4 +271,12 @@ def ConvTranspose(
         chex.assert_shape(y, out_shape)
         return y, state
 
-    return Layer(init, apply, name=name, config=config)
+    hparams = {
+        "kernel_size": window,
+        "stride": strides,
+        "dilation": dilations,
+        "padding": padding,
+        "output_padding": extra,
+        "out_channels": out_channels,
+    }
+    return Layer(init, apply, name=name, config=config, hparams=hparams)

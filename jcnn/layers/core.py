@@ -44,6 +44,9 @@ class Layer(_Pair):
         config: short description of the hyper-parameters, e.g. ``"8, (5, 5), stride=1"``.
         explicit_name: True when the user chose the name (kept verbatim as the params key).
         kind: what the layer is (``"Conv"``), whatever it is named.
+        hparams: the normalised hyper-parameters of windowed layers (Conv, pools):
+            ``kernel_size``, ``stride``, ``dilation`` (tuples) and ``padding`` (the raw spec),
+            for tools such as the receptive-field calculator.
     """
 
     name: str
@@ -52,6 +55,7 @@ class Layer(_Pair):
     config: str
     explicit_name: bool
     kind: str
+    hparams: dict[str, Any]
 
     def __new__(
         cls,
@@ -64,10 +68,12 @@ class Layer(_Pair):
         config: str = "",
         explicit_name: bool = False,
         kind: str | None = None,
+        hparams: dict[str, Any] | None = None,
     ) -> Layer:
         self = super().__new__(cls, init, apply)
         self.name = name
         self.kind = kind or name
+        self.hparams = dict(hparams or {})
         self.explicit_name = explicit_name
         self.children = tuple(children)
         self.child_inputs = child_inputs
@@ -87,6 +93,7 @@ class Layer(_Pair):
             config=self.config,
             explicit_name=True,
             kind=self.kind,
+            hparams=self.hparams,
         )
 
     def __repr__(self) -> str:

@@ -55,7 +55,8 @@ def _pool(
         chex.assert_shape(y, out_shape)
         return y, state
 
-    return Layer(init, apply, name=name, config=config)
+    hparams = {"kernel_size": win, "stride": strides, "dilation": ones, "padding": padding}
+    return Layer(init, apply, name=name, config=config, hparams=hparams)
 
 
 def MaxPool(
