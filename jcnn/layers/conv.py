@@ -17,7 +17,7 @@ from jax import lax
 
 from jcnn import initializers as inits
 from jcnn import shapes
-from jcnn.layers.core import Layer, check_rank, layer_error
+from jcnn.layers.core import Layer, check_rank, layer_error, per_channel
 
 
 def _dimension_numbers(rank: int) -> lax.ConvDimensionNumbers:
@@ -156,7 +156,7 @@ def Conv(
             precision=precision,
         )[0]
         if use_bias:
-            y = y + params["bias"].astype(y.dtype)
+            y = y + per_channel(params["bias"].astype(y.dtype), y.ndim)
         chex.assert_shape(y, out_shape)
         return y, state
 
@@ -267,7 +267,7 @@ def ConvTranspose(
             precision=precision,
         )[0]
         if use_bias:
-            y = y + params["bias"].astype(y.dtype)
+            y = y + per_channel(params["bias"].astype(y.dtype), y.ndim)
         chex.assert_shape(y, out_shape)
         return y, state
 

@@ -131,6 +131,12 @@ def split_key(key: jax.Array | None, n: int) -> list[jax.Array | None]:
     return list(jax.random.split(key, n))
 
 
+def per_channel(v: jax.Array, ndim: int) -> jax.Array:
+    """A ``(C,)`` vector reshaped to ``(1, ..., 1, C)`` of rank ``ndim``: explicit broadcasting
+    over the channels-last axis (jcnn runs clean under ``jax_numpy_rank_promotion="raise"``)."""
+    return v.reshape((1,) * (ndim - 1) + v.shape)
+
+
 def shape_of(x: Any) -> Any:
     """Python shape tuple(s) of an array or a tuple of arrays (combinator inputs)."""
     if isinstance(x, (tuple, list)):

@@ -12,7 +12,7 @@ from jax import lax
 from jcnn import initializers as inits
 from jcnn import shapes
 from jcnn.layers.conv import _check_params
-from jcnn.layers.core import Layer, layer_error
+from jcnn.layers.core import Layer, layer_error, per_channel
 
 
 def Dense(
@@ -69,7 +69,7 @@ def Dense(
         _check_params("Dense", params, expected_params(x.shape[-1]))
         y = jnp.matmul(x, params["kernel"].astype(x.dtype), precision=precision)
         if use_bias:
-            y = y + params["bias"].astype(y.dtype)
+            y = y + per_channel(params["bias"].astype(y.dtype), y.ndim)
         chex.assert_shape(y, out_shape)
         return y, state
 

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jcnn import shapes
-from jcnn.layers.core import Layer, layer_error
+from jcnn.layers.core import Layer, layer_error, per_channel
 
 
 def _f32(x):
@@ -17,7 +17,11 @@ def _f32(x):
 
 
 def _affine(params, x_hat, dtype):
-    return (x_hat * params["scale"] + params["offset"]).astype(dtype)
+    scale, offset = (
+        per_channel(params["scale"], x_hat.ndim),
+        per_channel(params["offset"], x_hat.ndim),
+    )
+    return (x_hat * scale + offset).astype(dtype)
 
 
 def BatchNorm(
@@ -64,12 +68,13 @@ def BatchNorm(
             )
         xf = _f32(x)
         if not train:
-            x_hat = (xf - state["mean"]) * lax.rsqrt(state["var"] + eps)
+            mean, var = per_channel(state["mean"], x.ndim), per_channel(state["var"], x.ndim)
+            x_hat = (xf - mean) * lax.rsqrt(var + eps)
             return _affine(params, x_hat, x.dtype), state
         axes = tuple(range(x.ndim - 1))
         try:
-            mean = lax.pmean(jnp.mean(xf, axes), axis_name)
-            var = lax.pmean(jnp.mean(jnp.square(xf - mean), axes), axis_name)
+            mean = lax.pmean(jnp.mean(xf, axes, keepdims=True), axis_name)
+            var = lax.pmean(jnp.mean(jnp.square(xf - mean), axes, keepdims=True), axis_name)
             count = lax.psum(1, axis_name) * shapes.flat_size(x.shape[:-1])
         except NameError as err:
             raise NameError(
@@ -78,6 +83,7 @@ def BatchNorm(
                 f"jax.vmap(apply, axis_name={axis_name!r}) ({err})"
             ) from None
         x_hat = (xf - mean) * lax.rsqrt(var + eps)
+        mean, var = mean.reshape(-1), var.reshape(-1)
         stored_var = var * count / max(count - 1, 1) if unbiased_running_var else var
         new_state = {
             "mean": momentum * state["mean"] + (1.0 - momentum) * mean,
