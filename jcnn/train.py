@@ -61,7 +61,9 @@ def create_train_state(
     The init key is ``fold_in(key(seed), 0)``; per-step keys derive from ``fold_in(key(seed), 1)``.
     """
     root = jax.random.key(seed)
-    _, params, state = layer.init(jax.random.fold_in(root, 0), tuple(input_shape))
+    shape = tuple(input_shape)
+    # One compiled program for the whole init, instead of one dispatch per initialiser.
+    params, state = jax.jit(lambda k: layer.init(k, shape)[1:])(jax.random.fold_in(root, 0))
     return TrainState(
         params=params,
         state=state,

@@ -262,6 +262,7 @@ def residual(block: Layer, shortcut: Layer | None = None, *, name: str = "residu
     """
     shortcut = Identity() if shortcut is None else shortcut
     keys = ("block", "shortcut")
+    _child_keys([block.named("block") if isinstance(block, Layer) else block, shortcut], name)
     subs = (block, shortcut)
 
     def init(key, input_shape):

@@ -139,6 +139,9 @@ def GroupNorm(num_groups: int = 32, *, eps: float = 1e-5) -> Layer:
         ShapeError: at init, when ``num_groups`` does not divide ``C``.
     """
 
+    if not isinstance(num_groups, int) or num_groups < 1:
+        raise ValueError(f"GroupNorm num_groups must be a positive int, got {num_groups!r}")
+
     def check(input_shape):
         if len(input_shape) < 1 or input_shape[-1] % num_groups:
             raise layer_error(

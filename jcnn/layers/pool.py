@@ -91,7 +91,7 @@ def SumPool(
     """Sum over sliding windows (padded cells are zeros). Shapes as :func:`MaxPool`."""
 
     def reduce(x, dims, strides, pads):
-        return lax.reduce_window(x, jnp.zeros((), x.dtype), lax.add, dims, strides, pads)
+        return lax.reduce_window(x, 0.0, lax.add, dims, strides, pads)
 
     return _pool("SumPool", window, stride, padding, reduce)
 
@@ -116,11 +116,11 @@ def AvgPool(
     """
 
     def reduce(x, dims, strides, pads):
-        total = lax.reduce_window(x, jnp.zeros((), x.dtype), lax.add, dims, strides, pads)
+        total = lax.reduce_window(x, 0.0, lax.add, dims, strides, pads)
         if count_include_pad:
             return total / shapes.flat_size(dims)
         cells = jnp.ones(x.shape[:-1] + (1,), x.dtype)
-        count = lax.reduce_window(cells, jnp.zeros((), x.dtype), lax.add, dims, strides, pads)
+        count = lax.reduce_window(cells, 0.0, lax.add, dims, strides, pads)
         return total / count
 
     return _pool(
