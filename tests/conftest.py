@@ -1,0 +1,46 @@
+"""Shared fixtures: strict rank promotion for every test, a seeded NumPy RNG, float64 on demand."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def mnist_dir() -> Path:
+    """MNIST folder for tests: ``$JCNN_TEST_MNIST_DIR``, else ``<repo>/../shared/data/mnist``."""
+    env = os.environ.get("JCNN_TEST_MNIST_DIR")
+    return Path(env) if env else REPO.parent / "shared" / "data" / "mnist"
+
+
+@pytest.fixture(autouse=True)
+def _rank_promotion_raise():
+    """Silent broadcasting between arrays of different ranks fails every test [NT]."""
+    with jax.numpy_rank_promotion("raise"):
+        yield
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
+
+
+@pytest.fixture
+def x64():
+    """Runs the test with 64-bit floats enabled (exact comparisons against NumPy references)."""
+    with jax.enable_x64(True):
+        yield
+
+
+@pytest.fixture
+def mnist_path() -> Path:
+    """The MNIST folder; skips the test when it is not there."""
+    path = mnist_dir()
+    if not path.is_dir():
+        pytest.skip(f"MNIST not found at {path} (set JCNN_TEST_MNIST_DIR)")
+    return path
