@@ -1,0 +1,405 @@
+"""Data-parallel training on JAX's own engine: a ``Mesh``, ``NamedSharding``s and ``jax.jit``.
+
+The model code does not change. The batch is split along the mesh axis ``"data"``; params,
+layer state and optimiser state are replicated (or, with ``fsdp=True``, each large parameter is
+split along its largest divisible axis). The train step is :func:`jcnn.train.train_step`,
+compiled once with those shardings: XLA inserts the all-reduce of the gradients, and the
+``lax.pmean`` of ``BatchNorm`` over the vmapped ``"batch"`` axis covers the GLOBAL batch, because
+under ``jit`` the vmap spans every example whatever device holds it. Nothing here averages by
+hand::
+
+    jcnn.distributed.initialize()                  # no-op for one process
+    mesh = jcnn.distributed.data_mesh()            # all devices of all processes, axis "data"
+    ts = jcnn.distributed.replicate(create_train_state(net, (28, 28, 1), opt), mesh)
+    step = jcnn.distributed.make_sharded_train_step(net.apply, loss, opt, mesh)
+    rows = jcnn.distributed.process_batch_slice(global_batch_size, mesh)   # this process's rows
+    batch = jcnn.distributed.shard_batch((x[rows], y[rows]), mesh)          # global arrays
+    ts, metrics = step(ts, batch)
+
+With one process, ``rows`` is the whole batch. With many (one per host, after
+:func:`initialize`), each process loads only its rows and
+``jax.make_array_from_process_local_data`` assembles the global batch without copying data
+between hosts.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+try:
+    from jax.sharding import AxisType
+except ImportError:  # jax < 0.5: every mesh axis is "auto"
+    AxisType = None
+
+from jcnn.layers.core import Layer
+from jcnn.losses import softmax_cross_entropy
+from jcnn.train import (
+    Batch,
+    LossFn,
+    TrainState,
+    create_train_state,
+    data_rng,
+    default_metrics,
+    epoch_permutation,
+    train_step,
+)
+
+DATA_AXIS = "data"
+ENV_COORDINATOR = "JCNN_COORDINATOR"
+ENV_NUM_PROCESSES = "JCNN_NUM_PROCESSES"
+ENV_PROCESS_ID = "JCNN_PROCESS_ID"
+
+
+def _on_tpu_vm() -> bool:
+    """True when libtpu is installed (a Cloud TPU VM), found without starting a JAX backend."""
+    return importlib.util.find_spec("libtpu") is not None
+
+
+def initialize(
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    *,
+    local_device_ids: int | Sequence[int] | None = None,
+    cpu_collectives: str | None = "gloo",
+    initialization_timeout: int = 300,
+) -> bool:
+    """Starts ``jax.distributed`` for a multi-process run; does nothing for a single process.
+
+    Call it once per process, first thing, before any JAX computation. Each argument left
+    ``None`` is read from the environment (``JCNN_COORDINATOR="host:port"``,
+    ``JCNN_NUM_PROCESSES``, ``JCNN_PROCESS_ID``). When none is set at all and libtpu is
+    installed (a Cloud TPU VM, one process per host of a pod slice), ``jax.distributed.initialize()``
+    is called without arguments and detects the slice itself. Otherwise, or when the run has
+    one process, nothing happens.
+
+    Args:
+        coordinator_address: ``"host:port"`` of process 0 (the coordinator).
+        num_processes: number of processes in the run.
+        process_id: this process's index, ``0 .. num_processes - 1``.
+        local_device_ids: restricts this process to these local devices (GPU hosts).
+        cpu_collectives: cross-process collectives of the CPU backend (``"gloo"``); set before
+            initialising, as JAX requires. ``None`` leaves the setting alone.
+        initialization_timeout: seconds to wait for every process to connect.
+
+    Returns:
+        True when ``jax.distributed`` was initialised (now or earlier), False for one process.
+
+    Raises:
+        ValueError: a multi-process run without a coordinator address or process id.
+    """
+    if jax.distributed.is_initialized():
+        return True
+    env = os.environ
+    coordinator_address = coordinator_address or env.get(ENV_COORDINATOR) or None
+    if num_processes is None and env.get(ENV_NUM_PROCESSES):
+        num_processes = int(env[ENV_NUM_PROCESSES])
+    if process_id is None and env.get(ENV_PROCESS_ID):
+        process_id = int(env[ENV_PROCESS_ID])
+    nothing_given = coordinator_address is None and num_processes is None and process_id is None
+    if nothing_given:
+        if not _on_tpu_vm():
+            return False
+        jax.distributed.initialize(initialization_timeout=initialization_timeout)
+        return True
+    if num_processes is not None and num_processes <= 1:
+        return False
+    if coordinator_address is None or process_id is None:
+        raise ValueError(
+            "jcnn.distributed.initialize: a multi-process run needs coordinator_address and "
+            f"process_id (or {ENV_COORDINATOR} and {ENV_PROCESS_ID}); got "
+            f"coordinator_address={coordinator_address!r}, process_id={process_id!r}"
+        )
+    if cpu_collectives is not None:
+        jax.config.update("jax_cpu_collectives_implementation", cpu_collectives)
+    jax.distributed.initialize(
+        coordinator_address=coordinator_address,
+        num_processes=num_processes,
+        process_id=process_id,
+        local_device_ids=local_device_ids,
+        initialization_timeout=initialization_timeout,
+    )
+    return True
+
+
+def data_mesh(devices: Sequence[jax.Device] | None = None, *, axis_name: str = DATA_AXIS) -> Mesh:
+    """A 1-D mesh over ``devices`` (default: every device of every process) named ``axis_name``.
+
+    Devices keep their order (``jax.devices()`` lists them process by process), so each
+    process's devices hold consecutive rows of the batch (see :func:`process_batch_slice`).
+    The gradient all-reduce spans the whole axis, so the order does not change its cost.
+    """
+    devices = np.asarray(list(jax.devices() if devices is None else devices))
+    if AxisType is None:
+        return Mesh(devices, (axis_name,))
+    return Mesh(devices, (axis_name,), axis_types=(AxisType.Auto,))
+
+
+def batch_sharding(mesh: Mesh, *, axis_name: str = DATA_AXIS) -> NamedSharding:
+    """Splits the leading (batch) axis of an array across ``axis_name``."""
+    return NamedSharding(mesh, P(axis_name))
+
+
+def replicated_sharding(mesh: Mesh) -> NamedSharding:
+    """One full copy of the array on every device of ``mesh``."""
+    return NamedSharding(mesh, P())
+
+
+def fsdp_spec(
+    shape: Sequence[int], num_shards: int, *, axis_name: str = DATA_AXIS, min_size: int = 2**14
+) -> P:
+    """The FSDP partition of one array: its largest axis divisible by ``num_shards``.
+
+    Arrays with fewer than ``min_size`` elements, or no divisible axis, stay replicated (their
+    all-gather would cost more than the memory saved). Ties go to the earliest axis.
+
+    Example:
+        >>> fsdp_spec((5, 5, 64, 128), 8, min_size=0)
+        PartitionSpec(None, None, None, 'data')
+    """
+    size = int(np.prod(shape, dtype=np.int64))
+    divisible = [i for i, n in enumerate(shape) if n % num_shards == 0 and n >= num_shards]
+    if num_shards <= 1 or size < min_size or not divisible:
+        return P()
+    axis = max(divisible, key=lambda i: (shape[i], -i))
+    return P(*(axis_name if i == axis else None for i in range(len(shape))))
+
+
+def train_state_shardings(
+    ts: Any, mesh: Mesh, *, fsdp: bool = False, axis_name: str = DATA_AXIS, min_size: int = 2**14
+) -> Any:
+    """``NamedSharding`` per leaf of a train state: replicated, or FSDP for params and opt state.
+
+    With ``fsdp=True`` every leaf of ``params`` and ``opt_state`` gets :func:`fsdp_spec` (the
+    optimiser's moments have the params' shapes, so they are split the same way); layer state,
+    step and rng stay replicated. Works on any pytree of arrays (or ``ShapeDtypeStruct``).
+    """
+    n = mesh.shape[axis_name]
+
+    def spec(leaf):
+        return NamedSharding(
+            mesh, fsdp_spec(np.shape(leaf), n, axis_name=axis_name, min_size=min_size)
+        )
+
+    full = replicated_sharding(mesh)
+    if not isinstance(ts, TrainState):
+        return jax.tree.map(spec if fsdp else (lambda _: full), ts)
+    split = spec if fsdp else (lambda _: full)
+    return TrainState(
+        params=jax.tree.map(split, ts.params),
+        state=jax.tree.map(lambda _: full, ts.state),
+        opt_state=jax.tree.map(split, ts.opt_state),
+        step=full,
+        rng=full,
+    )
+
+
+def _put_global(value: Any, sharding: NamedSharding) -> jax.Array:
+    """Places an array that every process holds in full (same seed) under a global sharding."""
+    host = np.asarray(value)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
+def shard_params(
+    ts: Any, mesh: Mesh, *, fsdp: bool = True, axis_name: str = DATA_AXIS, min_size: int = 2**14
+) -> Any:
+    """Places a train state (or any pytree) on ``mesh`` per :func:`train_state_shardings`.
+
+    Every process must pass the same values (create the state with the same seed): each keeps
+    only the pieces its devices hold. ``fsdp=False`` is :func:`replicate`.
+    """
+    shardings = train_state_shardings(ts, mesh, fsdp=fsdp, axis_name=axis_name, min_size=min_size)
+    return jax.tree.map(_put_global, ts, shardings)
+
+
+def replicate(ts: Any, mesh: Mesh) -> Any:
+    """A full copy of every leaf of ``ts`` on every device of ``mesh`` (plain data parallelism)."""
+    return shard_params(ts, mesh, fsdp=False)
+
+
+def process_batch_slice(global_batch_size: int, mesh: Mesh, *, axis_name: str = DATA_AXIS) -> slice:
+    """The rows of a global batch that THIS process loads (all of them for one process).
+
+    Read off the batch sharding, so it matches what :func:`shard_batch` expects: process ``p``
+    of ``P`` gets ``global_batch_size / P`` consecutive rows when the mesh keeps each process's
+    devices together (as :func:`data_mesh` does).
+
+    Raises:
+        ValueError: the batch does not split evenly over the devices, or this process's rows
+            are not contiguous (a mesh that interleaves processes).
+    """
+    n = mesh.shape[axis_name]
+    if global_batch_size % n:
+        raise ValueError(
+            f"process_batch_slice: global batch {global_batch_size} does not split over {n} "
+            f"devices on axis {axis_name!r}"
+        )
+    index_map = batch_sharding(mesh, axis_name=axis_name).addressable_devices_indices_map(
+        (global_batch_size,)
+    )
+    rows = sorted({(s[0].start or 0, s[0].stop or global_batch_size) for s in index_map.values()})
+    start, stop = rows[0][0], rows[-1][1]
+    if sum(b - a for a, b in rows) != stop - start:
+        raise ValueError(f"process_batch_slice: this process's rows {rows} are not contiguous")
+    return slice(start, stop)
+
+
+def shard_batch(local_batch: Any, mesh: Mesh, *, axis_name: str = DATA_AXIS) -> Any:
+    """Global arrays, split along ``axis_name``, from each process's rows of the batch.
+
+    Args:
+        local_batch: a pytree of host arrays holding this process's rows
+            (``batch[process_batch_slice(...)]``); with one process, the whole batch.
+        mesh: the data mesh.
+        axis_name: the mesh axis the batch is split along.
+
+    Shapes:
+        each leaf ``(B_local, ...)`` -> global ``(B_local * num_processes, ...)``.
+    """
+    sharding = batch_sharding(mesh, axis_name=axis_name)
+    return jax.tree.map(
+        lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_batch
+    )
+
+
+def make_sharded_train_step(
+    apply: Callable[..., Any],
+    loss_fn: LossFn,
+    optimizer: optax.GradientTransformation,
+    mesh: Mesh,
+    *,
+    fsdp: bool = False,
+    min_size: int = 2**14,
+    metrics_fn: Callable[..., dict] = default_metrics,
+    donate: bool = True,
+    axis_name: str = DATA_AXIS,
+    compiler_options: dict[str, Any] | None = None,
+) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
+    """:func:`jcnn.train.train_step` compiled for ``mesh``: ``step(ts, batch) -> (ts, metrics)``.
+
+    ``jax.jit`` gets ``in_shardings``/``out_shardings``: the batch split along ``axis_name``,
+    the train state as :func:`train_state_shardings` (replicated, or FSDP with ``fsdp=True``),
+    metrics replicated. So the new state comes back with the same layout and the step compiles
+    once per train-state structure. ``ts`` should come from :func:`replicate` /
+    :func:`shard_params` with the same ``fsdp``, and ``batch`` from :func:`shard_batch`.
+    ``compiler_options`` go to ``jax.jit`` (e.g. :func:`jcnn.remat.compiler_options` on CPU).
+    ``step.lower(ts, batch)`` gives the lowered step, for ``.compile().memory_analysis()``.
+    """
+    compiled: dict[Any, Callable] = {}
+
+    def step_fn(ts, batch):
+        return train_step(apply, loss_fn, optimizer, ts, batch, metrics_fn)
+
+    def jitted(ts: TrainState) -> Callable:
+        leaves, treedef = jax.tree.flatten(ts)
+        key = (treedef, tuple(np.shape(x) for x in leaves))
+        if key not in compiled:
+            ts_sh = train_state_shardings(
+                ts, mesh, fsdp=fsdp, axis_name=axis_name, min_size=min_size
+            )
+            data = batch_sharding(mesh, axis_name=axis_name)
+            compiled[key] = jax.jit(
+                step_fn,
+                in_shardings=(ts_sh, data),
+                out_shardings=(ts_sh, replicated_sharding(mesh)),
+                donate_argnums=(0,) if donate else (),
+                compiler_options=compiler_options,
+            )
+        return compiled[key]
+
+    def step(ts: TrainState, batch: Batch) -> tuple[TrainState, dict]:
+        return jitted(ts)(ts, batch)
+
+    # step.lower(ts, batch).compile().memory_analysis(): per-device bytes of the compiled step.
+    step.lower = lambda ts, batch: jitted(ts).lower(ts, batch)
+    return step
+
+
+def host_value(x: jax.Array) -> np.ndarray:
+    """A full numpy copy of a global array on every process (all-gathers split arrays)."""
+    if x.is_fully_replicated:
+        return np.asarray(x.addressable_data(0))
+    if x.is_fully_addressable:
+        return np.asarray(x)
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def fit_sharded(
+    layer: Layer,
+    train: tuple[np.ndarray, np.ndarray],
+    *,
+    mesh: Mesh | None = None,
+    optimizer: optax.GradientTransformation | None = None,
+    loss_fn: LossFn = softmax_cross_entropy,
+    metrics_fn: Callable[..., dict] = default_metrics,
+    epochs: int = 1,
+    batch_size: int = 128,
+    seed: int = 0,
+    fsdp: bool = False,
+    min_size: int = 2**14,
+    train_state: TrainState | None = None,
+    compiler_options: dict[str, Any] | None = None,
+    on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+) -> tuple[TrainState, dict[str, list[float]]]:
+    """Epochs of data-parallel training: :func:`jcnn.fit.fit`'s host loop on a mesh.
+
+    ``batch_size`` is the GLOBAL batch. Every process passes the same ``train`` arrays (or
+    memory-maps of them) and reads only its rows of each batch; the shuffling is
+    :func:`jcnn.train.epoch_permutation` of ``(seed, epoch)``, the same as ``fit``, so a run
+    gives the same params on any number of devices (up to float reduction order).
+
+    Returns:
+        ``(train_state, history)``, history holding per-epoch ``train_loss`` (and the other
+        metrics) and ``seconds``.
+    """
+    mesh = mesh or data_mesh()
+    x_train, y_train = train
+    n = len(x_train)
+    steps = n // batch_size
+    if steps == 0:
+        raise ValueError(
+            f"fit_sharded: {n} training examples are fewer than batch_size={batch_size}"
+        )
+    optimizer = optimizer or optax.adam(1e-3)
+    ts = train_state or create_train_state(layer, x_train.shape[1:], optimizer, seed=seed)
+    ts = shard_params(ts, mesh, fsdp=fsdp, min_size=min_size)
+    step = make_sharded_train_step(
+        layer.apply,
+        loss_fn,
+        optimizer,
+        mesh,
+        fsdp=fsdp,
+        min_size=min_size,
+        metrics_fn=metrics_fn,
+        compiler_options=compiler_options,
+    )
+    rows = process_batch_slice(batch_size, mesh)
+    shuffle = data_rng(seed)
+    history: dict[str, list[float]] = {}
+    for epoch in range(epochs):
+        t0 = time.perf_counter()
+        perm = np.asarray(epoch_permutation(shuffle, epoch, n))
+        sums: dict[str, jax.Array] = {}
+        for i in range(steps):
+            idx = perm[i * batch_size : (i + 1) * batch_size][rows]
+            ts, metrics = step(ts, shard_batch((x_train[idx], y_train[idx]), mesh))
+            sums = {k: sums.get(k, 0.0) + v for k, v in metrics.items()}
+        record = {f"train_{k}": float(host_value(v)) / steps for k, v in sums.items()}
+        record["seconds"] = time.perf_counter() - t0
+        for k, v in record.items():
+            history.setdefault(k, []).append(v)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, record)
+    return ts, history
