@@ -102,6 +102,7 @@ def serial(*layers: Layer, name: str = "serial") -> Layer:
         children=list(zip(keys, layers)),
         child_inputs=child_inputs,
         explicit_name=name != "serial",
+        kind="serial",
     )
 
 
@@ -145,6 +146,7 @@ def parallel(*layers: Layer, name: str = "parallel") -> Layer:
         children=list(zip(keys, layers)),
         child_inputs=lambda s: list(s),
         explicit_name=name != "parallel",
+        kind="parallel",
     )
 
 
@@ -246,6 +248,7 @@ def concat(*branches: Layer, axis: int = -1, name: str = "concat") -> Layer:
         children=inner.children,
         child_inputs=lambda s: [s] * len(branches),
         explicit_name=name != "concat",
+        kind="concat",
     )
 
 
@@ -291,4 +294,5 @@ def residual(block: Layer, shortcut: Layer | None = None, *, name: str = "residu
         children=list(zip(keys, subs)),
         child_inputs=lambda s: [s, s],
         explicit_name=name != "residual",
+        kind="residual",
     )

@@ -1,0 +1,147 @@
+"""VGG-11/13/16/19 (Simonyan & Zisserman 2015), with or without BatchNorm, as in torchvision.
+
+Every convolution is 3x3 with padding 1 (size-preserving) and a bias, followed by (BatchNorm
+and) ReLU; five 2x2 max-pools halve the size: 224 -> 7. ``M`` in a configuration is a max-pool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from jcnn import layers as L
+from jcnn import shapes
+from jcnn.layers.core import Layer
+from jcnn.models.alexnet import adaptive_avg_pool
+
+#: torchvision's configurations "A", "B", "D", "E" by depth (number of weight layers).
+CONFIGS: dict[int, tuple[int | str, ...]] = {
+    11: (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
+    13: (64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
+    16: (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"),
+    19: (
+        64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
+        512, 512, 512, 512, "M", 512, 512, 512, 512, "M",
+    ),
+}  # fmt: skip
+
+#: ``AdaptiveAvgPool2d((7, 7))`` target: the classifier always sees 7*7*512 = 25,088 values.
+POOLED_SIZE = 7
+
+
+def vgg_features(config: Sequence[int | str], *, batch_norm: bool = False) -> Layer:
+    """The convolutional part: 3x3 pad-1 conv (+ BatchNorm) + ReLU per int, 2x2 max-pool per "M".
+
+    Shapes:
+        ``(H, W, C) -> (H / 2^m, W / 2^m, last width)`` for ``m`` pools (floor at each pool).
+    """
+    layers: list[Layer] = []
+    for item in config:
+        if item == "M":
+            layers.append(L.MaxPool((2, 2)))
+            continue
+        layers.append(L.Conv(int(item), (3, 3), padding=1))
+        if batch_norm:
+            layers.append(L.BatchNorm())
+        layers.append(L.Relu())
+    return L.serial(*layers, name="features")
+
+
+def vgg(
+    depth: int = 16,
+    *,
+    batch_norm: bool = False,
+    num_classes: int = 1000,
+    input_size: int | Sequence[int] = 224,
+) -> Layer:
+    """VGG-``depth`` as in torchvision: ``features``, ``avgpool``, flatten, ``classifier``.
+
+    The classifier is dense 4096, ReLU, dropout 0.5, dense 4096, ReLU, dropout 0.5, dense
+    ``num_classes`` (torchvision's order: dropout after each ReLU). ``avgpool`` is torchvision's
+    ``AdaptiveAvgPool2d((7, 7))``: for the standard 224x224 input the features are already 7x7,
+    so it is the identity (an ``Identity`` layer); inputs whose feature map is a multiple of 7 work
+    too. With ``batch_norm`` a BatchNorm follows every convolution (torchvision keeps the conv
+    bias there, which is why VGG-11-BN has 5,504 = 2 * 2,752 more parameters than VGG-11).
+
+    Parameters (1,000 classes): VGG-11 132,863,336; VGG-13 133,047,848; VGG-16 138,357,544;
+    VGG-19 143,667,240 (flatten 25,088 -> 4096 -> 4096 -> 1000 is 123,642,856 of them).
+
+    Args:
+        depth: 11, 13, 16 or 19.
+        batch_norm: insert BatchNorm after every convolution.
+        num_classes: logits width.
+        input_size: spatial input size (int or (H, W)); fixes the adaptive pooling window.
+
+    Shapes:
+        ``(224, 224, 3) -> (num_classes,)``; features ``(7, 7, 512)``.
+
+    Raises:
+        ValueError: unknown depth.
+
+    Example:
+        >>> jcnn.output_shape(vgg(19), (224, 224, 3))
+        (1000,)
+    """
+    if depth not in CONFIGS:
+        raise ValueError(f"vgg depth must be one of {sorted(CONFIGS)}, got {depth!r}")
+    config = CONFIGS[depth]
+    size = shapes.as_tuple(input_size, 2, "vgg input_size")
+    pools = config.count("M")
+    feature_size = tuple(n // 2**pools for n in size)
+    name = f"vgg{depth}_bn" if batch_norm else f"vgg{depth}"
+    classifier = L.serial(
+        L.Dense(4096),
+        L.Relu(),
+        L.Dropout(0.5),
+        L.Dense(4096),
+        L.Relu(),
+        L.Dropout(0.5),
+        L.Dense(num_classes),
+        name="classifier",
+    )
+    return L.serial(
+        vgg_features(config, batch_norm=batch_norm),
+        adaptive_avg_pool(feature_size, POOLED_SIZE, where=name),
+        L.Flatten(),
+        classifier,
+        name=name,
+    )
+
+
+def vgg11(num_classes: int = 1000, **kwargs) -> Layer:
+    """VGG-11 (configuration "A"); see :func:`vgg`."""
+    return vgg(11, num_classes=num_classes, **kwargs)
+
+
+def vgg13(num_classes: int = 1000, **kwargs) -> Layer:
+    """VGG-13 (configuration "B"); see :func:`vgg`."""
+    return vgg(13, num_classes=num_classes, **kwargs)
+
+
+def vgg16(num_classes: int = 1000, **kwargs) -> Layer:
+    """VGG-16 (configuration "D"); see :func:`vgg`."""
+    return vgg(16, num_classes=num_classes, **kwargs)
+
+
+def vgg19(num_classes: int = 1000, **kwargs) -> Layer:
+    """VGG-19 (configuration "E", the course's example); see :func:`vgg`."""
+    return vgg(19, num_classes=num_classes, **kwargs)
+
+
+def vgg11_bn(num_classes: int = 1000, **kwargs) -> Layer:
+    """VGG-11 with BatchNorm; see :func:`vgg`."""
+    return vgg(11, batch_norm=True, num_classes=num_classes, **kwargs)
+
+
+def vgg13_bn(num_classes: int = 1000, **kwargs) -> Layer:
+    """VGG-13 with BatchNorm; see :func:`vgg`."""
+    return vgg(13, batch_norm=True, num_classes=num_classes, **kwargs)
+
+
+def vgg16_bn(num_classes: int = 1000, **kwargs) -> Layer:
+    """VGG-16 with BatchNorm; see :func:`vgg`."""
+    return vgg(16, batch_norm=True, num_classes=num_classes, **kwargs)
+
+
+def vgg19_bn(num_classes: int = 1000, **kwargs) -> Layer:
+    """VGG-19 with BatchNorm; see :func:`vgg`."""
+    return vgg(19, batch_norm=True, num_classes=num_classes, **kwargs)

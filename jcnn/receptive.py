@@ -1,0 +1,386 @@
+"""Receptive fields computed analytically, layer by layer (no forward pass, nothing allocated).
+
+For a stack of windowed layers with kernel ``k``, stride ``s``, low-side padding ``p`` and
+dilation ``d`` (effective kernel ``k' = d*(k-1) + 1``), per spatial dim::
+
+    j_out     = j_in * s                                   (jump: input pixels between units)
+    r_out     = r_in + (k' - 1) * j_in                     (receptive-field size)
+    start_out = start_in + ((k' - 1) / 2 - p) * j_in       (centre of the first unit's field)
+
+starting from ``r = 1, j = 1, start = 0`` (Araujo, Norris & Sim, "Computing Receptive Fields of
+Convolutional Neural Networks", Distill 2019; the course text "Mechanisms of Convolutional
+Networks" introduces the receptive field). Coordinates are input pixel indices: pixel ``i`` has
+centre ``i``, so unit ``n`` of a layer sees input pixels
+``start + n*j - (r-1)/2 .. start + n*j + (r-1)/2`` (negative indices and indices past the end
+are padding). Only the low-side padding moves the field; the high side changes the output size.
+
+Pointwise layers (activations, BatchNorm in inference, Dropout, Identity) leave the field as it
+is. Branches applied to the same input (``residual``, ``concat``) give the union of their fields
+(the bounding interval; exact for the support of the gradient when no path cancels another).
+The walk stops at the first layer that mixes every position (``Flatten``, ``Dense``, global
+pooling). Windowed layers are read from ``layer.hparams`` (``kernel_size``, ``stride``,
+``padding``, ``dilation``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
+
+from jcnn import shapes
+from jcnn.layers.core import Layer
+from jcnn.summary import output_shape
+
+#: Kinds that act on each position separately (the field is unchanged).
+POINTWISE_KINDS = frozenset(
+    {"Relu", "LeakyRelu", "Elu", "Gelu", "Tanh", "Sigmoid", "BatchNorm", "Dropout", "Identity"}
+)
+#: Kinds after which every unit sees the whole input: the walk stops there.
+GLOBAL_KINDS = frozenset({"Flatten", "Dense", "GlobalAvgPool", "GlobalMaxPool", "Reshape"})
+
+IntOrTuple = int | Sequence[int]
+
+
+class RFSpec(NamedTuple):
+    """One windowed step: per spatial dim kernel, stride, LOW-side padding and dilation.
+
+    ``out_size`` (the layer's output spatial size) is optional and only shown in tables.
+    """
+
+    name: str
+    kind: str
+    kernel_size: tuple[int, ...]
+    stride: tuple[int, ...]
+    padding: tuple[int, ...]
+    dilation: tuple[int, ...]
+    out_size: tuple[int, ...] | None = None
+
+
+class RFRow(NamedTuple):
+    """A layer's step and the receptive field of its output units (per spatial dim).
+
+    Attributes:
+        spec: the layer's :class:`RFSpec`.
+        rf: receptive-field size ``r`` in input pixels.
+        jump: ``j``, input pixels between neighbouring output units (product of strides).
+        start: centre of output unit 0's field in input pixel coordinates (may be negative).
+    """
+
+    spec: RFSpec
+    rf: tuple[int, ...]
+    jump: tuple[int, ...]
+    start: tuple[float, ...]
+
+    def field(self, index: Sequence[int]) -> tuple[tuple[float, float], ...]:
+        """``(first, last)`` input pixel of output unit ``index``'s field, per dim (unclipped)."""
+        return tuple(
+            (s + i * j - (r - 1) / 2, s + i * j + (r - 1) / 2)
+            for s, i, j, r in zip(self.start, index, self.jump, self.rf)
+        )
+
+
+def _low_padding(padding: Any, rank: int) -> tuple[int, ...]:
+    if isinstance(padding, str):
+        if padding.upper() == "VALID":
+            return (0,) * rank
+        raise ValueError(
+            f"receptive_field: padding {padding!r} depends on the input size; give the low-side "
+            "padding as ints (or use layer_specs(net, input_shape), which resolves it)"
+        )
+    if isinstance(padding, int):
+        return (padding,) * rank
+    items = tuple(padding)
+    if len(items) != rank:
+        raise ValueError(f"receptive_field: padding {padding!r} does not have {rank} entries")
+    return tuple(p if isinstance(p, int) else int(tuple(p)[0]) for p in items)
+
+
+def _rank(item: Sequence[Any]) -> int:
+    lengths = [len(v) for v in item[2:5] if not isinstance(v, (int, str))]
+    lengths += [len(item[1])] if not isinstance(item[1], int) else []
+    return max(lengths, default=1)
+
+
+def as_spec(item: RFSpec | Sequence[Any], rank: int | None = None) -> RFSpec:
+    """An :class:`RFSpec` from ``(kind, kernel, stride, padding, dilation)`` (ints or per dim).
+
+    ``padding`` is the low-side padding: an int, one int or ``(lo, hi)`` pair per dim, or
+    ``"VALID"``. The rank is the length of the longest per-dim entry (1 when all are ints).
+    """
+    if isinstance(item, RFSpec):
+        return item
+    if len(item) != 5:
+        raise ValueError(
+            f"receptive_field: expected (kind, kernel, stride, padding, dilation), got {item!r}"
+        )
+    kind, kernel, stride, padding, dilation = item
+    rank = rank or _rank(item)
+    spec = RFSpec(
+        name=str(kind),
+        kind=str(kind),
+        kernel_size=shapes.as_tuple(kernel, rank, "kernel"),
+        stride=shapes.as_tuple(stride, rank, "stride"),
+        padding=_low_padding(padding, rank),
+        dilation=shapes.as_tuple(dilation, rank, "dilation"),
+    )
+    for field in (spec.kernel_size, spec.stride, spec.dilation):
+        shapes.check_positive(field, f"receptive_field {spec.name}")
+    return spec
+
+
+def receptive_field(specs: Iterable[RFSpec | Sequence[Any]]) -> list[RFRow]:
+    """The receptive field after every step of a chain of windowed layers.
+
+    Args:
+        specs: :class:`RFSpec` objects or ``(kind, kernel, stride, padding, dilation)`` tuples,
+            first layer first. Pointwise layers are ``(kind, 1, 1, 0, 1)``.
+
+    Returns:
+        One :class:`RFRow` per spec.
+
+    Example:
+        >>> rows = receptive_field([("conv", 3, 1, 0, 1), ("pool", 2, 2, 0, 1)])
+        >>> [(r.rf, r.jump, r.start) for r in rows]
+        [((3,), (1,), (1.0,)), ((4,), (2,), (1.5,))]
+    """
+    rows: list[RFRow] = []
+    r = j = start = None
+    for item in specs:
+        spec = as_spec(item)
+        if r is None:
+            rank = len(spec.kernel_size)
+            r, j, start = (1,) * rank, (1,) * rank, (0.0,) * rank
+        if len(spec.kernel_size) != len(r):
+            raise ValueError(f"receptive_field: {spec.name} has another rank than the first layer")
+        eff = tuple(shapes.dilated_size(k, d) for k, d in zip(spec.kernel_size, spec.dilation))
+        start = tuple(
+            s + ((e - 1) / 2 - p) * jj for s, e, p, jj in zip(start, eff, spec.padding, j)
+        )
+        r = tuple(rr + (e - 1) * jj for rr, e, jj in zip(r, eff, j))
+        j = tuple(jj * s for jj, s in zip(j, spec.stride))
+        rows.append(RFRow(spec, r, j, start))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Walking a jcnn network
+# ---------------------------------------------------------------------------------------------
+
+
+def _structure(layer: Layer, input_shape: Any) -> tuple[str, list[Any]]:
+    """``("serial" | "branches", child input shapes)`` of a combinator.
+
+    Combinators are told apart by kind when it names them, else by how shapes flow: a serial
+    feeds each child's output to the next and returns the last one's; ``residual`` and
+    ``concat`` feed the same input to every child.
+    """
+    keys = tuple(k for k, _ in layer.children)
+    if isinstance(input_shape, tuple) and input_shape and isinstance(input_shape[0], tuple):
+        raise ValueError(f"receptive field: {layer.name} takes several inputs (parallel)")
+    ins = layer.child_inputs(input_shape)
+    if layer.kind in ("residual", "concat") or keys == ("block", "shortcut"):
+        return "branches", ins
+    outs = [output_shape(c, s) for (_, c), s in zip(layer.children, ins)]
+    if layer.kind == "serial" or (
+        ins[0] == tuple(input_shape)
+        and all(a == b for a, b in zip(ins[1:], outs[:-1]))
+        and output_shape(layer, input_shape) == outs[-1]
+    ):
+        return "serial", ins
+    if all(s == tuple(input_shape) for s in ins):
+        return "branches", ins
+    raise ValueError(f"receptive field: cannot tell how {layer.name} ({layer.kind}) combines")
+
+
+def _leaf_spec(
+    layer: Layer, input_shape: Any, path: str, pointwise: frozenset[str]
+) -> RFSpec | None:
+    kind = layer.kind
+    if kind in pointwise or (kind in ("Softmax", "LogSoftmax") and layer.config == "axis=-1"):
+        return None
+    hp = layer.hparams
+    if "kernel_size" in hp and not kind.startswith("ConvTranspose"):
+        pads = shapes.resolve_padding(
+            hp["padding"], input_shape[:-1], hp["kernel_size"], hp["stride"], hp["dilation"]
+        )
+        return RFSpec(
+            name=path,
+            kind=kind,
+            kernel_size=tuple(hp["kernel_size"]),
+            stride=tuple(hp["stride"]),
+            padding=tuple(p[0] for p in pads),
+            dilation=tuple(hp["dilation"]),
+            out_size=tuple(output_shape(layer, input_shape)[:-1]),
+        )
+    raise ValueError(
+        f"receptive field: layer {path} of kind {kind!r} is neither windowed (no hparams "
+        f"kernel_size), pointwise nor global; pass pointwise={{{kind!r}}} if it acts per position"
+    )
+
+
+def _union(specs_per_branch: list[list[RFSpec]], name: str, kind: str, rank: int, out) -> RFSpec:
+    """One equivalent step for branches on the same input: the union (bounding interval)."""
+    los, his, jumps = [], [], set()
+    for specs in specs_per_branch:
+        rows = receptive_field(specs)
+        if rows:
+            last = rows[-1]
+            lo_hi = last.field((0,) * rank)
+            jumps.add(last.jump)
+        else:  # an identity branch (e.g. the residual shortcut)
+            lo_hi = ((0.0, 0.0),) * rank
+            jumps.add((1,) * rank)
+        los.append([a for a, _ in lo_hi])
+        his.append([b for _, b in lo_hi])
+    if len(jumps) != 1:
+        raise ValueError(f"receptive field: branches of {name} have different strides {jumps}")
+    jump = jumps.pop()
+    lo = [min(v[i] for v in los) for i in range(rank)]
+    hi = [max(v[i] for v in his) for i in range(rank)]
+    # As one window: kernel r = hi - lo + 1, stride j, low padding -lo (lo is an integer index).
+    return RFSpec(
+        name=name,
+        kind=kind,
+        kernel_size=tuple(int(round(h - lw)) + 1 for lw, h in zip(lo, hi)),
+        stride=jump,
+        padding=tuple(int(round(-lw)) for lw in lo),
+        dilation=(1,) * rank,
+        out_size=out,
+    )
+
+
+def _walk(
+    layer: Layer, input_shape: Any, path: str, pointwise: frozenset[str], out: list[RFSpec]
+) -> bool:
+    """Appends the steps of ``layer`` to ``out``; True when it reached a global layer."""
+    if not layer.children:
+        if layer.kind in GLOBAL_KINDS:
+            return True
+        spec = _leaf_spec(layer, input_shape, path or layer.name, pointwise)
+        if spec is not None:
+            out.append(spec)
+        return False
+    how, ins = _structure(layer, input_shape)
+    if how == "serial":
+        for (key, child), shape in zip(layer.children, ins):
+            if _walk(child, shape, f"{path}/{key}" if path else key, pointwise, out):
+                return True
+        return False
+    branches = []
+    for (key, child), shape in zip(layer.children, ins):
+        specs: list[RFSpec] = []
+        if _walk(child, shape, key, pointwise, specs):
+            raise ValueError(
+                f"receptive field: branch {key} of {path or layer.name} mixes all positions"
+            )
+        branches.append(specs)
+    rank = len(input_shape) - 1
+    size = tuple(output_shape(layer, input_shape)[:-1])
+    out.append(_union(branches, path or layer.name, layer.kind, rank, size))
+    return False
+
+
+def layer_specs(
+    net: Layer, input_shape: Sequence[int], *, pointwise: Iterable[str] = ()
+) -> list[RFSpec]:
+    """The windowed steps of ``net`` for ``input_shape``, up to its first global layer.
+
+    SAME and other size-dependent paddings are resolved for the actual input. Pointwise layers
+    are left out (they do not change the field); a ``residual`` or ``concat`` block becomes one
+    equivalent step.
+
+    Args:
+        net: a jcnn network (serial, residual and concat combinators, any nesting).
+        input_shape: one example's shape, channels last.
+        pointwise: extra layer kinds that act per position (besides :data:`POINTWISE_KINDS`).
+
+    Raises:
+        ValueError: a layer whose effect on positions is unknown (e.g. ``ConvTranspose``).
+    """
+    specs: list[RFSpec] = []
+    _walk(net, tuple(input_shape), "", POINTWISE_KINDS | frozenset(pointwise), specs)
+    return specs
+
+
+def network_receptive_field(
+    net: Layer, input_shape: Sequence[int], *, pointwise: Iterable[str] = ()
+) -> list[RFRow]:
+    """:func:`receptive_field` of :func:`layer_specs`: one row per windowed layer of ``net``.
+
+    Example:
+        >>> rows = network_receptive_field(models.alexnet(), (224, 224, 3))
+        >>> rows[-1].rf   # after pool5 (at 224 the adaptive pool is the identity)
+        (195, 195)
+    """
+    return receptive_field(layer_specs(net, input_shape, pointwise=pointwise))
+
+
+def _fmt(values: Sequence[Any]) -> str:
+    vals = [int(v) if float(v).is_integer() else v for v in values]
+    return str(vals[0]) if len(set(vals)) == 1 else "x".join(str(v) for v in vals)
+
+
+def receptive_table(
+    rows_or_net: Sequence[RFRow] | Layer, input_shape: Sequence[int] | None = None
+) -> str:
+    """A text table: layer, kind, k, s, p (low side), d, output size, r, j, start.
+
+    Square values print once (``3``), others per dim (``3x5``).
+
+    Args:
+        rows_or_net: rows from :func:`receptive_field`, or a network (then ``input_shape``).
+        input_shape: one example's shape when a network is given.
+    """
+    if isinstance(rows_or_net, Layer):
+        if input_shape is None:
+            raise ValueError("receptive_table: give input_shape with a network")
+        rows = network_receptive_field(rows_or_net, input_shape)
+    else:
+        rows = list(rows_or_net)
+    header = ("layer", "kind", "k", "s", "p", "d", "out", "r", "j", "start")
+    table = [header]
+    for row in rows:
+        sp = row.spec
+        table.append(
+            (
+                sp.name,
+                sp.kind,
+                _fmt(sp.kernel_size),
+                _fmt(sp.stride),
+                _fmt(sp.padding),
+                _fmt(sp.dilation),
+                _fmt(sp.out_size) if sp.out_size else "-",
+                _fmt(row.rf),
+                _fmt(row.jump),
+                _fmt(row.start),
+            )
+        )
+    widths = [max(len(str(r[i])) for r in table) for i in range(len(header))]
+    lines = []
+    for i, r in enumerate(table):
+        cells = [
+            str(c).ljust(w) if k < 2 else str(c).rjust(w) for k, (c, w) in enumerate(zip(r, widths))
+        ]
+        lines.append("  ".join(cells).rstrip())
+        if i == 0:
+            lines.append("-" * len(lines[0]))
+    return "\n".join(lines)
+
+
+def rows_as_dicts(rows: Sequence[RFRow]) -> list[dict[str, Any]]:
+    """Rows as JSON-ready dicts (lists for per-dim values)."""
+    return [
+        {
+            "layer": r.spec.name,
+            "kind": r.spec.kind,
+            "kernel_size": list(r.spec.kernel_size),
+            "stride": list(r.spec.stride),
+            "padding": list(r.spec.padding),
+            "dilation": list(r.spec.dilation),
+            "out_size": list(r.spec.out_size) if r.spec.out_size else None,
+            "rf": list(r.rf),
+            "jump": list(r.jump),
+            "start": [float(s) for s in r.start],
+        }
+        for r in rows
+    ]

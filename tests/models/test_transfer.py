@@ -1,0 +1,137 @@
+"""Transfer learning: a new head on a trained body; after training, the body is bit-identical."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jcnn
+from jcnn import layers as L
+from jcnn import models
+from jcnn.fit import fit
+from jcnn.losses import softmax_cross_entropy
+from jcnn.models.transfer import replace_head, transfer_setup
+from jcnn.train import make_train_step
+
+SHAPE = (8, 8, 1)
+
+
+def _trained_net():
+    return L.serial(
+        L.Conv(4, (3, 3)),
+        L.BatchNorm(),
+        L.Relu(),
+        L.MaxPool((2, 2)),
+        L.Flatten(),
+        L.Dropout(0.2),
+        L.Dense(10),
+        name="small",
+    )
+
+
+@pytest.fixture(scope="module")
+def pretrained():
+    """A "trained" network: params and running statistics drawn with NumPy (no init compile)."""
+    net = _trained_net()
+    _, params, state = jcnn.init_shapes(net, SHAPE)
+    rng = np.random.default_rng(0)
+
+    def draw(tree, low):
+        return jax.tree_util.tree_map(
+            lambda s: jnp.asarray(rng.uniform(low, low + 1.0, s.shape), s.dtype), tree
+        )
+
+    return net, draw(params, -0.5), draw(state, 0.5)
+
+
+def _data(n=32, classes=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, *SHAPE)).astype(np.float32), rng.integers(0, classes, n)
+
+
+def _same(a, b):
+    return jax.tree_util.tree_all(
+        jax.tree_util.tree_map(lambda u, v: np.array_equal(np.asarray(u), np.asarray(v)), a, b)
+    )
+
+
+def test_replace_head_keeps_keys_and_changes_output():
+    net = replace_head(models.resnet18(), L.Dense(5))
+    assert [k for k, _ in net.children] == [
+        "stem", "layer1", "layer2", "layer3", "layer4", "GlobalAvgPool_0", "head",
+    ]  # fmt: skip
+    assert jcnn.output_shape(net, (224, 224, 3)) == (5,)
+    # fc 512 -> 1000 (513,000) replaced by 512 -> 5 (2,565).
+    assert jcnn.count_params(net, (224, 224, 3)) == 11_689_512 - 513_000 + 2_565
+    vgg = replace_head(models.vgg11(), L.serial(L.Dense(64), L.Relu(), L.Dense(3)))
+    assert jcnn.output_shape(vgg, (224, 224, 3)) == (3,)
+    cnn = replace_head(models.cnn(), L.serial(L.GlobalAvgPool(), L.Dense(2)), head="Flatten_0")
+    assert [k for k, _ in cnn.children][-1] == "head"
+    assert jcnn.output_shape(cnn, (28, 28, 1)) == (2,)
+
+
+def test_replace_head_errors():
+    with pytest.raises(ValueError, match="no child keyed"):
+        replace_head(models.cnn(), L.Dense(2), head="nope")
+    with pytest.raises(ValueError, match="first child"):
+        replace_head(models.cnn(), L.Dense(2), head="Conv_0")
+    with pytest.raises(ValueError, match="already a child key"):
+        replace_head(models.cnn(), L.Dense(2), head_name="Conv_0")
+
+
+@pytest.mark.parametrize("body_inference", [True, False])
+def test_frozen_body_bit_identical_head_trained(pretrained, body_inference):
+    net, params, state = pretrained
+    setup = transfer_setup(
+        net, L.Dense(3), SHAPE, params, state, optax.adam(0.05), body_inference=body_inference
+    )
+    body = [k for k, _ in net.children][:-1]
+    assert setup.frozen == body
+    ts0 = setup.train_state
+    for key in body:  # the trained body was copied in
+        assert _same(ts0.params[key], params[key]) and _same(ts0.state[key], state[key])
+    head0 = jax.tree_util.tree_map(np.asarray, ts0.params["head"])
+
+    step = make_train_step(setup.net.apply, softmax_cross_entropy, setup.optimizer, donate=False)
+    x, y = _data()
+    ts, losses = ts0, []
+    for _ in range(6):
+        ts, metrics = step(ts, (x, y))
+        losses.append(float(metrics["loss"]))
+
+    for key in body:
+        assert _same(ts.params[key], params[key]), key
+    assert not np.array_equal(np.asarray(ts.params["head"]["kernel"]), head0["kernel"])
+    assert not np.array_equal(np.asarray(ts.params["head"]["bias"]), head0["bias"])
+    assert losses[-1] < losses[0]
+    # In inference mode the body's BatchNorm keeps its trained statistics; otherwise they adapt.
+    assert _same(ts.state["BatchNorm_0"], state["BatchNorm_0"]) == body_inference
+
+
+def test_transfer_with_fit(pretrained):
+    net, params, state = pretrained
+    setup = transfer_setup(net, L.Dense(3), SHAPE, params, state, optax.sgd(0.1), seed=1)
+    head0 = jax.tree_util.tree_map(np.array, setup.train_state.params["head"])  # fit donates
+    result = fit(
+        setup.net,
+        _data(),
+        train_state=setup.train_state,
+        optimizer=setup.optimizer,
+        epochs=2,
+        batch_size=8,
+        progress=False,
+    )
+    ts = result.train_state
+    assert int(ts.step) == 8
+    assert _same({k: ts.params[k] for k in setup.frozen}, {k: params[k] for k in setup.frozen})
+    assert not _same(ts.params["head"], head0)
+
+
+def test_transfer_rejects_params_of_another_input(pretrained):
+    net, _, _ = pretrained
+    _, other, other_state = jcnn.init_shapes(net, (8, 8, 2))  # 2 input channels
+    with pytest.raises(ValueError, match="do not fit"):
+        transfer_setup(net, L.Dense(3), SHAPE, other, other_state, optax.sgd(0.1))

@@ -1,0 +1,313 @@
+"""Model zoo: torchvision's parameter counts and output shapes (eval_shape, nothing allocated),
+the structure torchvision fixes (dropout places, bias-free convs before BatchNorm, the v1.5
+stride, ceil-mode pools), blocks against NumPy loops, and real forwards of two small ones."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from reference import np_conv, np_pool
+
+import jcnn
+from jcnn import layers as L
+from jcnn import models
+from jcnn.models.googlenet import CEIL_MODE_PADDING
+
+IMAGENET = (224, 224, 3)
+
+# torchvision's sum(p.numel() for p in model.parameters()), 1,000 classes (aux heads off).
+TORCHVISION_COUNTS = {
+    "alexnet": (models.alexnet, IMAGENET, 61_100_840),
+    "vgg11": (models.vgg11, IMAGENET, 132_863_336),
+    "vgg13": (models.vgg13, IMAGENET, 133_047_848),
+    "vgg16": (models.vgg16, IMAGENET, 138_357_544),
+    "vgg19": (models.vgg19, IMAGENET, 143_667_240),
+    "vgg11_bn": (models.vgg11_bn, IMAGENET, 132_868_840),
+    "vgg13_bn": (models.vgg13_bn, IMAGENET, 133_053_736),
+    "vgg16_bn": (models.vgg16_bn, IMAGENET, 138_365_992),
+    "vgg19_bn": (models.vgg19_bn, IMAGENET, 143_678_248),
+    "resnet18": (models.resnet18, IMAGENET, 11_689_512),
+    "resnet34": (models.resnet34, IMAGENET, 21_797_672),
+    "resnet50": (models.resnet50, IMAGENET, 25_557_032),
+    "googlenet": (models.googlenet, IMAGENET, 6_624_904),
+    # kuangliu/pytorch-cifar ResNet18(), 10 classes.
+    "cifar_resnet18": (models.cifar_resnet18, (32, 32, 3), 11_173_962),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TORCHVISION_COUNTS))
+def test_parameter_count_and_output_shape(name):
+    make, shape, count = TORCHVISION_COUNTS[name]
+    net = make()
+    assert jcnn.count_params(net, shape) == count
+    assert jcnn.output_shape(net, shape) == ((10,) if name.startswith("cifar") else (1000,))
+
+
+def _child(net, *keys):
+    for key in keys:
+        net = dict(net.children)[key]
+    return net
+
+
+def _leaves(layer):
+    if not layer.children:
+        yield layer
+    for _, child in layer.children:
+        yield from _leaves(child)
+
+
+def test_num_classes_changes_only_the_last_dense():
+    # ResNet-18: fc 512 -> K has 513 * K parameters.
+    assert jcnn.count_params(models.resnet18(num_classes=7), IMAGENET) == 11_689_512 - 513 * 993
+    # VGG / AlexNet: last dense 4096 -> K has 4097 * K.
+    assert jcnn.count_params(models.vgg16(num_classes=10), IMAGENET) == 138_357_544 - 4097 * 990
+    assert jcnn.output_shape(models.alexnet(num_classes=5), IMAGENET) == (5,)
+    assert jcnn.output_shape(models.googlenet(num_classes=3), IMAGENET) == (3,)
+
+
+def test_vgg19_flatten_width_and_classifier():
+    net = models.vgg19()
+    head = L.serial(*[c.named(k) for k, c in net.children[:3]])  # features, avgpool, flatten
+    assert jcnn.output_shape(head, IMAGENET) == (25_088,)  # 7 * 7 * 512
+    classifier = _child(net, "classifier")
+    assert [c.kind for _, c in classifier.children] == [
+        "Dense", "Relu", "Dropout", "Dense", "Relu", "Dropout", "Dense",
+    ]  # fmt: skip
+    assert [c.config for _, c in classifier.children if c.kind == "Dense"] == [
+        "4096",
+        "4096",
+        "1000",
+    ]
+    # 25088*4096 + 4096 + 4096*4096 + 4096 + 4096*1000 + 1000
+    assert jcnn.count_params(classifier, (25_088,)) == 123_642_856
+    convs = [x for x in _leaves(_child(net, "features")) if x.kind == "Conv"]
+    assert len(convs) == 16 and all(c.hparams["kernel_size"] == (3, 3) for c in convs)
+
+
+def test_alexnet_structure():
+    net = models.alexnet()
+    assert [k for k, _ in net.children] == ["features", "avgpool", "Flatten_0", "classifier"]
+    assert [c.kind for _, c in _child(net, "classifier").children] == [
+        "Dropout", "Dense", "Relu", "Dropout", "Dense", "Relu", "Dense",
+    ]  # fmt: skip
+    features = L.serial(*[c.named(k) for k, c in net.children[:2]])
+    assert jcnn.output_shape(features, IMAGENET) == (6, 6, 256)
+
+
+def test_adaptive_pool_for_larger_inputs():
+    # 448 -> VGG features 14x14 -> 2x2 average pool -> 7x7: same classifier, same count.
+    big = models.vgg11(input_size=448)
+    assert _child(big, "avgpool").hparams["kernel_size"] == (2, 2)
+    assert jcnn.count_params(big, (448, 448, 3)) == 132_863_336
+    with pytest.raises(ValueError, match="cannot be pooled"):
+        models.vgg11(input_size=256)  # 8x8 features: not a multiple of 7
+    with pytest.raises(ValueError, match="cannot be pooled"):
+        models.alexnet(input_size=256)  # 7x7 features
+
+
+def _param_dicts(tree, path=""):
+    if isinstance(tree, dict):
+        if "kernel" in tree:
+            yield path, tree
+        for k, v in tree.items():
+            yield from _param_dicts(v, f"{path}/{k}")
+
+
+@pytest.mark.parametrize("make", [models.resnet50, models.googlenet, models.cifar_resnet18])
+def test_convs_before_batchnorm_have_no_bias(make):
+    shape = (32, 32, 3) if make is models.cifar_resnet18 else IMAGENET
+    _, params, _ = jcnn.init_shapes(make(), shape)
+    convs = [(p, d) for p, d in _param_dicts(params) if d["kernel"].ndim == 4]
+    assert convs and all("bias" not in d for _, d in convs)
+    assert "bias" in params["fc"]
+
+
+def test_bottleneck_stride_on_the_3x3():
+    net = models.resnet50()
+    first = _child(net, "layer2", "serial_0", "residual_0")
+    convs = [c for c in _leaves(_child(first, "block")) if c.kind == "Conv"]
+    assert [(c.hparams["kernel_size"], c.hparams["stride"]) for c in convs] == [
+        ((1, 1), (1, 1)),
+        ((3, 3), (2, 2)),
+        ((1, 1), (1, 1)),
+    ]
+    (proj,) = [c for c in _leaves(_child(first, "shortcut")) if c.kind == "Conv"]
+    assert proj.hparams["kernel_size"] == (1, 1) and proj.hparams["stride"] == (2, 2)
+    # Stage outputs 56, 28, 14, 7 with 256 .. 2048 channels.
+    stem_to = [L.serial(*[c.named(k) for k, c in net.children[: i + 1]]) for i in range(1, 5)]
+    assert [jcnn.output_shape(s, IMAGENET) for s in stem_to] == [
+        (56, 56, 256),
+        (28, 28, 512),
+        (14, 14, 1024),
+        (7, 7, 2048),
+    ]
+
+
+@pytest.mark.parametrize("window", [2, 3])
+def test_ceil_mode_padding_matches_pytorch(window):
+    for n in range(window, 40):
+        # PyTorch, ceil_mode=True, padding 0: ceil((n - k) / s) + 1, minus one if the last
+        # window would start past the input.
+        want = math.ceil((n - window) / 2) + 1
+        if (want - 1) * 2 >= n:
+            want -= 1
+        pool = L.MaxPool((window, window), stride=2, padding=CEIL_MODE_PADDING)
+        assert jcnn.output_shape(pool, (n, n, 1)) == (want, want, 1), n
+
+
+def test_googlenet_shapes():
+    net = models.googlenet()
+    keys = [k for k, _ in net.children]
+    upto = {k: L.serial(*[c.named(k2) for k2, c in net.children[: keys.index(k) + 1]]) for k in (
+        "maxpool1", "maxpool2", "inception3b", "maxpool3", "inception4e", "inception5b",
+    )}  # fmt: skip
+    got = {k: jcnn.output_shape(v, IMAGENET) for k, v in upto.items()}
+    assert got == {
+        "maxpool1": (56, 56, 64),
+        "maxpool2": (28, 28, 192),
+        "inception3b": (28, 28, 480),
+        "maxpool3": (14, 14, 480),
+        "inception4e": (14, 14, 832),
+        "inception5b": (7, 7, 1024),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Blocks against NumPy loops (tests/reference.py), inference mode with random statistics
+# ---------------------------------------------------------------------------------------------
+
+
+def _random_init(layer, shape, seed, stats=True):
+    """Params (and state) from NumPy, shaped by ``eval_shape`` of init: no random-init compile.
+
+    Kernels ~ N(0, 1/fan_in); BatchNorm scale ~ U(0.5, 1.5), offset and all other leaves
+    ~ 0.1 N(0, 1); running statistics (``stats``) mean ~ U(-0.5, 0.5), var ~ U(0.5, 1.5).
+    """
+    _, params, state = jcnn.init_shapes(layer, shape)
+    rng = np.random.default_rng(seed)
+
+    def param(path, s):
+        name = path[-1].key
+        if name == "kernel":
+            value = rng.standard_normal(s.shape) / np.sqrt(np.prod(s.shape[:-1]))
+        elif name == "scale":
+            value = rng.uniform(0.5, 1.5, s.shape)
+        else:
+            value = 0.1 * rng.standard_normal(s.shape)
+        return jnp.asarray(value, s.dtype)
+
+    def stat(path, s):
+        if not stats:
+            return jnp.zeros(s.shape, s.dtype) if path[-1].key == "mean" else jnp.ones(s.shape)
+        low = -0.5 if path[-1].key == "mean" else 0.5
+        return jnp.asarray(rng.uniform(low, low + 1.0, s.shape), s.dtype)
+
+    return (
+        jax.tree_util.tree_map_with_path(param, params),
+        jax.tree_util.tree_map_with_path(stat, state),
+    )
+
+
+def _np_conv_bn(x, conv, bn, bn_state, stride, pad, eps, relu=True):
+    k = conv["kernel"].shape[0]
+    y = np_conv(x, np.asarray(conv["kernel"]), (stride, stride), [(pad, pad)] * 2, (1, 1))
+    mean, var = np.asarray(bn_state["mean"]), np.asarray(bn_state["var"])
+    y = (y - mean) / np.sqrt(var + eps) * np.asarray(bn["scale"]) + np.asarray(bn["offset"])
+    assert k in (1, 3, 7)
+    return np.maximum(y, 0.0) if relu else y
+
+
+def _conv_bn_ref(x, params, state, stride, pad, eps=1e-5, relu=True):
+    """A ``conv_bn`` / ``basic_conv`` serial: {Conv_0, BatchNorm_0[, Relu_0]}."""
+    return _np_conv_bn(
+        x, params["Conv_0"], params["BatchNorm_0"], state["BatchNorm_0"], stride, pad, eps, relu
+    )
+
+
+def _apply(layer, params, state, x):
+    return np.asarray(jax.jit(lambda p, s, v: layer.apply(p, s, v)[0])(params, state, x))
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_basic_block_vs_numpy(stride):
+    block = models.basic_block(3, 4, stride)
+    x = np.random.default_rng(0).standard_normal((7, 7, 3)).astype(np.float32)
+    params, state = _random_init(block, x.shape, seed=stride)
+    p, s = params["residual_0"], state["residual_0"]
+    h = _conv_bn_ref(x, p["block"]["serial_0"], s["block"]["serial_0"], stride, 1)
+    h = _conv_bn_ref(h, p["block"]["serial_1"], s["block"]["serial_1"], 1, 1, relu=False)
+    short = _conv_bn_ref(x, p["shortcut"], s["shortcut"], stride, 0, relu=False)
+    want = np.maximum(h + short, 0.0)
+    np.testing.assert_allclose(_apply(block, params, state, x), want, rtol=1e-4, atol=1e-4)
+
+
+def test_bottleneck_vs_numpy():
+    block = models.bottleneck(4, 2, stride=2)  # 4 -> 8 channels, projection shortcut
+    x = np.random.default_rng(1).standard_normal((6, 6, 4)).astype(np.float32)
+    params, state = _random_init(block, x.shape, seed=3)
+    p, s = params["residual_0"], state["residual_0"]
+    h = _conv_bn_ref(x, p["block"]["serial_0"], s["block"]["serial_0"], 1, 0)
+    h = _conv_bn_ref(h, p["block"]["serial_1"], s["block"]["serial_1"], 2, 1)
+    h = _conv_bn_ref(h, p["block"]["serial_2"], s["block"]["serial_2"], 1, 0, relu=False)
+    short = _conv_bn_ref(x, p["shortcut"], s["shortcut"], 2, 0, relu=False)
+    want = np.maximum(h + short, 0.0)
+    np.testing.assert_allclose(_apply(block, params, state, x), want, rtol=1e-4, atol=1e-4)
+
+
+def test_inception_module_vs_numpy():
+    module = models.inception_module(2, 3, 4, 1, 2, 3)
+    x = np.random.default_rng(2).standard_normal((5, 5, 3)).astype(np.float32)
+    params, state = _random_init(module, x.shape, seed=4)
+    p, s = params, state
+    eps = 1e-3
+    b1 = _conv_bn_ref(x, p["serial_0"], s["serial_0"], 1, 0, eps)
+    b2 = _conv_bn_ref(x, p["serial_1"]["serial_0"], s["serial_1"]["serial_0"], 1, 0, eps)
+    b2 = _conv_bn_ref(b2, p["serial_1"]["serial_1"], s["serial_1"]["serial_1"], 1, 1, eps)
+    b3 = _conv_bn_ref(x, p["serial_2"]["serial_0"], s["serial_2"]["serial_0"], 1, 0, eps)
+    b3 = _conv_bn_ref(b3, p["serial_2"]["serial_1"], s["serial_2"]["serial_1"], 1, 1, eps)
+    pooled = np_pool(x, (3, 3), (1, 1), [(1, 1)] * 2, "max")
+    b4 = _conv_bn_ref(pooled, p["serial_3"]["serial_0"], s["serial_3"]["serial_0"], 1, 0, eps)
+    want = np.concatenate([b1, b2, b3, b4], axis=-1)  # torchvision's branch order
+    assert want.shape == (5, 5, 2 + 4 + 2 + 3)
+    np.testing.assert_allclose(_apply(module, params, state, x), want, rtol=1e-4, atol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------
+# Real forwards
+# ---------------------------------------------------------------------------------------------
+
+
+def test_cifar_resnet18_forward_tiny_batch():
+    net = models.cifar_resnet18()
+    params, state = _random_init(net, (32, 32, 3), seed=0, stats=False)
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 32, 32, 3)), jnp.float32)
+
+    @jax.jit
+    def run(params, state, x):
+        return jcnn.batched(net.apply)(params, state, x, train=True)
+
+    out, new_state = run(params, state, x)
+    assert out.shape == (2, 10) and np.isfinite(np.asarray(out)).all()
+    # Train mode took batch statistics: the stem's running mean moved from 0 to
+    # (1 - 0.9) * the mean of its conv outputs over the batch and the 32x32 positions.
+    kernel = np.asarray(params["stem"]["Conv_0"]["kernel"])
+    conv = [np_conv(v, kernel, (1, 1), [(1, 1)] * 2, (1, 1)) for v in np.asarray(x)]
+    want = 0.1 * np.mean(conv, axis=(0, 1, 2))
+    after = np.asarray(new_state["stem"]["BatchNorm_0"]["mean"])
+    np.testing.assert_allclose(after, want, rtol=1e-4, atol=1e-5)
+    assert jax.tree_util.tree_structure(new_state) == jax.tree_util.tree_structure(state)
+
+
+@pytest.mark.slow  # ~10 s of CPU, mostly compiling 57 convolutions
+def test_googlenet_forward_reduced_size():
+    net = models.googlenet(num_classes=5)
+    shape = (40, 40, 3)  # 40 -> 20 -> 10 -> 5 -> 3 -> 2 -> global pool
+    params, state = _random_init(net, shape, seed=0)
+    x = jnp.asarray(np.random.default_rng(1).standard_normal((2, *shape)), jnp.float32)
+    out = jax.jit(lambda p, s, v: jcnn.batched(net.apply)(p, s, v)[0])(params, state, x)
+    assert out.shape == (2, 5) and np.isfinite(np.asarray(out)).all()
+    assert jcnn.output_shape(net, shape) == (5,)
