@@ -109,7 +109,10 @@ def fit(
     if steps_per_epoch == 0:
         raise ValueError(f"fit: {n} training examples are fewer than batch_size={batch_size}")
     optimizer = optimizer or optax.adam(1e-3)
-    ts = train_state or create_train_state(layer, x_train.shape[1:], optimizer, seed=seed)
+    if train_state is not None:  # copied: the compiled steps donate (delete) their input state
+        ts = jax.tree_util.tree_map(jnp.copy, train_state)
+    else:
+        ts = create_train_state(layer, x_train.shape[1:], optimizer, seed=seed)
     if frozen:
         optimizer = freeze(optimizer, ts.params, frozen)
         ts = ts._replace(opt_state=optimizer.init(ts.params))
@@ -120,7 +123,7 @@ def fit(
     start_epoch, start_index = 0, 0
     history: dict[str, list[float]] = {}
     if ckpt is not None and ckpt.latest_step() is not None:
-        ts, meta = ckpt.restore(ts, meta={"epoch": 0, "index": 0})
+        ts, meta = ckpt.restore(ts)
         start_epoch, start_index = int(meta["epoch"]), int(meta["index"])
 
     eval_step = make_eval_step(layer.apply, loss_fn, metrics_fn=metrics_fn)
@@ -162,9 +165,7 @@ def fit(
             index += chunk
             counted += chunk
             bar.update(chunk)
-            bar.set_postfix(
-                epoch=epoch + 1, **{k: f"{v / counted:.4f}" for k, v in sums.items()}
-            )
+            bar.set_postfix(epoch=epoch + 1, **{k: f"{v / counted:.4f}" for k, v in sums.items()})
             if ckpt is not None:
                 done = index == steps_per_epoch
                 meta = {"epoch": epoch + 1 if done else epoch, "index": 0 if done else index}

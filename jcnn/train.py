@@ -54,7 +54,11 @@ class TrainState(NamedTuple):
 
 
 def create_train_state(
-    layer: Layer, input_shape: Sequence[int], optimizer: optax.GradientTransformation, *, seed: int = 0
+    layer: Layer,
+    input_shape: Sequence[int],
+    optimizer: optax.GradientTransformation,
+    *,
+    seed: int = 0,
 ) -> TrainState:
     """Initialises params and state from one example's shape, and the optimiser state.
 
@@ -62,8 +66,17 @@ def create_train_state(
     """
     root = jax.random.key(seed)
     shape = tuple(input_shape)
-    # One compiled program for the whole init, instead of one dispatch per initialiser.
-    params, state = jax.jit(lambda k: layer.init(k, shape)[1:])(jax.random.fold_in(root, 0))
+
+    # One compiled program for the whole init instead of one dispatch per initialiser; it runs
+    # once, so XLA's cheapest optimisation level is the fastest end to end.
+    def init(k):
+        return layer.init(k, shape)[1:]
+
+    key = jax.random.fold_in(root, 0)
+    try:
+        params, state = jax.jit(init, compiler_options={"xla_backend_optimization_level": 0})(key)
+    except ValueError:  # inside an outer jit, where compiler options cannot be set
+        params, state = jax.jit(init)(key)
     return TrainState(
         params=params,
         state=state,
@@ -127,6 +140,63 @@ def apply_gradients(
     )
 
 
+def _split_microbatches(batch: Batch, microbatches: int) -> Batch:
+    """``(B, ...)`` leaves -> ``(microbatches, B // microbatches, ...)``; B must divide evenly."""
+    size = jax.tree_util.tree_leaves(batch)[0].shape[0]
+    if not isinstance(microbatches, int) or microbatches < 1 or size % microbatches:
+        raise ValueError(
+            f"microbatches={microbatches!r} must be a positive int dividing the batch size {size}"
+        )
+    return jax.tree_util.tree_map(
+        lambda a: a.reshape(microbatches, size // microbatches, *a.shape[1:]), batch
+    )
+
+
+def accumulated_loss_and_grads(
+    apply: Callable[..., Any],
+    loss_fn: LossFn,
+    params: Any,
+    state: Any,
+    batch: Batch,
+    microbatches: int,
+    *,
+    key: jax.Array | None,
+    train: bool = True,
+    metrics_fn: Callable[..., dict] = default_metrics,
+) -> tuple[tuple[jax.Array, tuple[Any, dict]], Any]:
+    """:func:`loss_and_grads` over ``microbatches`` equal slices of the batch, by ``lax.scan``.
+
+    Gradients, loss and metrics are the means over the slices, so for a loss that is a mean over
+    examples and a network without BatchNorm the result equals the full-batch one up to float
+    rounding. BatchNorm normalises each slice with that slice's statistics ("ghost batch norm",
+    Hoffer et al. 2017) and its running statistics are updated once per slice, in order.
+    Slice ``i`` gets the key ``fold_in(key, i)``. Small slices keep XLA:CPU's working set in
+    cache, which makes large batches faster per example.
+
+    Shapes:
+        batch leaves: ``(B, ...)`` with ``B % microbatches == 0``.
+    """
+    parts = _split_microbatches(batch, microbatches)
+
+    def body(carry, inputs):
+        grads_sum, layer_state = carry
+        i, part = inputs
+        sub = None if key is None else jax.random.fold_in(key, i)
+        (loss, (new_state, metrics)), grads = loss_and_grads(
+            apply, loss_fn, params, layer_state, part, key=sub, train=train, metrics_fn=metrics_fn
+        )
+        grads_sum = jax.tree_util.tree_map(jnp.add, grads_sum, grads)
+        return (grads_sum, new_state), (loss, metrics)
+
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+    (grads_sum, new_state), (losses, metrics) = jax.lax.scan(
+        body, (zeros, state), (jnp.arange(microbatches), parts)
+    )
+    grads = jax.tree_util.tree_map(lambda g: g / microbatches, grads_sum)
+    metrics = jax.tree_util.tree_map(lambda m: jnp.mean(m, axis=0), metrics)
+    return (jnp.mean(losses), (new_state, metrics)), grads
+
+
 def train_step(
     apply: Callable[..., Any],
     loss_fn: LossFn,
@@ -134,11 +204,29 @@ def train_step(
     ts: TrainState,
     batch: Batch,
     metrics_fn: Callable[..., dict] = default_metrics,
+    microbatches: int | None = None,
 ) -> tuple[TrainState, dict]:
-    """One training step (not jitted): loss, gradients, update, with ``train=True``."""
-    (_, (new_state, metrics)), grads = loss_and_grads(
-        apply, loss_fn, ts.params, ts.state, batch, key=step_key(ts), metrics_fn=metrics_fn
-    )
+    """One training step (not jitted): loss, gradients, update, with ``train=True``.
+
+    ``microbatches=m`` splits the batch into ``m`` equal slices inside the step and accumulates
+    their gradients with ``lax.scan`` (see :func:`accumulated_loss_and_grads`: the same update
+    up to float rounding without BatchNorm; per-slice "ghost" statistics with BatchNorm).
+    """
+    if microbatches is None:
+        (_, (new_state, metrics)), grads = loss_and_grads(
+            apply, loss_fn, ts.params, ts.state, batch, key=step_key(ts), metrics_fn=metrics_fn
+        )
+    else:
+        (_, (new_state, metrics)), grads = accumulated_loss_and_grads(
+            apply,
+            loss_fn,
+            ts.params,
+            ts.state,
+            batch,
+            microbatches,
+            key=step_key(ts),
+            metrics_fn=metrics_fn,
+        )
     return apply_gradients(ts, grads, new_state, optimizer), metrics
 
 
@@ -149,11 +237,16 @@ def make_train_step(
     *,
     metrics_fn: Callable[..., dict] = default_metrics,
     donate: bool = True,
+    microbatches: int | None = None,
 ) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
-    """A jit-compiled ``step(ts, (x, y)) -> (ts, metrics)``; the old train state is donated."""
+    """A jit-compiled ``step(ts, (x, y)) -> (ts, metrics)``; the old train state is donated.
+
+    ``microbatches``: split each batch into that many equal slices inside the compiled step and
+    accumulate gradients (see :func:`train_step`); the batch size must be a multiple of it.
+    """
 
     def step(ts, batch):
-        return train_step(apply, loss_fn, optimizer, ts, batch, metrics_fn)
+        return train_step(apply, loss_fn, optimizer, ts, batch, metrics_fn, microbatches)
 
     return jax.jit(step, donate_argnums=(0,) if donate else ())
 
@@ -194,13 +287,15 @@ def make_epoch(
     metrics_fn: Callable[..., dict] = default_metrics,
     transform: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
     donate: bool = True,
+    microbatches: int | None = None,
 ) -> Callable[..., tuple[TrainState, dict]]:
     """A whole epoch of shuffled minibatches in ONE compiled call (``lax.scan`` over steps).
 
     The returned ``run_epoch(ts, images, labels, epoch, *, data_rng, start=0, num_steps=None)``
     draws the epoch's permutation on device, drops the remainder (``n // batch_size`` steps),
     and runs steps ``start .. start+num_steps`` of it. ``transform(key, x_batch)`` (e.g. data
-    augmentation from ``jcnn.data``) runs inside the compiled loop.
+    augmentation from ``jcnn.data``) runs inside the compiled loop. ``microbatches`` splits
+    every step's batch as in :func:`train_step` (``batch_size`` must be a multiple of it).
 
     Returns:
         ``(ts, metrics)`` with each metric stacked per step, shape ``(num_steps,)``.
@@ -211,7 +306,14 @@ def make_epoch(
         x, y = jnp.take(xs, idx, axis=0), jnp.take(ys, idx, axis=0)
         if transform is not None:
             x = transform(jax.random.fold_in(step_key(ts), 1), x)
-        return train_step(apply, loss_fn, optimizer, ts, (x, y), metrics_fn)
+        return train_step(apply, loss_fn, optimizer, ts, (x, y), metrics_fn, microbatches)
+
+    if microbatches is not None and (
+        not isinstance(microbatches, int) or microbatches < 1 or batch_size % microbatches
+    ):
+        raise ValueError(
+            f"microbatches={microbatches!r} must be a positive int dividing batch_size={batch_size}"
+        )
 
     def run(ts, images, labels, epoch, data_rng, start, num_steps):
         perm = epoch_permutation(data_rng, epoch, images.shape[0])
@@ -274,6 +376,11 @@ def freeze(
     no optimiser state. Built on ``optax.multi_transform``.
     """
     labels = param_labels(params, frozen)
+    if frozen and "frozen" not in jax.tree_util.tree_leaves(labels):
+        paths = [param_path(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+        raise ValueError(
+            f"freeze: no parameter path matches {list(frozen)}; paths are {paths[:8]}..."
+        )
     return optax.multi_transform({"train": optimizer, "frozen": optax.set_to_zero()}, labels)
 
 

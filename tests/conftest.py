@@ -11,6 +11,13 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Many tests compile the same small programs (init, train steps); JAX's persistent compilation
+# cache lets pytest-xdist workers and test subprocesses reuse them within and across runs.
+_CACHE = os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(REPO / ".pytest_cache" / "jax"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+jax.config.update("jax_compilation_cache_dir", _CACHE)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+
 
 def mnist_dir() -> Path:
     """MNIST folder for tests: ``$JCNN_TEST_MNIST_DIR``, else ``<repo>/../shared/data/mnist``."""

@@ -1,0 +1,331 @@
+"""jcnn.fit.fit: on-device epoch == host loop, determinism, history, evaluation, checkpoints,
+optax schedules, freezing by path, augmentation inside the compiled epoch, errors."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+from jcnn import layers as L
+from jcnn import train as T
+from jcnn.checkpoint import Checkpointer
+from jcnn.data import augment
+from jcnn.fit import fit
+from jcnn.losses import softmax_cross_entropy
+
+HISTORY_KEYS = {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds"}
+
+
+@pytest.fixture(autouse=True)
+def _strict_rank_promotion():
+    with jax.numpy_rank_promotion("raise"):
+        yield
+
+
+def _data(seed, n, shape, classes):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, *shape)).astype(np.float32)
+    y = rng.integers(0, classes, n).astype(np.int32)
+    return x, y
+
+
+def _flat(tree) -> dict[str, np.ndarray]:
+    return {
+        T.param_path(p): np.asarray(v) for p, v in jax.tree_util.tree_flatten_with_path(tree)[0]
+    }
+
+
+def _identical(a, b) -> bool:
+    fa, fb = _flat(a), _flat(b)
+    return fa.keys() == fb.keys() and all(np.array_equal(fa[k], fb[k]) for k in fa)
+
+
+# A conv net WITHOUT a bias before BatchNorm: such a bias has a ~0 gradient that Adam divides by
+# its own ~0 scale, which turns float noise into full-size updates and makes loop comparisons
+# meaningless. Dropout makes the comparison cover the per-step keys too.
+CONV_NET = L.serial(
+    L.Conv(4, (3, 3), use_bias=False),
+    L.BatchNorm(),
+    L.Relu(),
+    L.Flatten(),
+    L.Dropout(0.2),
+    L.Dense(10),
+)
+CONV_TRAIN = _data(0, 256, (12, 12, 1), 10)
+CONV_VAL = _data(1, 50, (12, 12, 1), 10)
+
+# Tiny dense nets for the tests about the loop itself (cheap to compile); one has dropout, so
+# that determinism covers the per-step keys.
+TINY_NET = L.serial(L.Flatten(), L.Dense(8), L.Relu(), L.Dense(3))
+TINY_DROP_NET = L.serial(L.Flatten(), L.Dense(8), L.Relu(), L.Dropout(0.3), L.Dense(3))
+TINY_TRAIN = _data(2, 96, (6, 6, 1), 3)  # batch 16: 6 steps per epoch
+TINY_VAL = _data(3, 20, (6, 6, 1), 3)
+
+
+def _tiny_fit(net=TINY_NET, **kwargs):
+    args = dict(
+        val=TINY_VAL,
+        optimizer=optax.adam(1e-2),
+        epochs=2,
+        batch_size=16,
+        seed=0,
+        progress=False,
+        eval_batch_size=8,
+    )
+    args.update(kwargs)
+    return fit(net, TINY_TRAIN, **args)
+
+
+@functools.cache
+def _conv_fit(on_device: bool):
+    return fit(
+        CONV_NET,
+        CONV_TRAIN,
+        val=CONV_VAL,
+        optimizer=optax.adam(1e-2),
+        epochs=2,
+        batch_size=32,
+        seed=0,
+        on_device=on_device,
+        progress=False,
+    )
+
+
+# --------------------------------------------------------------------------- the two loops
+
+
+def test_on_device_epoch_equals_host_loop():
+    dev, host = _conv_fit(True), _conv_fit(False)
+    a, b = _flat(dev.train_state), _flat(host.train_state)
+    assert a.keys() == b.keys()
+    assert int(dev.train_state.step) == int(host.train_state.step) == 16
+    worst = 0.0
+    for k in a:
+        if a[k].dtype.kind != "f":
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+            continue
+        # Relative to each array's scale (entries near 0 have no meaningful relative error).
+        scale = max(float(np.abs(b[k]).max()), 1e-30)
+        worst = max(worst, float(np.abs(a[k] - b[k]).max()) / scale)
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-5 * scale, err_msg=k)
+    # Measured on CPU: ~1e-6 of the scale (XLA fuses the scan body differently from the step).
+    assert worst < 1e-5
+    for key in HISTORY_KEYS - {"seconds", "epoch"}:
+        np.testing.assert_allclose(dev.history[key], host.history[key], rtol=1e-5)
+    assert not _identical(
+        dev.train_state.params, T.create_train_state(CONV_NET, (12, 12, 1), optax.adam(1e-2)).params
+    )
+
+
+def test_history_keys_lengths_and_val_metrics():
+    result = _conv_fit(True)
+    hist = result.history
+    assert set(hist) == HISTORY_KEYS
+    assert hist["epoch"] == [1, 2]
+    assert all(len(v) == 2 for v in hist.values())
+    assert all(s > 0 for s in hist["seconds"])
+    assert all(0.0 <= a <= 1.0 for a in hist["train_accuracy"] + hist["val_accuracy"])
+    # val metrics are those of the final state on the whole validation set (train=False).
+    evaluate = T.make_eval_step(CONV_NET.apply, softmax_cross_entropy)
+    m = evaluate(result.train_state, CONV_VAL)
+    np.testing.assert_allclose(hist["val_loss"][-1], float(m["loss"]), rtol=1e-5)
+    np.testing.assert_allclose(hist["val_accuracy"][-1], float(m["accuracy"]), rtol=1e-6)
+    # Training on 256 random labels for 2 epochs lowers the training loss.
+    assert hist["train_loss"][1] < hist["train_loss"][0]
+
+
+# --------------------------------------------------------------------------- determinism
+
+
+@functools.cache
+def _tiny_checkpointed(seed: int, keep: int, tmp_root: str):
+    directory = f"{tmp_root}/seed{seed}_keep{keep}"
+    result = _tiny_fit(
+        TINY_DROP_NET,
+        seed=seed,
+        checkpoint_dir=directory,
+        checkpoint_every=4,
+        keep_checkpoints=keep,
+    )
+    return result, directory
+
+
+@pytest.fixture(scope="module")
+def tmp_root(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("fit"))
+
+
+def test_same_seed_same_bits_other_seed_differs(tmp_root):
+    a, _ = _tiny_checkpointed(0, 100, tmp_root)
+    b, _ = _tiny_checkpointed(0, 2, tmp_root)
+    c, _ = _tiny_checkpointed(1, 100, tmp_root)
+    assert _identical(a.train_state, b.train_state)
+    assert a.history["train_loss"] == b.history["train_loss"]
+    assert a.history["val_loss"] == b.history["val_loss"]
+    assert not _identical(a.train_state.params, c.train_state.params)
+
+
+def test_checkpoint_every_and_keep(tmp_root):
+    # 6 steps per epoch in chunks of 4: saves after steps 4, 6 (epoch end), 10, 12.
+    _, keep_all = _tiny_checkpointed(0, 100, tmp_root)
+    _, keep_two = _tiny_checkpointed(0, 2, tmp_root)
+    assert Checkpointer(keep_all).all_steps() == [4, 6, 10, 12]
+    assert Checkpointer(keep_two).all_steps() == [10, 12]
+
+
+def test_checkpoint_chunks_do_not_change_the_result(tmp_root):
+    """A run cut into chunks of 4 steps (to checkpoint) vs one compiled call per epoch."""
+    chunked, _ = _tiny_checkpointed(0, 100, tmp_root)
+    whole = _tiny_fit(TINY_DROP_NET, seed=0)
+    a, b = _flat(chunked.train_state), _flat(whole.train_state)
+    for k in a:
+        scale = max(float(np.abs(b[k]).max()), 1e-30) if a[k].dtype.kind == "f" else 1.0
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6 * scale, err_msg=k)
+
+
+EPOCH_RECORDS: list = []
+
+
+@functools.cache
+def _tiny_one_epoch():
+    """One epoch of TINY_NET, evaluated in batches of 8 (8 + 8 + 4 examples), records kept."""
+    return _tiny_fit(
+        epochs=1, eval_batch_size=8, on_epoch_end=lambda e, r: EPOCH_RECORDS.append((e, r))
+    )
+
+
+def test_on_epoch_end_gets_each_epoch_record():
+    result = _tiny_one_epoch()
+    assert len(EPOCH_RECORDS) == 1 and EPOCH_RECORDS[0][0] == 0
+    record = EPOCH_RECORDS[0][1]
+    assert set(record) == HISTORY_KEYS - {"epoch"}
+    assert record["val_loss"] == result.history["val_loss"][0]
+
+
+def test_evaluation_batches_are_weighted_by_size():
+    """eval_batch_size 8 on 20 examples (8 + 8 + 4) == one batch of all 20."""
+    result = _tiny_one_epoch()
+    evaluate = T.make_eval_step(TINY_NET.apply, softmax_cross_entropy)
+    whole = evaluate(result.train_state, TINY_VAL)
+    np.testing.assert_allclose(result.history["val_loss"][0], float(whole["loss"]), rtol=1e-5)
+    np.testing.assert_allclose(
+        result.history["val_accuracy"][0], float(whole["accuracy"]), rtol=1e-6
+    )
+
+
+# --------------------------------------------------------------------------- optimisers
+
+
+def test_optax_schedule_of_zero_never_moves_the_params():
+    start = T.create_train_state(TINY_NET, (6, 6, 1), optax.adam(1e-2)).params
+    result = _tiny_fit(optimizer=optax.adam(lambda count: 0.0 * count), val=None)
+    assert _identical(result.train_state.params, start)
+    assert int(result.train_state.opt_state[0].count) == 12  # the schedule saw 12 steps
+
+
+def test_optax_exponential_decay_in_the_host_loop():
+    start = T.create_train_state(TINY_NET, (6, 6, 1), optax.adam(1e-2)).params
+    result = _tiny_fit(
+        optimizer=optax.adam(optax.exponential_decay(1e-2, transition_steps=3, decay_rate=0.5)),
+        on_device=False,
+        val=None,
+    )
+    assert not _identical(result.train_state.params, start)
+    assert set(result.history) == {"epoch", "train_loss", "train_accuracy", "seconds"}
+    assert int(result.train_state.opt_state[0].count) == 12
+
+
+# --------------------------------------------------------------------------- freezing
+
+
+def test_freezing_by_layer_name_and_path_pattern():
+    net = L.serial(
+        L.serial(L.Conv(3, (3, 3)), L.Relu(), name="features"),
+        L.Flatten(),
+        L.Dense(3).named("head"),
+    )
+    start = _flat(T.create_train_state(net, (6, 6, 1), optax.adam(1e-2)).params)
+    result = fit(
+        net,
+        TINY_TRAIN,
+        optimizer=optax.adam(1e-2),
+        epochs=1,
+        batch_size=16,
+        frozen=["features/Conv_0/kernel", "head/bias"],
+        progress=False,
+    )
+    end = _flat(result.train_state.params)
+    assert set(end) == {
+        "features/Conv_0/kernel",
+        "features/Conv_0/bias",
+        "head/kernel",
+        "head/bias",
+    }
+    for path in ("features/Conv_0/kernel", "head/bias"):
+        np.testing.assert_array_equal(end[path], start[path], err_msg=path)
+    for path in ("features/Conv_0/bias", "head/kernel"):
+        assert not np.array_equal(end[path], start[path]), path
+
+
+def test_freezing_a_whole_sub_network():
+    net = L.serial(
+        L.serial(L.Flatten(), L.Dense(4), name="features"), L.Relu(), L.Dense(3).named("head")
+    )
+    start = _flat(T.create_train_state(net, (6, 6, 1), optax.sgd(0.1)).params)
+    result = fit(
+        net,
+        TINY_TRAIN,
+        optimizer=optax.sgd(0.1),
+        epochs=1,
+        batch_size=16,
+        frozen=["features"],
+        on_device=False,
+        progress=False,
+    )
+    end = _flat(result.train_state.params)
+    for path in end:
+        same = np.array_equal(end[path], start[path])
+        assert same == path.startswith("features/"), path
+
+
+# --------------------------------------------------------------------------- augmentation
+
+
+def test_transform_runs_inside_the_on_device_epoch():
+    calls = []
+
+    def crop(key, x):
+        calls.append(x.shape)  # traced once, inside the compiled epoch
+        return augment(key, x, crop_padding=2)
+
+    plain = _tiny_one_epoch()
+    augmented = _tiny_fit(epochs=1, eval_batch_size=8, transform=crop)
+    assert calls and all(shape == (16, 6, 6, 1) for shape in calls)
+    assert len(calls) <= 2  # traced, not called per step
+    assert not _identical(plain.train_state.params, augmented.train_state.params)
+    assert np.isfinite(augmented.history["train_loss"][0])
+
+
+def test_transform_is_refused_by_the_host_loop():
+    with pytest.raises(ValueError, match="on-device"):
+        _tiny_fit(on_device=False, transform=lambda key, x: x)
+
+
+# --------------------------------------------------------------------------- misc
+
+
+def test_continue_from_a_given_train_state():
+    first = _tiny_one_epoch().train_state
+    copy = jax.tree.map(lambda a: a.copy(), first)  # fit donates the state it is given
+    more = _tiny_fit(epochs=1, train_state=copy)
+    assert int(more.train_state.step) == 12
+    assert not _identical(more.train_state.params, first.params)
+
+
+def test_too_few_examples_for_one_batch():
+    with pytest.raises(ValueError, match="fewer than batch_size"):
+        fit(TINY_NET, (TINY_TRAIN[0][:10], TINY_TRAIN[1][:10]), batch_size=16, progress=False)

@@ -1,0 +1,150 @@
+"""Losses and metrics against NumPy references: values, batch means, stability, gradients, errors."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jcnn import losses
+
+
+@pytest.fixture(autouse=True)
+def _strict_rank_promotion():
+    with jax.numpy_rank_promotion("raise"):
+        yield
+
+
+def _np_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per-example -log softmax(logits)[label] in float64, with the max subtracted first."""
+    z = logits.astype(np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    log_norm = np.log(np.exp(z).sum(axis=1))
+    return log_norm - z[np.arange(len(labels)), labels]
+
+
+def _np_top_k(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
+    """Fraction of rows whose label is among the k largest (distinct values, no ties)."""
+    hits = [labels[i] in np.argsort(-row)[:k] for i, row in enumerate(logits)]
+    return float(np.mean(hits))
+
+
+def _batch(rng, b=13, k=7, scale=3.0):
+    logits = (scale * rng.normal(size=(b, k))).astype(np.float32)
+    labels = rng.integers(0, k, b).astype(np.int32)
+    return logits, labels
+
+
+def test_cross_entropy_matches_numpy_and_is_the_batch_mean(rng):
+    logits, labels = _batch(rng)
+    per_example = _np_cross_entropy(logits, labels)
+    got = losses.softmax_cross_entropy(jnp.asarray(logits), jnp.asarray(labels))
+    assert got.shape == () and got.dtype == jnp.float32
+    np.testing.assert_allclose(float(got), per_example.mean(), rtol=1e-6)
+    # The mean over the batch: each one-example batch gives that example's loss.
+    singles = [
+        float(losses.softmax_cross_entropy(logits[i : i + 1], labels[i : i + 1])) for i in [0, 5]
+    ]
+    np.testing.assert_allclose(singles, per_example[[0, 5]], rtol=1e-6)
+
+
+def test_cross_entropy_hand_computed():
+    # Two classes with logits (0, log 3): softmax = (1/4, 3/4).
+    logits = jnp.array([[0.0, np.log(3.0)], [0.0, np.log(3.0)]], jnp.float32)
+    got = losses.softmax_cross_entropy(logits, jnp.array([0, 1]))
+    np.testing.assert_allclose(float(got), (np.log(4.0) + np.log(4.0 / 3.0)) / 2, rtol=1e-6)
+
+
+@pytest.mark.parametrize("offset", [1e4, -1e4, 3e4])
+def test_cross_entropy_is_stable_for_large_logits(rng, offset):
+    logits, labels = _batch(rng, scale=50.0)
+    shifted = logits + np.float32(offset)
+    got = float(losses.softmax_cross_entropy(jnp.asarray(shifted), jnp.asarray(labels)))
+    assert np.isfinite(got)
+    # Invariant to a common shift; float32 at 1e4 has a spacing of ~1e-3, hence the tolerance.
+    np.testing.assert_allclose(got, _np_cross_entropy(logits, labels).mean(), rtol=1e-3, atol=1e-2)
+    # A confidently right example costs ~0 and a confidently wrong one the logit gap.
+    huge = jnp.array([[1e4, -1e4, 0.0], [1e4, -1e4, 0.0]], jnp.float32)
+    np.testing.assert_allclose(
+        float(losses.softmax_cross_entropy(huge, jnp.array([0, 1]))), (0.0 + 2e4) / 2, rtol=1e-6
+    )
+
+
+def test_cross_entropy_gradient_is_softmax_minus_one_hot_over_batch(rng):
+    logits, labels = _batch(rng, b=5, k=4)
+    grad = jax.grad(losses.softmax_cross_entropy)(jnp.asarray(logits), jnp.asarray(labels))
+    z = logits.astype(np.float64)
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    expected = (p - np.eye(4)[labels]) / len(labels)
+    np.testing.assert_allclose(np.asarray(grad), expected, atol=1e-6)
+
+
+def test_mse_matches_numpy(rng):
+    pred = rng.normal(size=(6, 3, 2)).astype(np.float32)
+    target = rng.normal(size=(6, 3, 2)).astype(np.float32)
+    got = losses.mse(jnp.asarray(pred), jnp.asarray(target))
+    assert got.shape == ()
+    expected = np.mean((pred.astype(np.float64) - target) ** 2)
+    np.testing.assert_allclose(float(got), expected, rtol=1e-6)
+    assert float(losses.mse(jnp.ones((3,)), jnp.array([1.0, 3.0, -1.0]))) == pytest.approx(8 / 3)
+
+
+def test_accuracy_matches_numpy(rng):
+    logits, labels = _batch(rng, b=50, k=4)
+    expected = np.mean(np.argmax(logits, 1) == labels)
+    got = losses.accuracy(jnp.asarray(logits), jnp.asarray(labels))
+    assert got.shape == ()
+    assert float(got) == pytest.approx(expected)
+    assert 0 < expected < 1  # the data exercise both hits and misses
+    hand = jnp.array([[0.1, 0.9, 0.0], [2.0, 1.0, 0.0], [0.0, 0.0, 1.0], [5.0, 0.0, 0.0]])
+    assert float(losses.accuracy(hand, jnp.array([1, 0, 0, 0]))) == pytest.approx(0.75)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 6])
+def test_top_k_accuracy_matches_numpy(rng, k):
+    logits, labels = _batch(rng, b=40, k=6)
+    got = losses.top_k_accuracy(jnp.asarray(logits), jnp.asarray(labels), k=k)
+    assert float(got) == pytest.approx(_np_top_k(logits, labels, k))
+    if k == 1:
+        assert float(got) == pytest.approx(float(losses.accuracy(logits, labels)))
+    if k == 6:
+        assert float(got) == 1.0
+
+
+def test_top_k_hand_example_and_monotone_in_k():
+    logits = jnp.array([[3.0, 2.0, 1.0, 0.0], [0.0, 1.0, 2.0, 3.0]])
+    labels = jnp.array([2, 2])  # ranks 3 and 2
+    got = [float(losses.top_k_accuracy(logits, labels, k=k)) for k in (1, 2, 3, 4)]
+    assert got == [0.0, 0.5, 1.0, 1.0]
+
+
+def test_classification_metrics(rng):
+    logits, labels = _batch(rng)
+    m = losses.classification_metrics(jnp.asarray(logits), jnp.asarray(labels))
+    assert set(m) == {"loss", "accuracy"}
+    np.testing.assert_allclose(
+        float(m["loss"]), _np_cross_entropy(logits, labels).mean(), rtol=1e-6
+    )
+    assert float(m["accuracy"]) == pytest.approx(np.mean(np.argmax(logits, 1) == labels))
+
+
+@pytest.mark.parametrize(
+    "fn", [losses.softmax_cross_entropy, losses.accuracy, losses.top_k_accuracy]
+)
+@pytest.mark.parametrize(
+    "logits_shape, labels_shape",
+    [((4, 3), (5,)), ((4, 3), (4, 1)), ((4, 3), (4, 3)), ((3,), (3,)), ((2, 4, 3), (2,))],
+)
+def test_label_shape_errors(fn, logits_shape, labels_shape):
+    logits = jnp.zeros(logits_shape)
+    labels = jnp.zeros(labels_shape, jnp.int32)
+    with pytest.raises(ValueError, match=r"\(B, K\)"):
+        fn(logits, labels)
+
+
+@pytest.mark.parametrize("a, b", [((4,), (4, 1)), ((4, 1), (4,)), ((3, 2), (2,)), ((2, 3), (3, 2))])
+def test_mse_refuses_to_broadcast(a, b):
+    with pytest.raises(ValueError, match="shapes differ"):
+        losses.mse(jnp.zeros(a), jnp.zeros(b))
