@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,18 +71,25 @@ def _digits_as_mnist() -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_mnist_or_fallback(
-    data_dir: str | None, *, offline: bool = False, n_train: int | None = None
+    data_dir: str | None,
+    *,
+    offline: bool = False,
+    n_train: int | None = None,
+    n_val: int | None = None,
 ) -> dict[str, Any]:
     """MNIST splits (see ``jcnn.data.load_mnist_splits``), or scikit-learn's digits if unavailable.
 
     The fallback (1,797 real handwritten digits shipped with scikit-learn) is resized to 28x28 so
     the same models run; it is split 60/40 into train and validation (val = test). It prints
-    why it fell back.
+    why it fell back. ``n_val`` (optional) is passed to ``load_mnist_splits``; in the fallback it
+    keeps the first ``n_val`` validation images.
     """
     from jcnn.data import DatasetUnavailableError, load_mnist_splits
 
     try:
-        return load_mnist_splits(data_dir, n_train=n_train, download=not offline)
+        if n_val is None:
+            return load_mnist_splits(data_dir, n_train=n_train, download=not offline)
+        return load_mnist_splits(data_dir, n_train=n_train, n_val=n_val, download=not offline)
     except DatasetUnavailableError as err:
         first = str(err).splitlines()[0]
         print(
@@ -95,9 +105,332 @@ def load_mnist_or_fallback(
     val = (images[order[cut:]], labels[order[cut:]])
     if n_train is not None:
         train = (train[0][:n_train], train[1][:n_train])
+    if n_val is not None:
+        val = (val[0][:n_val], val[1][:n_val])
     return {
         "train": train,
         "val": val,
         "test": val,
         "source": f"sklearn-digits fallback ({len(train[0])} train, {len(val[0])} val = test)",
     }
+
+
+# Training helpers shared by the course experiments ------------------------------------------------
+
+LOOPS = ("device", "host")
+DEFAULT_LOOP = "device"
+"""Default training loop of the course experiments: ``"device"``, one compiled ``lax.scan`` per
+epoch over data resident on the device (``jcnn.train.make_epoch``); ``"host"`` is one compiled
+call per step with host batches. Both give the same history for the same seed.
+"""
+
+
+def add_training_args(
+    p: argparse.ArgumentParser,
+    *,
+    epochs: int,
+    batch_size: int = 1000,
+    lr: float = 0.005,
+    seeds: int | None = None,
+) -> argparse.ArgumentParser:
+    """Adds ``--epochs``, ``--batch-size``, ``--lr``, ``--loop`` (and ``--seeds``) to ``p``."""
+    p.add_argument("--epochs", type=int, default=epochs, help=f"epochs (default {epochs})")
+    p.add_argument(
+        "--batch-size", type=int, default=batch_size, help=f"batch size (default {batch_size})"
+    )
+    p.add_argument("--lr", type=float, default=lr, help=f"Adam learning rate (default {lr})")
+    if seeds is not None:
+        p.add_argument(
+            "--seeds",
+            type=int,
+            default=seeds,
+            help=f"number of seeds per model: --seed, --seed+1, ... (default {seeds})",
+        )
+    p.add_argument(
+        "--loop",
+        choices=LOOPS,
+        default=DEFAULT_LOOP,
+        help=f"'device': one compiled lax.scan per epoch; 'host': one compiled call per step "
+        f"(default {DEFAULT_LOOP})",
+    )
+    return p
+
+
+def load_data(
+    args: argparse.Namespace,
+    *,
+    n_train: int | None = 5000,
+    n_val: int | None = 5000,
+    quick_train: int = 1000,
+    quick_val: int = 500,
+) -> dict[str, Any]:
+    """The experiments' data: ``n_train`` / ``n_val`` MNIST images (``--quick``: fewer).
+
+    With only the t10k files (``/work/shared/data/mnist``) the defaults are the course's split,
+    the first 5,000 t10k images for training and the last 5,000 for validation; with the full
+    MNIST they are 5,000 random training images and the last 5,000 of the training file. Falls
+    back to scikit-learn's digits (see :func:`load_mnist_or_fallback`). ``--quick`` keeps a
+    random ``quick_train`` of the training images and the first ``quick_val`` validation images.
+    """
+    if args.quick:
+        n_train = quick_train if n_train is None else min(n_train, quick_train)
+    data = load_mnist_or_fallback(args.data_dir, offline=args.offline, n_train=n_train, n_val=n_val)
+    if args.quick:
+        x, y = data["val"]
+        data = {**data, "val": (x[:quick_val], y[:quick_val])}
+    return data
+
+
+@contextlib.contextmanager
+def fast_prng() -> Iterator[None]:
+    """Runs the block with ``jax_threefry_partitionable=False``.
+
+    JAX's default (``True``) makes XLA:CPU compile every threefry random draw several times more
+    slowly (measured here: about 2.8 s against 0.5 s of CPU per draw shape at the default
+    optimisation level). The numbers drawn differ from the default's, equally random and
+    deterministic per seed. Only the block is affected. (The course experiments no longer need
+    it: ``jcnn.train.create_train_state`` compiles the whole initialisation at once.)
+    """
+    import jax
+
+    with jax.threefry_partitionable(False):
+        yield
+
+
+def train_seeds(
+    net: Any,
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    *,
+    seeds: Sequence[int],
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    loop: str = DEFAULT_LOOP,
+    progress: bool = True,
+    desc: str | None = None,
+) -> list[Any]:
+    """Trains ``net`` once per seed with Adam, compiling its steps only once.
+
+    The loop of ``jcnn.fit.fit(..., seed=s)`` (same initialisation, per-epoch permutations,
+    per-step keys and history), but the jitted train and eval steps are compiled once and reused
+    for every seed, so a multi-seed comparison pays one step compilation per architecture.
+
+    Args:
+        net: the network (per-example ``Layer``).
+        train, val: ``(images, labels)`` numpy arrays.
+        seeds: one run per seed (initialisation and shuffling).
+        epochs, batch_size, lr: the runs (Adam; each epoch drops its last partial batch).
+        loop: ``"host"`` or ``"device"`` (see :data:`DEFAULT_LOOP`).
+        progress: a tqdm bar over all steps of all seeds.
+        desc: label of the bar.
+
+    Returns:
+        One ``jcnn.fit.FitResult`` per seed (``train_state``, ``history`` with ``epoch``,
+        ``train_loss``, ``train_accuracy``, ``val_loss``, ``val_accuracy``, ``seconds``).
+
+    Shapes:
+        train[0]: ``(N, *example_shape)``; ``N >= batch_size``.
+    """
+    if loop not in LOOPS:
+        raise ValueError(f"train_seeds: loop must be one of {LOOPS}, got {loop!r}")
+    n = len(train[0])
+    if n < batch_size:
+        raise ValueError(f"train_seeds: {n} training examples < batch_size {batch_size}")
+    return _train_seeds(net, train, val, seeds, epochs, batch_size, lr, loop, progress, desc)
+
+
+def _train_seeds(net, train, val, seeds, epochs, batch_size, lr, loop, progress, desc):
+    import jax
+    import jax.numpy as jnp
+    import optax
+    from tqdm.auto import tqdm
+
+    from jcnn.fit import FitResult, evaluate
+    from jcnn.losses import softmax_cross_entropy
+    from jcnn.train import (
+        create_train_state,
+        data_rng,
+        epoch_permutation,
+        host_batches,
+        make_epoch,
+        make_eval_step,
+        make_train_step,
+    )
+
+    x_train, y_train = train
+    n = len(x_train)
+    steps = n // batch_size
+    optimizer = optax.adam(lr)
+    eval_step = make_eval_step(net.apply, softmax_cross_entropy)
+    if loop == "device":
+        run_epoch = make_epoch(net.apply, softmax_cross_entropy, optimizer, batch_size)
+        images, labels = jax.device_put(x_train), jax.device_put(y_train)
+    else:
+        step = make_train_step(net.apply, softmax_cross_entropy, optimizer)
+
+    results = []
+    bar = tqdm(
+        total=len(seeds) * epochs * steps,
+        disable=not progress,
+        unit="step",
+        desc=desc,
+        dynamic_ncols=True,
+    )
+    for seed in seeds:
+        ts = create_train_state(net, x_train.shape[1:], optimizer, seed=seed)
+        shuffle = data_rng(seed)
+        history: dict[str, list[float]] = {}
+        for epoch in range(epochs):
+            t0 = time.perf_counter()
+            sums: dict[str, float] = {}
+            if loop == "device":
+                ts, metrics = run_epoch(ts, images, labels, epoch, data_rng=shuffle)
+                sums = {k: float(jnp.sum(v)) for k, v in metrics.items()}
+                bar.update(steps)
+            else:
+                perm = np.asarray(epoch_permutation(shuffle, epoch, n))
+                for batch in host_batches(x_train, y_train, batch_size, perm):
+                    ts, metrics = step(ts, batch)
+                    for k, v in metrics.items():
+                        sums[k] = sums.get(k, 0.0) + float(v)
+                    bar.update(1)
+            record = {f"train_{k}": v / steps for k, v in sums.items()}
+            record.update(
+                {f"val_{k}": v for k, v in evaluate(eval_step, ts, val, batch_size).items()}
+            )
+            record["seconds"] = time.perf_counter() - t0
+            history.setdefault("epoch", []).append(epoch + 1)
+            for k, v in record.items():
+                history.setdefault(k, []).append(v)
+            bar.set_postfix(seed=seed, epoch=epoch + 1, val_acc=f"{record['val_accuracy']:.4f}")
+        results.append(FitResult(train_state=ts, history=history))
+    bar.close()
+    return results
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (``ddof=1``; 0 for a single value)."""
+    v = np.asarray(values, dtype=np.float64)
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
+
+
+def mean_history(histories: Sequence[Mapping[str, Sequence[float]]]) -> dict[str, list[float]]:
+    """Per-epoch mean of several histories of the same length (for one curve per model)."""
+    keys = [k for k in histories[0] if all(k in h for h in histories)]
+    return {k: np.mean([h[k] for h in histories], axis=0).tolist() for k in keys}
+
+
+def seeds_from(args: argparse.Namespace) -> list[int]:
+    """``[--seed, --seed + 1, ..., --seed + --seeds - 1]``."""
+    return list(range(args.seed, args.seed + args.seeds))
+
+
+def compare_models(
+    nets: Mapping[str, Any],
+    data: Mapping[str, Any],
+    args: argparse.Namespace,
+    *,
+    seeds: Sequence[int],
+    batch_size: int | None = None,
+) -> tuple[dict[str, dict[str, Any]], dict[str, list[Any]]]:
+    """Trains every net of ``nets`` once per seed on ``data`` with the flags of ``args``.
+
+    Args:
+        nets: ``{name: Layer}``.
+        data: ``{"train": (x, y), "val": (x, y)}``.
+        args: parsed flags with ``epochs``, ``batch_size``, ``lr``, ``loop``, ``no_progress``.
+        seeds: the seeds of every net.
+        batch_size: overrides ``args.batch_size`` (e.g. capped by the training-set size).
+
+    Returns:
+        ``(summary, runs)``: ``summary[name]`` holds ``params``, ``seeds``, per-seed
+        ``final_val_accuracy``, ``mean_val_accuracy``, ``std_val_accuracy`` (sample std),
+        ``mean_history`` and ``seconds`` (training wall time, all seeds); ``runs[name]`` is the
+        list of ``FitResult`` (one per seed).
+    """
+    import jcnn
+
+    (x_train, y_train), val = data["train"], data["val"]
+    batch_size = min(batch_size or args.batch_size, len(x_train))
+    summary: dict[str, dict[str, Any]] = {}
+    runs: dict[str, list[Any]] = {}
+    for name, net in nets.items():
+        t0 = time.perf_counter()
+        results = train_seeds(
+            net,
+            (x_train, y_train),
+            val,
+            seeds=seeds,
+            epochs=args.epochs,
+            batch_size=batch_size,
+            lr=args.lr,
+            loop=args.loop,
+            progress=not args.no_progress,
+            desc=name,
+        )
+        finals = [r.history["val_accuracy"][-1] for r in results]
+        mean, std = mean_std(finals)
+        summary[name] = {
+            "params": jcnn.count_params(net, x_train.shape[1:]),
+            "seeds": list(seeds),
+            "final_val_accuracy": finals,
+            "mean_val_accuracy": mean,
+            "std_val_accuracy": std,
+            "mean_history": mean_history([r.history for r in results]),
+            "seconds": time.perf_counter() - t0,
+        }
+        runs[name] = results
+    return summary, runs
+
+
+def format_accuracy(entry: Mapping[str, Any]) -> str:
+    """``"0.9512 ± 0.0031"`` from a :func:`compare_models` summary entry."""
+    return f"{entry['mean_val_accuracy']:.4f} ± {entry['std_val_accuracy']:.4f}"
+
+
+def accuracy_plot(
+    summary: Mapping[str, Mapping[str, Any]], path: str | os.PathLike[str], *, title: str = ""
+) -> Path:
+    """Final validation accuracy per model: one dot per seed, the mean and ± one std as a bar.
+
+    Args:
+        summary: :func:`compare_models`' summary.
+        path: PNG file to write.
+        title: figure title.
+    """
+    from jcnn.viz import plt  # the Agg backend
+
+    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(summary), 3.6))
+    for i, entry in enumerate(summary.values()):
+        finals = entry["final_val_accuracy"]
+        ax.plot([i] * len(finals), finals, "o", alpha=0.5, color="C0")
+        ax.errorbar(
+            [i + 0.15],
+            [entry["mean_val_accuracy"]],
+            yerr=[entry["std_val_accuracy"]],
+            fmt="s",
+            color="C3",
+            capsize=4,
+        )
+    ax.set_xticks(range(len(summary)))
+    ax.set_xticklabels(
+        [f"{name}\n{entry['params']:,} params" for name, entry in summary.items()], fontsize=8
+    )
+    ax.set_ylabel("final validation accuracy")
+    ax.grid(alpha=0.3)
+    if title:
+        ax.set_title(title, fontsize=9)
+    return save_figure(fig, path)
+
+
+def save_figure(fig: Any, path: str | os.PathLike[str]) -> Path:
+    """Saves a matplotlib figure as PNG atomically (temporary file, then rename) and closes it."""
+    from jcnn.viz import plt
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
