@@ -116,7 +116,7 @@ def main(argv: list[str]) -> None:
             ckpt = Checkpointer(os.path.join(args.ckpt, run), keep=2)
             ckpt.save(int(D.host_value(ts.step)), ts, meta={"epoch": 1, "index": 0})
             template = D.shard_params(ts0, mesh, fsdp=fsdp, min_size=0)
-            restored, meta = ckpt.restore(template, meta={"epoch": 0, "index": 0})
+            restored, meta = ckpt.restore(template)
             ckpt.close()
             record(f"{run}_restored", restored.params)
             out[f"{run}_restored/meta_epoch"] = np.asarray(meta["epoch"])
