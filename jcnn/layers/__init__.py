@@ -26,6 +26,7 @@ from jcnn.layers.dense import Dense, Flatten, Identity, Reshape
 from jcnn.layers.dropout import Dropout
 from jcnn.layers.norm import BatchNorm, GroupNorm, LayerNorm
 from jcnn.layers.pool import AvgPool, GlobalAvgPool, GlobalMaxPool, MaxPool, SumPool
+from jcnn.layers.repeat import repeat
 
 __all__ = [
     "AvgPool",
@@ -58,6 +59,7 @@ __all__ = [
     "fan_in_sum",
     "fan_out",
     "parallel",
+    "repeat",
     "residual",
     "serial",
 ]

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jcnn import initializers as inits
+from jcnn import lowering as lowerings
 from jcnn import shapes
 from jcnn.layers.core import Layer, check_rank, layer_error, per_channel
 
@@ -59,6 +60,7 @@ def Conv(
     kernel_init: inits.Initializer | None = None,
     bias_init: inits.Initializer | None = None,
     precision: lax.Precision | None = None,
+    lowering: str = "auto",
 ) -> Layer:
     """Cross-correlation over the spatial axes (the kernel is not flipped), 1-D, 2-D or 3-D.
 
@@ -77,6 +79,9 @@ def Conv(
         kernel_init: default ``lecun_normal()`` (fan-in ``prod(window) * C_in // groups``).
         bias_init: default zeros.
         precision: passed to ``lax.conv_general_dilated``.
+        lowering: how derivatives are formed: ``"auto"`` (default: per backend and shape),
+            ``"native"`` or ``"patches"``; forward values are the same in all (see
+            :mod:`jcnn.lowering`).
 
     Shapes:
         x: ``(*spatial, C_in)`` -> y: ``(*spatial', out_channels)`` with
@@ -103,6 +108,7 @@ def Conv(
         )
     if not isinstance(padding, str):
         shapes.resolve_padding(padding, (0,) * rank, window, strides, dilations)  # validate now
+    lowerings.check_lowering(lowering, lowerings.CONV_LOWERINGS, "Conv")
     kernel_init = kernel_init or inits.lecun_normal()
     bias_init = bias_init or inits.zeros
     name = f"Conv{rank}D" if rank != 2 else "Conv"
@@ -111,7 +117,6 @@ def Conv(
         config += f", dilation={dilations}"
     if groups != 1:
         config += f", groups={groups}"
-    dimension_numbers = _dimension_numbers(rank)
 
     def geometry(input_shape: Sequence[int]) -> tuple[shapes.Pads, tuple[int, ...]]:
         check_rank(name, input_shape, rank + 1, "(*spatial, C)")
@@ -145,16 +150,16 @@ def Conv(
         del key, train
         pads, out_shape = geometry(x.shape)
         _check_params(name, params, expected_params(x.shape[-1]))
-        y = lax.conv_general_dilated(
-            x[None],
+        y = lowerings.conv(
+            x,
             params["kernel"].astype(x.dtype),
-            window_strides=strides,
-            padding=pads,
-            rhs_dilation=dilations,
-            dimension_numbers=dimension_numbers,
-            feature_group_count=groups,
+            strides=strides,
+            pads=pads,
+            dilation=dilations,
+            groups=groups,
             precision=precision,
-        )[0]
+            lowering=lowerings.resolve_conv_lowering(lowering, window, x.shape[-1], groups),
+        )
         if use_bias:
             y = y + per_channel(params["bias"].astype(y.dtype), y.ndim)
         chex.assert_shape(y, out_shape)

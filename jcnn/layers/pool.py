@@ -13,6 +13,7 @@ import chex
 import jax.numpy as jnp
 from jax import lax
 
+from jcnn import lowering as lowerings
 from jcnn import shapes
 from jcnn.layers.core import Layer, check_rank, layer_error
 
@@ -64,8 +65,14 @@ def MaxPool(
     *,
     stride: int | Sequence[int] | None = None,
     padding: shapes.PaddingLike = "VALID",
+    lowering: str = "auto",
 ) -> Layer:
     """Maximum over sliding windows; padded cells are ``-inf`` (never selected).
+
+    ``lowering`` picks how the gradient is formed: ``"auto"`` (default: per backend),
+    ``"native"`` or ``"mask"`` (non-overlapping windows only, else native). Forward values,
+    and the gradient's routing to the first maximum of each window, are the same in all (see
+    :mod:`jcnn.lowering`).
 
     Shapes:
         x: ``(*spatial, C)`` -> y: ``(*spatial', C)``,
@@ -76,8 +83,13 @@ def MaxPool(
         (13, 13, 8)
     """
 
+    lowerings.check_lowering(lowering, lowerings.POOL_LOWERINGS, "MaxPool")
+
     def reduce(x, dims, strides, pads):
-        return lax.reduce_window(x, -jnp.inf, lax.max, dims, strides, pads)
+        chosen = lowerings.resolve_pool_lowering(lowering, dims[:-1], strides[:-1])
+        if chosen == "native":
+            return lax.reduce_window(x, -jnp.inf, lax.max, dims, strides, pads)
+        return lowerings.max_pool(x, dims[:-1], strides[:-1], pads[:-1], lowering=chosen)
 
     return _pool("MaxPool", window, stride, padding, reduce)
 

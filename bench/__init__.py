@@ -1,0 +1,1 @@
+"""Benchmarks of jcnn against other JAX front-ends and PyTorch: run ``python -m bench``."""

@@ -1,0 +1,95 @@
+"""jcnn: the models from jcnn.models, steps from jcnn.train (default lowerings: "auto")."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+import jcnn
+from bench.workloads import common
+from jcnn import models
+from jcnn import train as T
+from jcnn.losses import softmax_cross_entropy
+
+
+def microbatches_for(batch: int) -> int | None:
+    """Slices of ~125 images for large batches (XLA:CPU keeps them in cache); None below 500."""
+    if batch < 500:
+        return None
+    m = max(1, round(batch / 125))
+    while batch % m:
+        m -= 1
+    return m if m > 1 else None
+
+
+def make(spec: dict):
+    name = spec["name"]
+    x, y = common.data(spec)
+    if name == "W3":
+        net = models.resnet18(num_classes=1000)
+        ts = T.create_train_state(net, x.shape[1:], optax.sgd(0.1), seed=0)
+
+        def infer(carry, xb):
+            logits, _ = jcnn.batched(net.apply)(carry[0], carry[1], xb, train=False)
+            return carry, jnp.argmax(logits, -1)
+
+        return InferRunner(infer, (ts.params, ts.state), jnp.asarray(x), spec["batch"])
+    if name == "W2":
+        net, opt = (
+            models.cifar_resnet18(num_classes=10),
+            optax.sgd(common.SGD_LR, common.SGD_MOMENTUM),
+        )
+    else:
+        net, opt = models.cnn(num_classes=10), optax.adam(common.ADAM_LR)
+    ts = T.create_train_state(net, x.shape[1:], opt, seed=0)
+    if name == "W4":
+        epoch = T.make_epoch(net.apply, softmax_cross_entropy, opt, spec["batch"])
+        return EpochRunner(epoch, ts, jnp.asarray(x), jnp.asarray(y), spec)
+    micro = microbatches_for(spec["batch"])
+
+    def step(carry, xb, yb):
+        new, _ = T.train_step(
+            net.apply, softmax_cross_entropy, opt, carry, (xb, yb), microbatches=micro
+        )
+        return new
+
+    return common.JaxRunner(step, ts, (jnp.asarray(x), jnp.asarray(y)), spec["batch"])
+
+
+class InferRunner:
+    """Inference: ``f(carry, x) -> (carry, out)`` compiled ahead of time, nothing donated."""
+
+    def __init__(self, f, carry, x, items):
+        self._jit = jax.jit(f)
+        self.carry, self.x, self.items = carry, x, items
+
+    def compile(self):
+        self._compiled = self._jit.lower(self.carry, self.x).compile()
+        self.run(1)
+        return common.jax_flops(self._compiled)
+
+    def run(self, n):
+        for _ in range(n):
+            out = self._compiled(self.carry, self.x)[1]
+        jax.block_until_ready(out)
+
+
+class EpochRunner:
+    """W4: ``jcnn.train.make_epoch``, one compiled call per epoch (shuffle + lax.scan)."""
+
+    def __init__(self, epoch_fn, ts, x, y, spec):
+        self.epoch_fn, self.ts, self.x, self.y = epoch_fn, ts, x, y
+        self.items = common.items_per_iter(spec)
+        self.rng = T.data_rng(0)
+        self.epoch = 0
+
+    def compile(self):
+        self.run(1)
+        return None
+
+    def run(self, n):
+        for _ in range(n):
+            self.ts, metrics = self.epoch_fn(self.ts, self.x, self.y, self.epoch, data_rng=self.rng)
+            self.epoch += 1
+        jax.block_until_ready((self.ts, metrics))
