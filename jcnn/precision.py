@@ -151,14 +151,4 @@ def with_policy(apply_or_layer: Any, policy: Policy) -> Any:
         out_shape, params, state = layer.init(key, input_shape)
         return out_shape, policy.cast_to_param(params), state
 
-    return Layer(
-        init,
-        _policy_apply(layer.apply, policy),
-        name=layer.name,
-        children=layer.children,
-        child_inputs=layer.child_inputs,
-        config=layer.config,
-        explicit_name=layer.explicit_name,
-        kind=layer.kind,
-        hparams=layer.hparams,
-    )
+    return layer.replace(init=init, apply=_policy_apply(layer.apply, policy))

@@ -77,14 +77,4 @@ def remat(
 
         return jax.checkpoint(run, prevent_cse=prevent_cse, policy=policy)(params, state, x, key)
 
-    return Layer(
-        layer.init,
-        apply,
-        name=layer.name,
-        children=layer.children,
-        child_inputs=layer.child_inputs,
-        config=layer.config,
-        explicit_name=layer.explicit_name,
-        kind=layer.kind,
-        hparams=layer.hparams,
-    )
+    return layer.replace(apply=apply)

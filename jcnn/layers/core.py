@@ -84,17 +84,27 @@ class Layer(_Pair):
         """The same layer under another name (its params key in a parent combinator)."""
         if not isinstance(name, str) or not name or "/" in name:
             raise ValueError(f"layer name must be a non-empty string without '/', got {name!r}")
-        return Layer(
-            self.init,
-            self.apply,
-            name=name,
-            children=self.children,
-            child_inputs=self.child_inputs,
-            config=self.config,
-            explicit_name=True,
-            kind=self.kind,
-            hparams=self.hparams,
-        )
+        return self.replace(name=name, explicit_name=True)
+
+    def replace(
+        self, *, init: InitFn | None = None, apply: ApplyFn | None = None, **metadata: Any
+    ) -> Layer:
+        """A copy with new ``init``/``apply`` functions or metadata, keeping everything else.
+
+        Wrappers (remat, precision policies, inference mode) use it so that the wrapped layer keeps
+        its name, kind, children and hyper-parameters, hence the same params tree and summary.
+        """
+        fields = {
+            "name": self.name,
+            "children": self.children,
+            "child_inputs": self.child_inputs,
+            "config": self.config,
+            "explicit_name": self.explicit_name,
+            "kind": self.kind,
+            "hparams": self.hparams,
+        }
+        fields.update(metadata)
+        return Layer(init or self.init, apply or self.apply, **fields)
 
     def __repr__(self) -> str:
         return f"{self.kind}({self.config})"

@@ -37,17 +37,7 @@ def inference_mode(layer: Layer) -> Layer:
         del key, train
         return layer.apply(params, state, x, train=False)
 
-    return Layer(
-        layer.init,
-        apply,
-        name=layer.name,
-        children=layer.children,
-        child_inputs=layer.child_inputs,
-        config=layer.config,
-        explicit_name=layer.explicit_name,
-        kind=layer.kind,
-        hparams=layer.hparams,
-    )
+    return layer.replace(apply=apply)
 
 
 def _children(net: Layer | Sequence[Layer]) -> tuple[list[tuple[str, Layer]], str]:
