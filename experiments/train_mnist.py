@@ -25,7 +25,12 @@ from jcnn.fit import fit
 def main(argv: list[str] | None = None) -> dict:
     p = common.parser("train_mnist", __doc__.splitlines()[0])
     p.add_argument("--epochs", type=int, default=30, help="epochs (default 30)")
-    p.add_argument("--batch-size", type=int, default=1000, help="batch size (default 1000)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="batch size (default 1000, the course's; 100 on the small offline fallback)",
+    )
     p.add_argument("--lr", type=float, default=0.005, help="Adam learning rate (default 0.005)")
     p.add_argument(
         "--host-loop",
@@ -43,7 +48,8 @@ def main(argv: list[str] | None = None) -> dict:
     )
     print(f"data: {data['source']}")
     (x_train, y_train), (x_val, y_val) = data["train"], data["val"]
-    batch_size = min(args.batch_size, len(x_train))
+    default_batch = 100 if data["source"].startswith("sklearn") else 1000
+    batch_size = min(args.batch_size or default_batch, len(x_train))
 
     net = models.cnn()
     print(jcnn.summary(net, x_train.shape[1:]))
@@ -64,7 +70,9 @@ def main(argv: list[str] | None = None) -> dict:
     wall = time.perf_counter() - t0
     hist = result.history
     params = result.train_state.params
-    viz.learning_curves({"cnn": hist}, out / "learning_curves.png", title=data["source"].split(" from ")[0])
+    viz.learning_curves(
+        {"cnn": hist}, out / "learning_curves.png", title=data["source"].split(" from ")[0]
+    )
     viz.filter_grid(params["Conv_0"]["kernel"], out / "filters.png", title="first-layer filters")
     epoch_seconds = hist["seconds"][1:] or hist["seconds"]
     summary = {

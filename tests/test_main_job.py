@@ -15,7 +15,6 @@ from experiments import train_mnist
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 # Each run initialises and compiles the course CNN (~20 s of CPU on the 2-core machine).
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(autouse=True)
@@ -73,6 +72,6 @@ def test_offline_without_data_falls_back_to_sklearn_digits(tmp_path, capsys, mon
     metrics = _check_outputs(out, captured.out)
     assert metrics["data"].startswith("sklearn-digits fallback")
     assert "MNIST is not available" in captured.err
-    assert metrics["loop"] == "host"
+    assert metrics["loop"] == "host" and metrics["batch_size"] == 100
     # The progress bar's per-epoch line (progress is on by default).
     assert "epoch 1/1" in captured.out + captured.err
