@@ -17,12 +17,6 @@ from jcnn import layers as L
 from jcnn.shapes import conv_output_size
 
 
-@pytest.fixture(autouse=True)
-def _strict_rank_promotion():
-    with jax.numpy_rank_promotion("raise"):
-        yield
-
-
 def mnist_cnn_layers():
     """model2 of the course: Conv 5x5 8 -> pool 2 -> Conv 3x3 16 -> pool 2 -> flatten -> Dense 10."""
     return [

@@ -20,12 +20,6 @@ from jcnn.losses import softmax_cross_entropy
 HISTORY_KEYS = {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds"}
 
 
-@pytest.fixture(autouse=True)
-def _strict_rank_promotion():
-    with jax.numpy_rank_promotion("raise"):
-        yield
-
-
 def _data(seed, n, shape, classes):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, *shape)).astype(np.float32)

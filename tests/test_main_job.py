@@ -6,21 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import jax
 import matplotlib.image as mpimg
-import pytest
 
 from experiments import train_mnist
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 # Each run initialises and compiles the course CNN (~20 s of CPU on the 2-core machine).
-
-
-@pytest.fixture(autouse=True)
-def _strict_rank_promotion():
-    with jax.numpy_rank_promotion("raise"):
-        yield
 
 
 def _check_outputs(out: Path, printed: str) -> dict:

@@ -19,12 +19,6 @@ MAX_ERR: dict[str, float] = {}
 
 
 @pytest.fixture(autouse=True)
-def _strict_rank_promotion():
-    with jax.numpy_rank_promotion("raise"):
-        yield
-
-
-@pytest.fixture(autouse=True)
 def _x64():
     with jax.enable_x64(True):
         yield

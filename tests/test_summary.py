@@ -6,17 +6,10 @@ import time
 
 import jax
 import jax.numpy as jnp
-import pytest
 
 import jcnn
 from jcnn import initializers
 from jcnn import layers as L
-
-
-@pytest.fixture(autouse=True)
-def _strict_rank_promotion():
-    with jax.numpy_rank_promotion("raise"):
-        yield
 
 
 def cnn():

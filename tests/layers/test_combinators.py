@@ -14,12 +14,6 @@ from jcnn import layers as L
 from jcnn.shapes import ShapeError
 
 
-@pytest.fixture(autouse=True)
-def _strict_rank_promotion():
-    with jax.numpy_rank_promotion("raise"):
-        yield
-
-
 def random_init(layer, input_shape, seed=0):
     """Params/state with the structure of ``layer.init`` but random NumPy values.
 

@@ -15,12 +15,6 @@ from jcnn.shapes import ShapeError
 MAX_ERR: dict[str, float] = {}
 
 
-@pytest.fixture(autouse=True)
-def _strict_rank_promotion():
-    with jax.numpy_rank_promotion("raise"):
-        yield
-
-
 @pytest.fixture(autouse=True, scope="module")
 def _print_max_errors():
     yield

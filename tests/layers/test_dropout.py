@@ -11,12 +11,6 @@ import jcnn
 from jcnn import layers as L
 
 
-@pytest.fixture(autouse=True)
-def _strict_rank_promotion():
-    with jax.numpy_rank_promotion("raise"):
-        yield
-
-
 def _positive(shape, seed=0):
     """Random values bounded away from 0, so a 0 in the output can only be a dropped value."""
     return np.random.default_rng(seed).uniform(0.5, 2.0, shape).astype(np.float32)
