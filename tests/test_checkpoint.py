@@ -246,8 +246,13 @@ def _wait(proc: subprocess.Popen, log: Path, timeout: float = 300) -> None:
     assert rc == 0, log.read_text()[-3000:]
 
 
-@pytest.mark.slow  # 3 worker processes of ~12 s CPU each (import, init, compile, 9 saves)
-@pytest.mark.parametrize("host_loop", [True, False], ids=["host-loop", "on-device"])
+# 3 worker processes of ~12 s CPU each (import, init, compile, 9 saves): the on-device variant
+# runs by default, the host-loop one with `-m slow`.
+@pytest.mark.parametrize(
+    "host_loop",
+    [pytest.param(True, marks=pytest.mark.slow), False],
+    ids=["host-loop", "on-device"],
+)
 def test_sigkilled_run_resumes_bit_identically(tmp_path, host_loop):
     # An uninterrupted reference run and the run to be killed start together.
     ref = _worker(tmp_path / "ref_ckpt", tmp_path / "ref.npz", tmp_path / "ref.log", host_loop)
