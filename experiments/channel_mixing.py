@@ -106,12 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     result = {
         "data": data["source"],
-        "n_train": len(data["train"][0]),
-        "n_val": len(data["val"][0]),
-        "epochs": args.epochs,
-        "batch_size": min(args.batch_size, len(data["train"][0])),
-        "lr": args.lr,
-        "loop": args.loop,
+        **common.run_settings(data, args),
         "models": summary,
     }
     common.write_json(out / "results.json", result)

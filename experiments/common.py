@@ -49,6 +49,18 @@ def write_json(path: str | os.PathLike[str], payload: Any) -> Path:
     return path
 
 
+def run_settings(data: dict[str, Any], args: Any) -> dict[str, Any]:
+    """The training settings every comparison script records in its results JSON."""
+    return {
+        "n_train": len(data["train"][0]),
+        "n_val": len(data["val"][0]),
+        "epochs": args.epochs,
+        "batch_size": min(args.batch_size, len(data["train"][0])),
+        "lr": args.lr,
+        "loop": args.loop,
+    }
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
