@@ -221,6 +221,9 @@ def summarise(report: dict) -> None:
             r["median_s"] = statistics.median(r["times"])
             r["min_s"], r["max_s"] = min(r["times"]), max(r["times"])
             r["images_per_s"] = r["items"] / r["median_s"]
+            # The first call traces, compiles and runs once: its excess over a median step is the
+            # compile (and first-touch) time, comparable across jit-ahead and jit-on-call peers.
+            r["compile_only_s"] = max(r["compile_s"] - r["median_s"], 0.0)
             if wl["flops"]:
                 r["gflops_per_s"] = wl["flops"] / r["median_s"] / 1e9
                 r["ceiling_fraction"] = r["gflops_per_s"] / ceil if ceil else None
@@ -228,6 +231,65 @@ def summarise(report: dict) -> None:
         for r in fws.values():
             if base and r.get("median_s"):
                 r["ratio_to_jcnn"] = r["median_s"] / base
+
+
+JAX_PEERS = ("stax", "linen", "nnx", "equinox", "haiku")
+
+
+def target_lines(report: dict) -> list[str]:
+    """The issue's targets, each with the measured ratio and whether this run meets it."""
+    wls = report["workloads"]
+
+    def med(wl, fw, key="median_s"):
+        return wls.get(wl, {}).get("frameworks", {}).get(fw, {}).get(key)
+
+    def fastest(wl, peers, key="median_s"):
+        vals = [(med(wl, f, key), f) for f in peers if med(wl, f, key)]
+        return min(vals) if vals else (None, None)
+
+    lines = []
+
+    def check(label, ratio, goal, higher=True, detail=""):
+        if ratio is None:
+            return
+        ok = ratio >= goal if higher else ratio <= goal
+        sign = ">=" if higher else "<="
+        lines.append(
+            f"- {label}: {ratio:.2f} (target {sign} {goal}) {'met' if ok else 'NOT met'}{detail}"
+        )
+
+    def ratio(a, b):
+        return a / b if a and b else None
+
+    for wl in ("W1-1000", "W1-128"):
+        jc = med(wl, "jcnn")
+        peer, name = fastest(wl, JAX_PEERS)
+        check(f"{wl}: fastest JAX peer ({name}) time / jcnn", ratio(peer, jc), 2.0)
+        check(f"{wl}: PyTorch eager time / jcnn", ratio(med(wl, "torch"), jc), 1.0)
+    peer, name = fastest("W2", JAX_PEERS)
+    check(f"W2: fastest JAX peer ({name}) time / jcnn", ratio(peer, med("W2", "jcnn")), 1.25)
+    check("W3: PyTorch time / jcnn", ratio(med("W3", "torch"), med("W3", "jcnn")), 1.0)
+    peer, name = fastest("W4", (*JAX_PEERS, "torch"))
+    check(f"W4: fastest peer's loop ({name}) / jcnn epoch", ratio(peer, med("W4", "jcnn")), 1.5)
+    for wl in ("W1-1000", "W1-128", "W2"):
+        check(
+            f"{wl}: jcnn compile / linen compile",
+            ratio(med(wl, "jcnn", "compile_only_s"), med(wl, "linen", "compile_only_s")),
+            0.7,
+            higher=False,
+        )
+    peer, name = fastest("W2", JAX_PEERS, "rss_mb")
+    torch_rss = med("W2", "torch", "rss_mb")
+    check(
+        f"W2: jcnn peak RSS / lowest JAX peer's ({name})",
+        ratio(med("W2", "jcnn", "rss_mb"), peer),
+        1.0,
+        higher=False,
+        detail=f"; jcnn / PyTorch {ratio(med('W2', 'jcnn', 'rss_mb'), torch_rss):.2f}"
+        if torch_rss and med("W2", "jcnn", "rss_mb")
+        else "",
+    )
+    return lines
 
 
 def _fmt(v, spec=".1f", missing="-"):
@@ -240,7 +302,7 @@ def table_rows(report: dict) -> list[list[str]]:
         for fw, r in wl["frameworks"].items():
             if "skip" in r:
                 reason = " ".join(r["skip"].split())[:50]
-                rows.append([name, fw, "skipped: " + reason] + [""] * 7)
+                rows.append([name, fw, "skipped: " + reason] + [""] * 8)
                 continue
             if "median_s" not in r:
                 continue
@@ -251,6 +313,7 @@ def table_rows(report: dict) -> list[list[str]]:
                     name,
                     fw,
                     _fmt(r["compile_s"]),
+                    _fmt(r["compile_only_s"]),
                     _fmt(ms, ".1f" if ms < 1000 else ".0f"),
                     f"{r['min_s'] * 1e3:.4g}-{r['max_s'] * 1e3:.4g}",
                     _fmt(r["images_per_s"], ".0f"),
@@ -266,6 +329,7 @@ def table_rows(report: dict) -> list[list[str]]:
 HEADER = [
     "workload",
     "framework",
+    "first call s",
     "compile s",
     "median ms",
     "spread ms",
@@ -413,15 +477,26 @@ def write_docs(report: dict, rows, path: Path, png: Path, command: str) -> None:
         PROFILE_NOTES,
         "",
         f"Each cell: {report['reps']} interleaved repetitions, each one process per framework. "
-        "`x jcnn` is the peer's median time over jcnn's (> 1: jcnn faster). stax has no running "
-        "BatchNorm statistics (batch statistics only).",
+        "`first call s` is the first call (trace, compile, one iteration); `compile s` is that "
+        "minus the median iteration. `x jcnn` is the peer's median time over jcnn's (> 1: jcnn "
+        "faster). stax has no running BatchNorm statistics (batch statistics only).",
         "",
         markdown_table(rows),
+        "",
+        "Targets (from the issue; ratios from this run):",
+        "",
+        *target_lines(report),
         "",
         f"![images per second]({png.name})",
         "",
     ]
-    path.write_text("\n".join(lines))
+    _write_atomic(path, "\n".join(lines))
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -471,8 +546,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.render:
         report = json.loads(args.render.read_text())
+        summarise(report)
         rows = table_rows(report)
         print(text_table(rows))
+        print("\n".join(["", "Targets:", *target_lines(report)]))
         png = args.render.with_suffix(".png")
         plot(report, png)
         if not args.no_docs:
@@ -504,7 +581,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = table_rows(report)
     print()
     print(text_table(rows))
-    (out / "benchmarks.json").write_text(json.dumps(report, indent=1))
+    print("\n".join(["", "Targets:", *target_lines(report)]))
+    _write_atomic(out / "benchmarks.json", json.dumps(report, indent=1))
     png = out / "benchmarks.png"
     plot(report, png)
     log(f"\nwrote {out / 'benchmarks.json'} and {png}")
