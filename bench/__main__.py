@@ -408,27 +408,34 @@ def machine() -> dict:
 
 PROFILE_NOTES = """\
 How the jcnn W1 step was made faster (profile of the compiled step with `jax.profiler`, per-op
-times summed over threads; A/B runs back to back in one process on the shared 2-core machine
-under load average 7-13, so ratios of CPU time, not absolute times, are the evidence):
+times summed over threads; A/B runs back to back in one process, loaded machine, so ratios of
+CPU time, not absolute times, are the evidence):
 
 | W1 batch 1,000, per step | native lowerings | `auto` lowerings | `auto` + 8 micro-batches |
 |---|---|---|---|
 | process CPU time, median of 5 | 493 ms | 325 ms | 216 ms |
-| wall time, median of 5 (loaded) | 1,225 ms | 823 ms | 528 ms |
-
-| W1 batch 128, per step | native | `auto` | `auto` + 2 micro-batches |
-|---|---|---|---|
-| process CPU time, median of 5 | 36.9 ms | 28.2 ms | 29.0 ms |
 
 With the native lowerings, 46% of the step was the max-pool gradient (XLA:CPU lowers the
 `reduce_window` VJP to iota + scatter) and, once that was replaced, 46% of the rest was the first
 conv's filter gradient (a 24x24-window convolution over the batch). The `mask` max-pool gradient
 is one elementwise select; the `patches` filter gradient is one matmul over a gathered im2col
-matrix. Inside `lax.scan` (micro-batches) XLA:CPU also stops using its fast convolution for the
-input gradient, which the `patches` lowering expresses as a matmul + col2im. Micro-batching then
-keeps each slice's working set in cache. With >= 16 input channels per group the native
-gradients were faster (3x3 conv, batch 32: native 35-62 ms vs patches 86-110 ms CPU), so `auto`
-keeps them native there (ResNets)."""
+matrix. Micro-batching keeps each slice's working set in cache (8 or 10 slices of 1,000 are
+best; 20 and 40 are slower; unrolling the scan changes nothing).
+
+What did not help (quiet machine, same XLA): for the first conv's filter gradient, im2col by
+25 stacked slices (XLA's concatenate copies one float at a time), tap-major or flat-offset
+patches (XLA then inserts a transposing copy, because under `vmap` the gradient matmul contracts
+over two dims, batch and position, and XLA:CPU canonicalises such dots with copies), a one-hot
+convolution (14 ms vs 9.6 ms at batch 128) and a broadcast-multiply-reduce (34 ms). For the
+ResNet 3x3 convs (W2), whose filter-gradient convolutions run at ~31 GFLOP/s against ~80 for
+the forward ones: patches + matmul (263-297 ms vs native 172 ms, fwd+bwd of one 64-channel
+32x32 conv at batch 32), native input gradient + patches filter gradient (167 ms, within
+noise) and nine per-tap matmuls (185 ms); the strided slices they need run at ~1 GB/s in
+XLA:CPU. One-pass BatchNorm variance made no measurable difference (kept two-pass). XLA compile
+flags (`xla_backend_optimization_level`, `xla_llvm_disable_expensive_passes`,
+`xla_cpu_parallel_codegen_split_count`) did not shorten compiles. BatchNorm now folds its
+per-channel factors so its backward pass keeps one activation, not two: W2 temp memory
+1,241 -> 934 MB (linen 924 MB)."""
 
 
 def write_docs(report: dict, rows, path: Path, png: Path, command: str) -> None:
