@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jcnn.layers.core import Layer
+from jcnn.layers.core import Fns, Layer
 
 DTypeLike = Any
 
@@ -123,6 +123,28 @@ def _policy_apply(apply: Callable[..., Any], policy: Policy) -> Callable[..., An
     return policy_apply
 
 
+@dataclass(frozen=True)
+class PolicyWrapper:
+    """The precision wrapper (a :class:`jcnn.layers.core.Wrapper`): params stored in
+    ``param_dtype`` by init; apply in ``compute_dtype``, output in ``output_dtype``."""
+
+    policy: Policy
+
+    @property
+    def label(self) -> str:
+        p = self.policy
+        return f"with_policy[{p.param_dtype}/{p.compute_dtype}/{p.output_dtype}]"
+
+    def wrap(self, fns: Fns) -> Fns:
+        inner_init, policy = fns.init, self.policy
+
+        def init(key, input_shape):
+            out_shape, params, state = inner_init(key, input_shape)
+            return out_shape, policy.cast_to_param(params), state
+
+        return fns._replace(init=init, apply=_policy_apply(fns.apply, policy))
+
+
 def with_policy(apply_or_layer: Any, policy: Policy) -> Any:
     """Runs a network under ``policy``; the model code does not change.
 
@@ -145,10 +167,4 @@ def with_policy(apply_or_layer: Any, policy: Policy) -> Any:
     """
     if not isinstance(apply_or_layer, Layer):
         return _policy_apply(apply_or_layer, policy)
-    layer = apply_or_layer
-
-    def init(key, input_shape):
-        out_shape, params, state = layer.init(key, input_shape)
-        return out_shape, policy.cast_to_param(params), state
-
-    return layer.replace(init=init, apply=_policy_apply(layer.apply, policy))
+    return apply_or_layer.wrapped(PolicyWrapper(policy))

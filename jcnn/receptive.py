@@ -14,12 +14,13 @@ centre ``i``, so unit ``n`` of a layer sees input pixels
 ``start + n*j - (r-1)/2 .. start + n*j + (r-1)/2`` (negative indices and indices past the end
 are padding). Only the low-side padding moves the field; the high side changes the output size.
 
-Pointwise layers (activations, BatchNorm in inference, Dropout, Identity) leave the field as it
-is. Branches applied to the same input (``residual``, ``concat``) give the union of their fields
+Pointwise layers (``layer.pointwise``: activations, BatchNorm, Dropout, Identity, Dense on the
+channel axis) leave the field as it is. Branches applied to the same input (``residual``, ``concat``) give the union of their fields
 (the bounding interval; exact for the support of the gradient when no path cancels another).
-The walk stops at the first layer that mixes every position (``Flatten``, ``Dense``, global
-pooling). Windowed layers are read from ``layer.hparams`` (``kernel_size``, ``stride``,
-``padding``, ``dilation``).
+The walk stops at the first layer that is neither pointwise nor windowed (``Flatten``, global
+pooling, ``Reshape``, ``GroupNorm``): after it every unit sees the whole input. Windowed layers
+are read from ``layer.window`` (kernel size, stride, padding, dilation) and how combinators join
+their children from ``layer.combine``.
 """
 
 from __future__ import annotations
@@ -29,14 +30,6 @@ from typing import Any, NamedTuple
 
 from jcnn import shapes
 from jcnn.layers.core import Layer
-from jcnn.summary import output_shape
-
-#: Kinds that act on each position separately (the field is unchanged).
-POINTWISE_KINDS = frozenset(
-    {"Relu", "LeakyRelu", "Elu", "Gelu", "Tanh", "Sigmoid", "BatchNorm", "Dropout", "Identity"}
-)
-#: Kinds after which every unit sees the whole input: the walk stops there.
-GLOBAL_KINDS = frozenset({"Flatten", "Dense", "GlobalAvgPool", "GlobalMaxPool", "Reshape"})
 
 IntOrTuple = int | Sequence[int]
 
@@ -167,54 +160,27 @@ def receptive_field(specs: Iterable[RFSpec | Sequence[Any]]) -> list[RFRow]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _structure(layer: Layer, input_shape: Any) -> tuple[str, list[Any]]:
-    """``("serial" | "branches", child input shapes)`` of a combinator.
-
-    Combinators are told apart by kind when it names them, else by how shapes flow: a serial
-    feeds each child's output to the next and returns the last one's; ``residual`` and
-    ``concat`` feed the same input to every child.
-    """
-    keys = tuple(k for k, _ in layer.children)
-    if isinstance(input_shape, tuple) and input_shape and isinstance(input_shape[0], tuple):
-        raise ValueError(f"receptive field: {layer.name} takes several inputs (parallel)")
-    ins = layer.child_inputs(input_shape)
-    if layer.kind in ("residual", "concat") or keys == ("block", "shortcut"):
-        return "branches", ins
-    outs = [output_shape(c, s) for (_, c), s in zip(layer.children, ins)]
-    if layer.kind == "serial" or (
-        ins[0] == tuple(input_shape)
-        and all(a == b for a, b in zip(ins[1:], outs[:-1]))
-        and output_shape(layer, input_shape) == outs[-1]
-    ):
-        return "serial", ins
-    if all(s == tuple(input_shape) for s in ins):
-        return "branches", ins
-    raise ValueError(f"receptive field: cannot tell how {layer.name} ({layer.kind}) combines")
-
-
-def _leaf_spec(
-    layer: Layer, input_shape: Any, path: str, pointwise: frozenset[str]
-) -> RFSpec | None:
-    kind = layer.kind
-    if kind in pointwise or (kind in ("Softmax", "LogSoftmax") and layer.config == "axis=-1"):
+def _leaf_spec(layer: Layer, input_shape: Any, path: str) -> RFSpec | None:
+    """The step of a windowed leaf; ``None`` for a pointwise one (the field is unchanged)."""
+    if layer.pointwise:
         return None
-    hp = layer.hparams
-    if "kernel_size" in hp and not kind.startswith("ConvTranspose"):
-        pads = shapes.resolve_padding(
-            hp["padding"], input_shape[:-1], hp["kernel_size"], hp["stride"], hp["dilation"]
+    win = layer.window
+    if win.transposed:
+        raise ValueError(
+            f"receptive field: layer {path} ({layer.kind}) is a transposed convolution; its "
+            "field is not a single window of the input"
         )
-        return RFSpec(
-            name=path,
-            kind=kind,
-            kernel_size=tuple(hp["kernel_size"]),
-            stride=tuple(hp["stride"]),
-            padding=tuple(p[0] for p in pads),
-            dilation=tuple(hp["dilation"]),
-            out_size=tuple(output_shape(layer, input_shape)[:-1]),
-        )
-    raise ValueError(
-        f"receptive field: layer {path} of kind {kind!r} is neither windowed (no hparams "
-        f"kernel_size), pointwise nor global; pass pointwise={{{kind!r}}} if it acts per position"
+    pads = shapes.resolve_padding(
+        win.padding, input_shape[:-1], win.kernel_size, win.stride, win.dilation
+    )
+    return RFSpec(
+        name=path,
+        kind=layer.kind,
+        kernel_size=tuple(win.kernel_size),
+        stride=tuple(win.stride),
+        padding=tuple(p[0] for p in pads),
+        dilation=tuple(win.dilation),
+        out_size=tuple(layer.output_shape(input_shape)[:-1]),
     )
 
 
@@ -249,40 +215,52 @@ def _union(specs_per_branch: list[list[RFSpec]], name: str, kind: str, rank: int
     )
 
 
-def _walk(
-    layer: Layer, input_shape: Any, path: str, pointwise: frozenset[str], out: list[RFSpec]
-) -> bool:
-    """Appends the steps of ``layer`` to ``out``; True when it reached a global layer."""
+def _mixes_all(layer: Layer) -> bool:
+    """A leaf that is neither pointwise nor windowed: every output sees every input position."""
+    return not layer.children and not layer.pointwise and layer.window is None
+
+
+def _walk(layer: Layer, input_shape: Any, path: str, out: list[RFSpec]) -> bool:
+    """Appends the steps of ``layer`` to ``out``; True when it reached a layer that mixes all
+    positions (Flatten, global pooling, ...), where the walk stops."""
+    if isinstance(input_shape, tuple) and input_shape and isinstance(input_shape[0], tuple):
+        raise ValueError(f"receptive field: {path or layer.name} takes several inputs")
+    if _mixes_all(layer):
+        return True
     if not layer.children:
-        if layer.kind in GLOBAL_KINDS:
-            return True
-        spec = _leaf_spec(layer, input_shape, path or layer.name, pointwise)
+        spec = _leaf_spec(layer, input_shape, path or layer.name)
         if spec is not None:
             out.append(spec)
         return False
-    how, ins = _structure(layer, input_shape)
-    if how == "serial":
+    ins = layer.child_input_shapes(input_shape)
+    if layer.combine == "serial":
         for (key, child), shape in zip(layer.children, ins):
-            if _walk(child, shape, f"{path}/{key}" if path else key, pointwise, out):
+            if _walk(child, shape, f"{path}/{key}" if path else key, out):
                 return True
         return False
-    branches = []
+    if layer.combine == "repeat":
+        ((key, block),) = layer.children
+        for i in range(layer.hparams["n"]):
+            if _walk(block, input_shape, f"{path or layer.name}/{key}[{i}]", out):
+                return True
+        return False
+    if layer.combine == "parallel":
+        raise ValueError(f"receptive field: {path or layer.name} takes several inputs (parallel)")
+    branches = []  # "sum" and "concat": every branch sees the same input
     for (key, child), shape in zip(layer.children, ins):
         specs: list[RFSpec] = []
-        if _walk(child, shape, key, pointwise, specs):
+        if _walk(child, shape, key, specs):
             raise ValueError(
                 f"receptive field: branch {key} of {path or layer.name} mixes all positions"
             )
         branches.append(specs)
     rank = len(input_shape) - 1
-    size = tuple(output_shape(layer, input_shape)[:-1])
+    size = tuple(layer.output_shape(input_shape)[:-1])
     out.append(_union(branches, path or layer.name, layer.kind, rank, size))
     return False
 
 
-def layer_specs(
-    net: Layer, input_shape: Sequence[int], *, pointwise: Iterable[str] = ()
-) -> list[RFSpec]:
+def layer_specs(net: Layer, input_shape: Sequence[int]) -> list[RFSpec]:
     """The windowed steps of ``net`` for ``input_shape``, up to its first global layer.
 
     SAME and other size-dependent paddings are resolved for the actual input. Pointwise layers
@@ -290,21 +268,22 @@ def layer_specs(
     equivalent step.
 
     Args:
-        net: a jcnn network (serial, residual and concat combinators, any nesting).
+        net: a jcnn network (serial, residual, concat and repeat combinators, any nesting).
         input_shape: one example's shape, channels last.
-        pointwise: extra layer kinds that act per position (besides :data:`POINTWISE_KINDS`).
+
+    Every layer states the facts the walk needs (``layer.pointwise``, ``layer.window``,
+    ``layer.combine``), so a new layer made with the public factories needs no registration.
 
     Raises:
-        ValueError: a layer whose effect on positions is unknown (e.g. ``ConvTranspose``).
+        ValueError: a layer whose field is not one window of its input (``ConvTranspose``), or
+            several inputs (``parallel``).
     """
     specs: list[RFSpec] = []
-    _walk(net, tuple(input_shape), "", POINTWISE_KINDS | frozenset(pointwise), specs)
+    _walk(net, tuple(input_shape), "", specs)
     return specs
 
 
-def network_receptive_field(
-    net: Layer, input_shape: Sequence[int], *, pointwise: Iterable[str] = ()
-) -> list[RFRow]:
+def network_receptive_field(net: Layer, input_shape: Sequence[int]) -> list[RFRow]:
     """:func:`receptive_field` of :func:`layer_specs`: one row per windowed layer of ``net``.
 
     Example:
@@ -312,7 +291,7 @@ def network_receptive_field(
         >>> rows[-1].rf   # after pool5 (at 224 the adaptive pool is the identity)
         (195, 195)
     """
-    return receptive_field(layer_specs(net, input_shape, pointwise=pointwise))
+    return receptive_field(layer_specs(net, input_shape))
 
 
 def _fmt(values: Sequence[Any]) -> str:

@@ -23,11 +23,12 @@ every activation is stored again. GPU and TPU keep the barriers. Compile with
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import jax
 
-from jcnn.layers.core import Layer
+from jcnn.layers.core import Fns, Layer
 
 CPU_COMPILER_OPTIONS: dict[str, Any] = {"xla_disable_hlo_passes": "cse_barrier_expander"}
 
@@ -40,6 +41,27 @@ def compiler_options(platform: str | None = None) -> dict[str, Any]:
     """
     platform = platform or jax.default_backend()
     return dict(CPU_COMPILER_OPTIONS) if platform == "cpu" else {}
+
+
+@dataclass(frozen=True)
+class Remat:
+    """The remat wrapper (a :class:`jcnn.layers.core.Wrapper`): apply under ``jax.checkpoint``."""
+
+    policy: Callable[..., bool] | None = None
+    prevent_cse: bool = True
+    label: str = "remat"
+
+    def wrap(self, fns: Fns) -> Fns:
+        inner = fns.apply
+
+        def apply(params, state, x, *, key=None, train=False):
+            def run(p, s, inputs, k):
+                return inner(p, s, inputs, key=k, train=train)
+
+            checkpointed = jax.checkpoint(run, prevent_cse=self.prevent_cse, policy=self.policy)
+            return checkpointed(params, state, x, key)
+
+        return fns._replace(apply=apply)
 
 
 def remat(
@@ -57,7 +79,8 @@ def remat(
             ``lax.scan``.
 
     Returns:
-        A layer with ``layer``'s init, name, kind, children and config, and a checkpointed apply.
+        ``layer.wrapped(Remat(policy, prevent_cse))``: the same facts (name, kind, children,
+        hparams), init and params tree, and a checkpointed apply.
         ``train`` is a Python flag, so each mode is its own checkpointed function.
 
     Shapes:
@@ -69,12 +92,4 @@ def remat(
         >>> _, params, state = net.init(key, (28, 28, 1))   # same tree as without remat
     """
 
-    def apply(
-        params: Any, state: Any, x: Any, *, key: jax.Array | None = None, train: bool = False
-    ):
-        def run(p, s, inputs, k):
-            return layer.apply(p, s, inputs, key=k, train=train)
-
-        return jax.checkpoint(run, prevent_cse=prevent_cse, policy=policy)(params, state, x, key)
-
-    return layer.replace(apply=apply)
+    return layer.wrapped(Remat(policy, prevent_cse))

@@ -27,8 +27,13 @@ def init_shapes(layer: Layer, input_shape: Any) -> tuple[Any, Any, Any]:
 
 
 def output_shape(layer: Layer, input_shape: Any) -> Any:
-    """The output shape of one example, from shape inference alone."""
-    return init_shapes(layer, input_shape)[0]
+    """The output shape of one example, by the layer's integer shape arithmetic (no tracing).
+
+    Example:
+        >>> output_shape(models.cnn(), (28, 28, 1))
+        (10,)
+    """
+    return layer.output_shape(input_shape)
 
 
 def _size(tree: Any) -> int:
@@ -45,27 +50,31 @@ def count_params(layer: Layer, input_shape: Any) -> int:
     return _size(init_shapes(layer, input_shape)[1])
 
 
-def _rows(layer: Layer, input_shape: Any, path: str, depth: int, out: list) -> None:
-    shape_out, params, state = init_shapes(layer, input_shape)
-    label = f"{'  ' * depth}{path or layer.name}"
-    kind = f"{layer.kind}({layer.config})" if layer.config else layer.kind
-    out.append((label, kind, str(shape_out), _size(params), _size(state)))
-    if layer.children and layer.child_inputs is not None:
-        for (key, child), child_in in zip(layer.children, layer.child_inputs(input_shape)):
-            _rows(child, child_in, key, depth + 1, out)
+def _rows(
+    layer: Layer, input_shape: Any, params: Any, state: Any, label: str, depth: int, out: list
+) -> None:
+    shape_out = layer.output_shape(input_shape)
+    out.append(
+        (f"{'  ' * depth}{label}", layer.describe(), str(shape_out), _size(params), _size(state))
+    )
+    for (key, child), child_in in zip(layer.children, layer.child_input_shapes(input_shape)):
+        _rows(child, child_in, params[key], state[key], key, depth + 1, out)
 
 
 def summary(layer: Layer, input_shape: Any) -> str:
     """A table of every layer: its params path, kind, output shape and parameter count.
 
-    Computed with ``jax.eval_shape``; nothing is allocated. Nested combinators are indented; the
-    total counts each parameter once.
+    One ``jax.eval_shape`` of the whole init gives the params and state trees (nothing is
+    allocated); each row reads its subtree, and output shapes come from the layers' shape
+    arithmetic, so a summary costs about one :func:`count_params`. Nested combinators are
+    indented; the total counts each parameter once.
 
     Example:
         >>> print(summary(models.cnn(), (28, 28, 1)))  # doctest: +SKIP
     """
     rows: list[tuple[str, str, str, int, int]] = []
-    _rows(layer, input_shape, "", 0, rows)
+    _, params, state = init_shapes(layer, input_shape)
+    _rows(layer, input_shape, params, state, layer.name, 0, rows)
     header = ("layer", "kind", "output shape", "params", "state")
     table = [header] + [(a, b, c, f"{d:,}", f"{e:,}") for a, b, c, d, e in rows]
     widths = [max(len(r[i]) for r in table) for i in range(5)]

@@ -67,7 +67,9 @@ def filter_grid(kernel: Any, path: str | os.PathLike[str], *, title: str = "") -
     """
     k = np.asarray(kernel)
     if k.ndim != 4:
-        raise ValueError(f"filter_grid: expected a 2-D conv kernel (kh, kw, C_in, C_out), got {k.shape}")
+        raise ValueError(
+            f"filter_grid: expected a 2-D conv kernel (kh, kw, C_in, C_out), got {k.shape}"
+        )
     c_in, c_out = k.shape[2], k.shape[3]
     fig, axes = plt.subplots(c_in, c_out, figsize=(1.4 * c_out, 1.4 * c_in + 0.4), squeeze=False)
     bound = float(np.abs(k).max()) or 1.0
@@ -85,7 +87,11 @@ def filter_grid(kernel: Any, path: str | os.PathLike[str], *, title: str = "") -
 
 
 def feature_maps(
-    maps: Mapping[str, Any], path: str | os.PathLike[str], *, image: Any = None, max_channels: int = 16
+    maps: Mapping[str, Any],
+    path: str | os.PathLike[str],
+    *,
+    image: Any = None,
+    max_channels: int = 16,
 ) -> Path:
     """Feature maps of one input, one row per layer.
 
@@ -114,7 +120,11 @@ def feature_maps(
 
 
 def image_grid(
-    images: Sequence[Any], path: str | os.PathLike[str], *, titles: Sequence[str] = (), cols: int = 6
+    images: Sequence[Any],
+    path: str | os.PathLike[str],
+    *,
+    titles: Sequence[str] = (),
+    cols: int = 6,
 ) -> Path:
     """Images side by side (e.g. an input and its filtered versions), with titles."""
     rows = math.ceil(len(images) / cols)

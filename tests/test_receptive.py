@@ -172,16 +172,28 @@ def test_table_and_json():
     assert rows[0]["rf"] == [5, 5] and rows[-1]["start"] == [5.5, 5.5]
 
 
-def test_stops_at_global_and_rejects_unknown():
+def test_stops_at_global_and_rejects_transposed():
     specs = layer_specs(L.serial(L.Conv(2, 3), L.Flatten(), L.Dense(3)), (8, 8, 1))
     assert [s.kind for s in specs] == ["Conv"]
     with pytest.raises(ValueError, match="ConvTranspose"):
         layer_specs(L.serial(L.ConvTranspose(2, 3, stride=2)), (8, 8, 1))
-    odd = L.elementwise(jnp.cos, "Cos")
-    with pytest.raises(ValueError, match="pointwise"):
-        layer_specs(L.serial(L.Conv(2, 3), odd), (8, 8, 1))
-    assert len(layer_specs(L.serial(L.Conv(2, 3), odd), (8, 8, 1), pointwise={"Cos"})) == 1
     assert isinstance(layer_specs(L.serial(L.Conv(2, 3)), (8, 8, 1))[0], RFSpec)
+
+
+def test_a_new_activation_needs_no_registration():
+    """An activation made with ``elementwise`` states that it is pointwise: the walk passes it."""
+    net = L.serial(L.Conv(4, (3, 3)), L.elementwise(jnp.sin, "Sine"), L.MaxPool((2, 2)))
+    rows = network_receptive_field(net, (28, 28, 1))
+    assert [r.spec.kind for r in rows] == ["Conv", "MaxPool"]
+    assert rows[-1].rf == (4, 4) and rows[-1].jump == (2, 2)
+
+
+def test_a_layer_that_mixes_positions_stops_the_walk():
+    """``pointwise=False`` (here a softmax over the rows) means every unit sees every row."""
+    rows_softmax = L.elementwise(jax.nn.softmax, "RowSoftmax", axis=0, pointwise=False)
+    net = L.serial(L.Conv(2, 3), rows_softmax, L.Conv(2, 3))
+    assert [s.kind for s in layer_specs(net, (8, 8, 1))] == ["Conv"]
+    assert L.Softmax().pointwise and not L.Softmax(axis=0).pointwise
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,22 +7,34 @@ from typing import Any
 
 import jax
 
-from jcnn.layers.core import Layer
+from jcnn.layers.core import Fns, Layer, leaf, parameter_free, same_shape
 
 
-def elementwise(fn: Callable[..., Any], name: str, **fn_kwargs: Any) -> Layer:
-    """A parameter-free layer applying ``fn(x, **fn_kwargs)``; output shape equals input shape."""
+def _elementwise_rule(layer: Layer) -> Fns:
+    hp = dict(layer.hparams)
+    fn = hp.pop("fn")
+    return parameter_free(same_shape, lambda x: fn(x, **hp))
 
-    def init(key, input_shape):
-        del key
-        return input_shape, {}, {}
 
-    def apply(params, state, x, *, key=None, train=False):
-        del key, train
-        return fn(x, **fn_kwargs), state
+def elementwise(
+    fn: Callable[..., Any], name: str, *, pointwise: bool = True, **fn_kwargs: Any
+) -> Layer:
+    """A parameter-free layer applying ``fn(x, **fn_kwargs)``; output shape equals input shape.
 
-    config = ", ".join(f"{k}={v!r}" for k, v in fn_kwargs.items())
-    return Layer(init, apply, name=name, config=config)
+    Args:
+        fn: the function, applied to one example.
+        name: the layer's kind (and default params key), e.g. ``"Sine"``.
+        pointwise: ``fn`` acts on each value (or each position's channels) separately; False for
+            functions that mix positions, such as a softmax over a spatial axis.
+        **fn_kwargs: keyword arguments of ``fn`` (hashable: they are the layer's hparams).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> sine = elementwise(jnp.sin, "Sine")
+        >>> sine, sine.pointwise, sine.output_shape((8, 8, 3))
+        (Sine(), True, (8, 8, 3))
+    """
+    return leaf(_elementwise_rule, name, {"fn": fn, **fn_kwargs}, pointwise=pointwise)
 
 
 def Relu() -> Layer:
@@ -57,9 +69,9 @@ def Sigmoid() -> Layer:
 
 def Softmax(axis: int = -1) -> Layer:
     """Softmax over ``axis`` (default last)."""
-    return elementwise(jax.nn.softmax, "Softmax", axis=axis)
+    return elementwise(jax.nn.softmax, "Softmax", axis=axis, pointwise=axis == -1)
 
 
 def LogSoftmax(axis: int = -1) -> Layer:
     """Log-softmax over ``axis`` (default last)."""
-    return elementwise(jax.nn.log_softmax, "LogSoftmax", axis=axis)
+    return elementwise(jax.nn.log_softmax, "LogSoftmax", axis=axis, pointwise=axis == -1)

@@ -4,7 +4,8 @@ dicts keyed by child name, so every parameter has a readable path such as
 
 Children are keyed by their ``name``: a layer renamed with ``.named("stem")`` keeps that name
 exactly; others get ``f"{name}_{i}"`` numbered per name (``Conv_0``, ``Conv_1``, ``Relu_0``), as in
-Flax. Combinators split the PRNG key once per child.
+Flax. Combinators split the PRNG key once per child. Each states how it joins its children
+(``layer.combine``): ``"serial"``, ``"parallel"``, ``"sum"`` (residual) or ``"concat"``.
 """
 
 from __future__ import annotations
@@ -15,11 +16,21 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jcnn.layers.core import Layer, layer_error, shape_of, split_key
+from jcnn.layers.core import (
+    Fns,
+    Layer,
+    check_tree,
+    layer_error,
+    leaf,
+    parameter_free,
+    shape_of,
+    split_key,
+)
 from jcnn.layers.dense import Identity
 
 
-def _child_keys(layers: Sequence[Layer], where: str) -> list[str]:
+def _keyed(layers: Sequence[Layer], where: str) -> list[tuple[str, Layer]]:
+    """``(key, layer)`` pairs: explicit names verbatim, others numbered per name."""
     if not layers:
         raise ValueError(f"{where} needs at least one layer")
     keys, counts = [], {}
@@ -37,28 +48,47 @@ def _child_keys(layers: Sequence[Layer], where: str) -> list[str]:
         if key in keys:
             raise ValueError(f"{where}: two children are named {key!r}; rename one with .named()")
         keys.append(key)
-    return keys
+    return list(zip(keys, layers))
 
 
-def _check_tree(where: str, tree: Any, keys: Sequence[str], what: str) -> None:
-    if not isinstance(tree, dict) or set(tree) != set(keys):
-        got = sorted(tree) if isinstance(tree, dict) else type(tree).__name__
-        raise ValueError(
-            f"{where}: {what} from another architecture: expected children {sorted(keys)}, got {got}"
-        )
+def _combinator(
+    rule, kind: str, name: str, children: Sequence[tuple[str, Layer]], combine: str, **hparams: Any
+) -> Layer:
+    return Layer(
+        rule,
+        kind,
+        name=name,
+        explicit_name=name != kind,
+        hparams=hparams,
+        children=tuple(children),
+        combine=combine,
+    )
 
 
-def _output_shape(layer: Layer, input_shape: Any) -> Any:
-    """Output shape of ``layer`` for ``input_shape`` without allocating parameters."""
-    box = []
+def _serial_rule(layer: Layer) -> Fns:
+    where, children = layer.name, layer.children
+    keys = [k for k, _ in children]
 
-    def run(key):
-        out, params, state = layer.init(key, input_shape)
-        box.append(out)
-        return params, state
+    def init(key, input_shape):
+        params, state, shape = {}, {}, input_shape
+        for (k, child), sub in zip(children, jax.random.split(key, len(children))):
+            shape, params[k], state[k] = child.init(sub, shape)
+        return shape, params, state
 
-    jax.eval_shape(run, jax.random.key(0))
-    return box[0]
+    def apply(params, state, x, *, key=None, train=False):
+        check_tree(where, params, keys, "params")
+        check_tree(where, state, keys, "state")
+        new_state = {}
+        for (k, child), sub in zip(children, split_key(key, len(children))):
+            x, new_state[k] = child.apply(params[k], state[k], x, key=sub, train=train)
+        return x, new_state
+
+    def output_shape(input_shape):
+        for _, child in children:
+            input_shape = child.output_shape(input_shape)
+        return input_shape
+
+    return Fns(init, apply, output_shape)
 
 
 def serial(*layers: Layer, name: str = "serial") -> Layer:
@@ -72,38 +102,43 @@ def serial(*layers: Layer, name: str = "serial") -> Layer:
         >>> net.init(jax.random.key(0), (28, 28, 1))[0]
         (13, 13, 8)
     """
-    keys = _child_keys(layers, name)
+    return _combinator(_serial_rule, "serial", name, _keyed(layers, name), "serial")
+
+
+def _parallel_rule(layer: Layer) -> Fns:
+    where, children = layer.name, layer.children
+    keys = [k for k, _ in children]
+
+    def check(input_shape):
+        if not isinstance(input_shape, tuple) or len(input_shape) != len(children):
+            raise ValueError(
+                f"{where}: expected a tuple of {len(children)} inputs, got shape {input_shape}"
+            )
 
     def init(key, input_shape):
-        params, state, shape = {}, {}, input_shape
-        for k, layer, sub in zip(keys, layers, jax.random.split(key, len(layers))):
-            shape, params[k], state[k] = layer.init(sub, shape)
-        return shape, params, state
+        check(input_shape)
+        outs, params, state = [], {}, {}
+        for (k, child), sub, shape in zip(
+            children, jax.random.split(key, len(children)), input_shape
+        ):
+            out, params[k], state[k] = child.init(sub, shape)
+            outs.append(out)
+        return tuple(outs), params, state
 
-    def apply(params, state, x, *, key=None, train=False):
-        _check_tree(name, params, keys, "params")
-        _check_tree(name, state, keys, "state")
-        new_state = {}
-        for k, layer, sub in zip(keys, layers, split_key(key, len(layers))):
-            x, new_state[k] = layer.apply(params[k], state[k], x, key=sub, train=train)
-        return x, new_state
+    def apply(params, state, xs, *, key=None, train=False):
+        check(shape_of(xs))
+        check_tree(where, params, keys, "params")
+        outs, new_state = [], {}
+        for (k, child), sub, x in zip(children, split_key(key, len(children)), xs):
+            y, new_state[k] = child.apply(params[k], state[k], x, key=sub, train=train)
+            outs.append(y)
+        return tuple(outs), new_state
 
-    def child_inputs(input_shape):
-        shapes_in, shape = [], input_shape
-        for layer in layers:
-            shapes_in.append(shape)
-            shape = _output_shape(layer, shape)
-        return shapes_in
+    def output_shape(input_shape):
+        check(input_shape)
+        return tuple(child.output_shape(s) for (_, child), s in zip(children, input_shape))
 
-    return Layer(
-        init,
-        apply,
-        name=name,
-        children=list(zip(keys, layers)),
-        child_inputs=child_inputs,
-        explicit_name=name != "serial",
-        kind="serial",
-    )
+    return Fns(init, apply, output_shape)
 
 
 def parallel(*layers: Layer, name: str = "parallel") -> Layer:
@@ -111,82 +146,45 @@ def parallel(*layers: Layer, name: str = "parallel") -> Layer:
 
     Shapes:
         ``(x_1, ..., x_n) -> (f_1(x_1), ..., f_n(x_n))``.
+
+    Example:
+        >>> parallel(Dense(3), Flatten()).output_shape(((4,), (2, 3)))
+        ((3,), (6,))
     """
-    keys = _child_keys(layers, name)
+    return _combinator(_parallel_rule, "parallel", name, _keyed(layers, name), "parallel")
 
-    def check(input_shape):
-        if not isinstance(input_shape, tuple) or len(input_shape) != len(layers):
-            raise ValueError(
-                f"{name}: expected a tuple of {len(layers)} inputs, got shape {input_shape}"
-            )
 
-    def init(key, input_shape):
-        check(input_shape)
-        outs, params, state = [], {}, {}
-        for k, layer, sub, shape in zip(
-            keys, layers, jax.random.split(key, len(layers)), input_shape
-        ):
-            out, params[k], state[k] = layer.init(sub, shape)
-            outs.append(out)
-        return tuple(outs), params, state
-
-    def apply(params, state, xs, *, key=None, train=False):
-        check(shape_of(xs))
-        _check_tree(name, params, keys, "params")
-        outs, new_state = [], {}
-        for k, layer, sub, x in zip(keys, layers, split_key(key, len(layers)), xs):
-            y, new_state[k] = layer.apply(params[k], state[k], x, key=sub, train=train)
-            outs.append(y)
-        return tuple(outs), new_state
-
-    return Layer(
-        init,
-        apply,
-        name=name,
-        children=list(zip(keys, layers)),
-        child_inputs=lambda s: list(s),
-        explicit_name=name != "parallel",
-        kind="parallel",
-    )
+def _fan_out_rule(layer: Layer) -> Fns:
+    num = layer.hparams["num"]
+    return parameter_free(lambda shape: (shape,) * num, lambda x: (x,) * num)
 
 
 def fan_out(num: int) -> Layer:
     """Copies the input into a tuple of ``num`` references. Shapes: ``x -> (x,) * num``."""
     if not isinstance(num, int) or num < 1:
         raise ValueError(f"fan_out num must be a positive int, got {num!r}")
-
-    def init(key, input_shape):
-        del key
-        return (input_shape,) * num, {}, {}
-
-    def apply(params, state, x, *, key=None, train=False):
-        del key, train
-        return (x,) * num, state
-
-    return Layer(init, apply, name="fan_out", config=str(num))
+    return leaf(_fan_out_rule, "fan_out", {"num": num})
 
 
-def _check_same(where: str, shapes_in: Any) -> None:
+def _check_same(where: str, shapes_in: Any) -> Any:
     if not isinstance(shapes_in, tuple) or not all(isinstance(s, tuple) for s in shapes_in):
         raise ValueError(f"{where}: expected a tuple of inputs, got shape {shapes_in}")
     if len(set(shapes_in)) != 1:
         raise layer_error(where, shapes_in, "all inputs must have the same shape (no broadcasting)")
+    return shapes_in[0]
+
+
+def _fan_in_sum_rule(layer: Layer) -> Fns:
+    def forward(xs):
+        _check_same("fan_in_sum", shape_of(xs))
+        return sum(xs[1:], xs[0])
+
+    return parameter_free(lambda shape: _check_same("fan_in_sum", shape), forward)
 
 
 def fan_in_sum() -> Layer:
     """Sums a tuple of same-shape inputs. Shapes: ``(x, ..., x) -> x`` (no broadcasting)."""
-
-    def init(key, input_shape):
-        del key
-        _check_same("fan_in_sum", input_shape)
-        return input_shape[0], {}, {}
-
-    def apply(params, state, xs, *, key=None, train=False):
-        del key, train
-        _check_same("fan_in_sum", shape_of(xs))
-        return sum(xs[1:], xs[0]), state
-
-    return Layer(init, apply, name="fan_in_sum")
+    return leaf(_fan_in_sum_rule, "fan_in_sum")
 
 
 def _concat_shape(where: str, shapes_in: Any, axis: int) -> tuple[int, ...]:
@@ -202,23 +200,44 @@ def _concat_shape(where: str, shapes_in: Any, axis: int) -> tuple[int, ...]:
     )
 
 
+def _fan_in_concat_rule(layer: Layer) -> Fns:
+    axis = layer.hparams["axis"]
+
+    def forward(xs):
+        _concat_shape("fan_in_concat", shape_of(xs), axis)
+        return jnp.concatenate(xs, axis=axis)
+
+    return parameter_free(lambda shape: _concat_shape("fan_in_concat", shape, axis), forward)
+
+
 def fan_in_concat(axis: int = -1) -> Layer:
     """Concatenates a tuple of inputs along ``axis`` (default channels).
 
     Shapes:
         ``((..., c_1), ..., (..., c_n)) -> (..., sum c_i)``; other axes must agree.
     """
+    return leaf(_fan_in_concat_rule, "fan_in_concat", {"axis": axis})
+
+
+def _concat_rule(layer: Layer) -> Fns:
+    n, axis = len(layer.children), layer.hparams["axis"]
+    inner = Layer(
+        _parallel_rule, "parallel", name=layer.name, children=layer.children, combine="parallel"
+    )
+    join = _fan_in_concat_rule(layer)
 
     def init(key, input_shape):
-        del key
-        return _concat_shape("fan_in_concat", input_shape, axis), {}, {}
+        outs, params, state = inner.init(key, (input_shape,) * n)
+        return _concat_shape(layer.name, outs, axis), params, state
 
-    def apply(params, state, xs, *, key=None, train=False):
-        del key, train
-        _concat_shape("fan_in_concat", shape_of(xs), axis)
-        return jnp.concatenate(xs, axis=axis), state
+    def apply(params, state, x, *, key=None, train=False):
+        ys, new_state = inner.apply(params, state, (x,) * n, key=key, train=train)
+        return join.apply({}, {}, ys)[0], new_state
 
-    return Layer(init, apply, name="fan_in_concat", config=f"axis={axis}")
+    def output_shape(input_shape):
+        return _concat_shape(layer.name, inner.output_shape((input_shape,) * n), axis)
+
+    return Fns(init, apply, output_shape)
 
 
 def concat(*branches: Layer, axis: int = -1, name: str = "concat") -> Layer:
@@ -229,27 +248,44 @@ def concat(*branches: Layer, axis: int = -1, name: str = "concat") -> Layer:
 
     Shapes:
         ``x -> (..., sum of the branches' channels)``.
+
+    Example:
+        >>> concat(Conv(4, 1), Conv(6, 3, padding=1)).output_shape((8, 8, 3))
+        (8, 8, 10)
     """
-    inner = parallel(*branches, name=name)
-    joined = fan_in_concat(axis)
+    return _combinator(_concat_rule, "concat", name, _keyed(branches, name), "concat", axis=axis)
+
+
+def _residual_rule(layer: Layer) -> Fns:
+    name = layer.name
+    (_, block), (_, shortcut) = layer.children
+    keys = ("block", "shortcut")
+
+    def output_shape(input_shape):
+        out, out_sc = block.output_shape(input_shape), shortcut.output_shape(input_shape)
+        if out != out_sc:
+            raise layer_error(
+                name, input_shape, f"block gives {out} but shortcut gives {out_sc}; they are added"
+            )
+        return out
 
     def init(key, input_shape):
-        outs, params, state = inner.init(key, (input_shape,) * len(branches))
-        return joined.init(None, outs)[0], params, state
+        output_shape(input_shape)
+        k1, k2 = jax.random.split(key)
+        out, p_block, s_block = block.init(k1, input_shape)
+        _, p_sc, s_sc = shortcut.init(k2, input_shape)
+        return out, {"block": p_block, "shortcut": p_sc}, {"block": s_block, "shortcut": s_sc}
 
     def apply(params, state, x, *, key=None, train=False):
-        ys, new_state = inner.apply(params, state, (x,) * len(branches), key=key, train=train)
-        return joined.apply({}, {}, ys)[0], new_state
+        check_tree(name, params, keys, "params")
+        k1, k2 = split_key(key, 2)
+        y, s_block = block.apply(params["block"], state["block"], x, key=k1, train=train)
+        z, s_sc = shortcut.apply(params["shortcut"], state["shortcut"], x, key=k2, train=train)
+        if y.shape != z.shape:
+            raise layer_error(name, x.shape, f"block gives {y.shape} but shortcut gives {z.shape}")
+        return y + z, {"block": s_block, "shortcut": s_sc}
 
-    return Layer(
-        init,
-        apply,
-        name=name,
-        children=inner.children,
-        child_inputs=lambda s: [s] * len(branches),
-        explicit_name=name != "concat",
-        kind="concat",
-    )
+    return Fns(init, apply, output_shape)
 
 
 def residual(block: Layer, shortcut: Layer | None = None, *, name: str = "residual") -> Layer:
@@ -262,37 +298,17 @@ def residual(block: Layer, shortcut: Layer | None = None, *, name: str = "residu
 
     Raises:
         ShapeError: at init, when the two outputs differ (give the shortcut a 1x1 strided Conv).
+
+    Example:
+        >>> residual(serial(Conv(8, 3, padding=1), Relu())).output_shape((16, 16, 8))
+        (16, 16, 8)
     """
     shortcut = Identity() if shortcut is None else shortcut
-    keys = ("block", "shortcut")
-    _child_keys([block.named("block") if isinstance(block, Layer) else block, shortcut], name)
-    subs = (block, shortcut)
-
-    def init(key, input_shape):
-        k1, k2 = jax.random.split(key)
-        out, p_block, s_block = block.init(k1, input_shape)
-        out_sc, p_sc, s_sc = shortcut.init(k2, input_shape)
-        if out != out_sc:
-            raise layer_error(
-                name, input_shape, f"block gives {out} but shortcut gives {out_sc}; they are added"
+    for part in (block, shortcut):
+        if not isinstance(part, Layer):
+            raise TypeError(
+                f"{name}: expected Layer objects (call constructors: Relu(), not Relu), "
+                f"got {part!r}"
             )
-        return out, {"block": p_block, "shortcut": p_sc}, {"block": s_block, "shortcut": s_sc}
-
-    def apply(params, state, x, *, key=None, train=False):
-        _check_tree(name, params, keys, "params")
-        k1, k2 = split_key(key, 2)
-        y, s_block = block.apply(params["block"], state["block"], x, key=k1, train=train)
-        z, s_sc = shortcut.apply(params["shortcut"], state["shortcut"], x, key=k2, train=train)
-        if y.shape != z.shape:
-            raise layer_error(name, x.shape, f"block gives {y.shape} but shortcut gives {z.shape}")
-        return y + z, {"block": s_block, "shortcut": s_sc}
-
-    return Layer(
-        init,
-        apply,
-        name=name,
-        children=list(zip(keys, subs)),
-        child_inputs=lambda s: [s, s],
-        explicit_name=name != "residual",
-        kind="residual",
-    )
+    children = (("block", block), ("shortcut", shortcut))
+    return _combinator(_residual_rule, "residual", name, children, "sum")

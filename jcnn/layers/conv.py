@@ -7,7 +7,7 @@ Both are cross-correlations computed by ``lax.conv_general_dilated`` on one exam
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import chex
@@ -18,22 +18,14 @@ from jax import lax
 from jcnn import initializers as inits
 from jcnn import lowering as lowerings
 from jcnn import shapes
-from jcnn.layers.core import Layer, check_rank, layer_error, per_channel
-
-
-def _dimension_numbers(rank: int) -> lax.ConvDimensionNumbers:
-    """Batch-of-one, channels-last layouts for ``rank`` spatial dims (NHWC / HWIO / NHWC)."""
-    spatial = tuple(range(1, rank + 1))
-    io = (0, rank + 1, *spatial)
-    kernel = (rank + 1, rank, *range(rank))
-    return lax.ConvDimensionNumbers(io, kernel, io)
+from jcnn.layers.core import Fns, Layer, Window, check_rank, layer_error, leaf, per_channel
 
 
 def _kernel_rank(kernel_size: int | Sequence[int]) -> int:
     return 2 if isinstance(kernel_size, int) else len(tuple(kernel_size))
 
 
-def _check_params(layer: str, params: Any, expected: dict[str, tuple[int, ...]]) -> None:
+def check_params(layer: str, params: Any, expected: dict[str, tuple[int, ...]]) -> None:
     """Raises when params do not have exactly the leaves and shapes this layer and input need."""
     if not isinstance(params, dict) or set(params) != set(expected):
         got = sorted(params) if isinstance(params, dict) else type(params).__name__
@@ -46,6 +38,109 @@ def _check_params(layer: str, params: Any, expected: dict[str, tuple[int, ...]])
                 f"{layer}: params from another architecture: {name!r} has shape "
                 f"{tuple(params[name].shape)}, this layer and input need {shape}"
             )
+
+
+def _window_hparams(
+    kind: str, out_channels: int, kernel_size: Any, stride: Any, dilation: Any
+) -> tuple[int, tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """Rank, window, strides and dilations of a conv, validated (shared by both convs)."""
+    rank = _kernel_rank(kernel_size)
+    window = shapes.as_tuple(kernel_size, rank, f"{kind} kernel_size")
+    strides = shapes.as_tuple(stride, rank, f"{kind} stride")
+    dilations = shapes.as_tuple(dilation, rank, f"{kind} dilation")
+    shapes.check_positive(window, f"{kind} kernel_size")
+    shapes.check_positive(strides, f"{kind} stride")
+    shapes.check_positive(dilations, f"{kind} dilation")
+    if not isinstance(out_channels, int) or isinstance(out_channels, bool) or out_channels < 1:
+        raise shapes.ShapeError(f"{kind} out_channels must be a positive int, got {out_channels!r}")
+    return rank, window, strides, dilations
+
+
+def _conv_like(
+    layer: Layer,
+    out_spatial: Callable[[tuple[int, ...]], tuple[int, ...]],
+    kernel_shape: Callable[[int], tuple[int, ...]],
+    bias_fan_in: Callable[[tuple[int, ...]], int],
+    compute: Callable[[jax.Array, jax.Array], jax.Array],
+) -> Fns:
+    """init/apply/output_shape shared by Conv and ConvTranspose: checks, params, bias, shape."""
+    hp = layer.hparams
+    kind, rank, out_channels, use_bias = (
+        layer.kind,
+        len(hp["kernel_size"]),
+        hp["out_channels"],
+        hp["use_bias"],
+    )
+    kernel_init = hp["kernel_init"] or inits.lecun_normal()
+    bias_init = hp["bias_init"] or inits.zeros
+
+    def output_shape(input_shape):
+        check_rank(kind, input_shape, rank + 1, "(*spatial, C)")
+        try:
+            return (*out_spatial(tuple(input_shape)), out_channels)
+        except shapes.ShapeError as err:
+            raise layer_error(kind, input_shape, str(err)) from None
+
+    def expected_params(in_channels):
+        kernel = kernel_shape(in_channels)
+        return {"kernel": kernel, "bias": (out_channels,)} if use_bias else {"kernel": kernel}
+
+    def init(key, input_shape):
+        out_shape = output_shape(input_shape)
+        expected = expected_params(input_shape[-1])
+        k_key, b_key = jax.random.split(key)
+        params = {"kernel": kernel_init(k_key, expected["kernel"], jnp.float32)}
+        if use_bias:
+            fan_in = bias_fan_in(expected["kernel"])
+            params["bias"] = inits.init_bias(bias_init, b_key, (out_channels,), jnp.float32, fan_in)
+        return out_shape, params, {}
+
+    def apply(params, state, x, *, key=None, train=False):
+        del key, train
+        out_shape = output_shape(x.shape)
+        check_params(kind, params, expected_params(x.shape[-1]))
+        y = compute(x, params["kernel"].astype(x.dtype))
+        if use_bias:
+            y = y + per_channel(params["bias"].astype(y.dtype), y.ndim)
+        chex.assert_shape(y, out_shape)
+        return y, state
+
+    return Fns(init, apply, output_shape)
+
+
+def _conv_rule(layer: Layer) -> Fns:
+    hp = layer.hparams
+    window, strides, dilations = hp["kernel_size"], hp["stride"], hp["dilation"]
+    padding, groups = hp["padding"], hp["groups"]
+
+    def pads_for(input_shape):
+        return shapes.resolve_padding(padding, input_shape[:-1], window, strides, dilations)
+
+    def out_spatial(input_shape):
+        if input_shape[-1] % groups:
+            raise shapes.ShapeError(f"groups={groups} does not divide C_in={input_shape[-1]}")
+        pads = pads_for(input_shape)
+        return shapes.conv_output_shape(input_shape[:-1], window, strides, pads, dilations)
+
+    def compute(x, kernel):
+        return lowerings.conv(
+            x,
+            kernel,
+            strides=strides,
+            pads=pads_for(x.shape),
+            dilation=dilations,
+            groups=groups,
+            precision=hp["precision"],
+            lowering=lowerings.resolve_conv_lowering(hp["lowering"], window, x.shape[-1], groups),
+        )
+
+    return _conv_like(
+        layer,
+        out_spatial,
+        lambda c_in: (*window, c_in // groups, hp["out_channels"]),
+        lambda kernel: shapes.flat_size(kernel[:-1]),
+        compute,
+    )
 
 
 def Conv(
@@ -79,7 +174,7 @@ def Conv(
         kernel_init: default ``lecun_normal()`` (fan-in ``prod(window) * C_in // groups``).
         bias_init: default zeros.
         precision: passed to ``lax.conv_general_dilated``.
-        lowering: how derivatives are formed: ``"auto"`` (default: per backend and shape),
+        lowering: how derivatives are formed: ``"auto"`` (default: per platform and shape),
             ``"native"`` or ``"patches"``; forward values are the same in all (see
             :mod:`jcnn.lowering`).
 
@@ -93,15 +188,11 @@ def Conv(
         >>> out_shape, params["kernel"].shape
         ((24, 24, 8), (5, 5, 1, 8))
     """
-    rank = _kernel_rank(kernel_size)
-    window = shapes.as_tuple(kernel_size, rank, "Conv kernel_size")
-    strides = shapes.as_tuple(stride, rank, "Conv stride")
-    dilations = shapes.as_tuple(dilation, rank, "Conv dilation")
-    shapes.check_positive(window, "Conv kernel_size")
-    shapes.check_positive(strides, "Conv stride")
-    shapes.check_positive(dilations, "Conv dilation")
-    if not isinstance(out_channels, int) or out_channels < 1:
-        raise shapes.ShapeError(f"Conv out_channels must be a positive int, got {out_channels!r}")
+    kind = "Conv"
+    rank, window, strides, dilations = _window_hparams(
+        kind, out_channels, kernel_size, stride, dilation
+    )
+    kind = f"Conv{rank}D" if rank != 2 else "Conv"
     if not isinstance(groups, int) or groups < 1 or out_channels % groups:
         raise shapes.ShapeError(
             f"Conv groups={groups!r} must be a positive int dividing out_channels={out_channels}"
@@ -109,71 +200,52 @@ def Conv(
     if not isinstance(padding, str):
         shapes.resolve_padding(padding, (0,) * rank, window, strides, dilations)  # validate now
     lowerings.check_lowering(lowering, lowerings.CONV_LOWERINGS, "Conv")
-    kernel_init = kernel_init or inits.lecun_normal()
-    bias_init = bias_init or inits.zeros
-    name = f"Conv{rank}D" if rank != 2 else "Conv"
-    config = f"{out_channels}, {window}, stride={strides}, padding={padding!r}"
-    if any(d != 1 for d in dilations):
-        config += f", dilation={dilations}"
-    if groups != 1:
-        config += f", groups={groups}"
-
-    def geometry(input_shape: Sequence[int]) -> tuple[shapes.Pads, tuple[int, ...]]:
-        check_rank(name, input_shape, rank + 1, "(*spatial, C)")
-        in_channels = input_shape[-1]
-        if in_channels % groups:
-            raise layer_error(
-                name, input_shape, f"groups={groups} does not divide C_in={in_channels}"
-            )
-        pads = shapes.resolve_padding(padding, input_shape[:-1], window, strides, dilations)
-        try:
-            out = shapes.conv_output_shape(input_shape[:-1], window, strides, pads, dilations)
-        except shapes.ShapeError as err:
-            raise layer_error(name, input_shape, str(err)) from None
-        return pads, (*out, out_channels)
-
-    def expected_params(in_channels: int) -> dict[str, tuple[int, ...]]:
-        kernel = (*window, in_channels // groups, out_channels)
-        return {"kernel": kernel, "bias": (out_channels,)} if use_bias else {"kernel": kernel}
-
-    def init(key, input_shape):
-        _, out_shape = geometry(input_shape)
-        expected = expected_params(input_shape[-1])
-        fan_in = shapes.flat_size(expected["kernel"][:-1])
-        k_key, b_key = jax.random.split(key)
-        params = {"kernel": kernel_init(k_key, expected["kernel"], jnp.float32)}
-        if use_bias:
-            params["bias"] = inits.init_bias(bias_init, b_key, (out_channels,), jnp.float32, fan_in)
-        return out_shape, params, {}
-
-    def apply(params, state, x, *, key=None, train=False):
-        del key, train
-        pads, out_shape = geometry(x.shape)
-        _check_params(name, params, expected_params(x.shape[-1]))
-        y = lowerings.conv(
-            x,
-            params["kernel"].astype(x.dtype),
-            strides=strides,
-            pads=pads,
-            dilation=dilations,
-            groups=groups,
-            precision=precision,
-            lowering=lowerings.resolve_conv_lowering(lowering, window, x.shape[-1], groups),
-        )
-        if use_bias:
-            y = y + per_channel(params["bias"].astype(y.dtype), y.ndim)
-        chex.assert_shape(y, out_shape)
-        return y, state
-
     hparams = {
+        "out_channels": out_channels,
         "kernel_size": window,
         "stride": strides,
-        "dilation": dilations,
         "padding": padding,
+        "dilation": dilations,
         "groups": groups,
-        "out_channels": out_channels,
+        "use_bias": use_bias,
+        "kernel_init": kernel_init,
+        "bias_init": bias_init,
+        "precision": precision,
+        "lowering": lowering,
     }
-    return Layer(init, apply, name=name, config=config, hparams=hparams)
+    return leaf(_conv_rule, kind, hparams, window=Window(window, strides, dilations, padding))
+
+
+def _conv_transpose_rule(layer: Layer) -> Fns:
+    hp = layer.hparams
+    window, strides, dilations = hp["kernel_size"], hp["stride"], hp["dilation"]
+    rank = len(window)
+    pads = shapes.conv_transpose_padding(
+        hp["padding"], window, strides, dilations, hp["output_padding"]
+    )
+    dimension_numbers = lowerings.dimension_numbers(rank)
+    flip = tuple(range(rank))
+
+    def compute(x, kernel):
+        return lax.conv_general_dilated(
+            x[None],
+            jnp.flip(kernel, flip),
+            window_strides=(1,) * rank,
+            padding=pads,
+            lhs_dilation=strides,
+            rhs_dilation=dilations,
+            dimension_numbers=dimension_numbers,
+            precision=hp["precision"],
+        )[0]
+
+    return _conv_like(
+        layer,
+        lambda s: shapes.conv_transpose_output_shape(s[:-1], window, strides, pads, dilations),
+        lambda c_in: (*window, c_in, hp["out_channels"]),
+        # PyTorch's fan-in for a transposed conv weight (in, out, *k) is out * prod(k).
+        lambda kernel: hp["out_channels"] * shapes.flat_size(window),
+        compute,
+    )
 
 
 def ConvTranspose(
@@ -211,77 +283,29 @@ def ConvTranspose(
         (see :func:`jcnn.shapes.conv_transpose_padding`).
         params: ``{"kernel": (*window, C_in, out_channels), "bias": (out_channels,)}``; a torch
         weight ``(C_in, C_out, *window)`` converts with ``porting.conv_transpose_kernel_from_torch``.
+
+    Example:
+        >>> ConvTranspose(4, (3, 3), stride=2, padding=1, output_padding=1).output_shape((8, 8, 2))
+        (16, 16, 4)
     """
-    rank = _kernel_rank(kernel_size)
-    window = shapes.as_tuple(kernel_size, rank, "ConvTranspose kernel_size")
-    strides = shapes.as_tuple(stride, rank, "ConvTranspose stride")
-    dilations = shapes.as_tuple(dilation, rank, "ConvTranspose dilation")
+    kind = "ConvTranspose"
+    rank, window, strides, dilations = _window_hparams(
+        kind, out_channels, kernel_size, stride, dilation
+    )
+    kind = f"ConvTranspose{rank}D" if rank != 2 else "ConvTranspose"
     extra = shapes.as_tuple(output_padding, rank, "ConvTranspose output_padding")
-    shapes.check_positive(window, "ConvTranspose kernel_size")
-    shapes.check_positive(strides, "ConvTranspose stride")
-    shapes.check_positive(dilations, "ConvTranspose dilation")
-    if not isinstance(out_channels, int) or out_channels < 1:
-        raise shapes.ShapeError(
-            f"ConvTranspose out_channels must be a positive int, got {out_channels!r}"
-        )
-    pads = shapes.conv_transpose_padding(padding, window, strides, dilations, extra)
-    kernel_init = kernel_init or inits.lecun_normal()
-    bias_init = bias_init or inits.zeros
-    name = f"ConvTranspose{rank}D" if rank != 2 else "ConvTranspose"
-    config = f"{out_channels}, {window}, stride={strides}, padding={padding!r}"
-    dimension_numbers = _dimension_numbers(rank)
-    flip = tuple(range(rank))
-
-    def geometry(input_shape):
-        check_rank(name, input_shape, rank + 1, "(*spatial, C)")
-        try:
-            out = shapes.conv_transpose_output_shape(
-                input_shape[:-1], window, strides, pads, dilations
-            )
-        except shapes.ShapeError as err:
-            raise layer_error(name, input_shape, str(err)) from None
-        return (*out, out_channels)
-
-    def expected_params(in_channels):
-        kernel = (*window, in_channels, out_channels)
-        return {"kernel": kernel, "bias": (out_channels,)} if use_bias else {"kernel": kernel}
-
-    def init(key, input_shape):
-        out_shape = geometry(input_shape)
-        expected = expected_params(input_shape[-1])
-        k_key, b_key = jax.random.split(key)
-        params = {"kernel": kernel_init(k_key, expected["kernel"], jnp.float32)}
-        if use_bias:
-            # PyTorch's fan-in for a transposed conv weight (in, out, *k) is out * prod(k).
-            fan_in = out_channels * shapes.flat_size(window)
-            params["bias"] = inits.init_bias(bias_init, b_key, (out_channels,), jnp.float32, fan_in)
-        return out_shape, params, {}
-
-    def apply(params, state, x, *, key=None, train=False):
-        del key, train
-        out_shape = geometry(x.shape)
-        _check_params(name, params, expected_params(x.shape[-1]))
-        y = lax.conv_general_dilated(
-            x[None],
-            jnp.flip(params["kernel"], flip).astype(x.dtype),
-            window_strides=(1,) * rank,
-            padding=pads,
-            lhs_dilation=strides,
-            rhs_dilation=dilations,
-            dimension_numbers=dimension_numbers,
-            precision=precision,
-        )[0]
-        if use_bias:
-            y = y + per_channel(params["bias"].astype(y.dtype), y.ndim)
-        chex.assert_shape(y, out_shape)
-        return y, state
-
+    shapes.conv_transpose_padding(padding, window, strides, dilations, extra)  # validate now
     hparams = {
+        "out_channels": out_channels,
         "kernel_size": window,
         "stride": strides,
-        "dilation": dilations,
         "padding": padding,
         "output_padding": extra,
-        "out_channels": out_channels,
+        "dilation": dilations,
+        "use_bias": use_bias,
+        "kernel_init": kernel_init,
+        "bias_init": bias_init,
+        "precision": precision,
     }
-    return Layer(init, apply, name=name, config=config, hparams=hparams)
+    geometry = Window(window, strides, dilations, padding, transposed=True)
+    return leaf(_conv_transpose_rule, kind, hparams, window=geometry)

@@ -1,4 +1,4 @@
-"""The Layer type: an ``(init, apply)`` pair with the same signatures for every layer.
+"""The Layer type: one immutable value that states what a layer is and carries its functions.
 
 ::
 
@@ -6,15 +6,40 @@
     apply(params, state, x, *, key=None, train=False) -> (y, new_state)
 
 Shapes are per example and channels-last: ``(H, W, C)`` for images. Batching is ``jax.vmap``
-(see :func:`jcnn.batched`). A ``Layer`` unpacks as a 2-tuple (``init, apply = layer``) and also
-carries a name (used as its key inside combinators and in ``summary``) and, for combinators, its
-children, so tools can walk a network without running it.
+(see :func:`jcnn.batched`). A :class:`Layer` unpacks as a pair (``init, apply = layer``) and
+states its facts, so tools read them instead of guessing [NT's kernel_fn, Equinox's frozen
+modules, Flux's printed Chains]:
+
+* ``kind`` (``"Conv"``), ``name`` (its params key inside a parent), ``hparams`` (normalised
+  hyper-parameters, an immutable mapping);
+* ``children`` (``((key, layer), ...)``) and ``combine``, how a combinator joins them:
+  ``"serial"``, ``"sum"`` (branches on the same input, added), ``"concat"`` (branches on the same
+  input, concatenated), ``"parallel"`` (the i-th child on the i-th input) or ``"repeat"``;
+* ``pointwise`` (acts on each spatial position separately), ``window`` (the geometry of windowed
+  layers) and :meth:`Layer.output_shape`, a pure shape function by integer arithmetic;
+* ``wrappers`` (remat, a precision policy, inference mode) around its functions.
+
+``init`` and ``apply`` are built from those fields by the layer's ``rule`` (a module-level
+function), so two layers are equal exactly when they are the same layer: equality and hashing
+cover every field, and a renamed layer is a different layer.
+
+Example:
+    >>> from jcnn import layers as L
+    >>> conv = L.Conv(8, (5, 5))
+    >>> conv.kind, conv.window.kernel_size, conv.output_shape((28, 28, 1))
+    ('Conv', (5, 5), (24, 24, 8))
+    >>> conv == L.Conv(8, (5, 5)), conv == conv.named("stem")
+    (True, False)
+    >>> init, apply = conv   # still a pair
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+import dataclasses
+import enum
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from functools import cached_property
+from typing import Any, NamedTuple, Protocol
 
 import jax
 
@@ -25,89 +50,379 @@ Params = Any
 State = Any
 InitFn = Callable[..., tuple[Any, Params, State]]
 ApplyFn = Callable[..., tuple[Any, State]]
+ShapeFn = Callable[[Any], Any]
+
+#: How a combinator joins its children (``None`` for a leaf).
+COMBINES = ("serial", "parallel", "sum", "concat", "repeat")
 
 
-class _Pair(NamedTuple):
+class Fns(NamedTuple):
+    """The functions of a layer, as its rule builds them."""
+
     init: InitFn
     apply: ApplyFn
+    output_shape: ShapeFn
 
 
-class Layer(_Pair):
-    """A layer: ``NamedTuple(init, apply)`` plus a ``name`` and, for combinators, ``children``.
+Rule = Callable[["Layer"], Fns]
+
+
+class Window(NamedTuple):
+    """Geometry of a windowed layer (Conv, pools), per spatial dim.
 
     Attributes:
-        init: ``init(key, input_shape) -> (output_shape, params, state)``.
-        apply: ``apply(params, state, x, *, key=None, train=False) -> (y, new_state)``.
-        name: key of this layer's params inside a parent combinator (``"Conv"`` unless renamed).
-        children: ``((key, child), ...)`` for combinators; ``()`` for leaf layers.
-        child_inputs: for combinators, ``input_shape -> [input_shape of each child]`` (summary).
-        config: short description of the hyper-parameters, e.g. ``"8, (5, 5), stride=1"``.
-        explicit_name: True when the user chose the name (kept verbatim as the params key).
-        kind: what the layer is (``"Conv"``), whatever it is named.
-        hparams: the normalised hyper-parameters of windowed layers (Conv, pools):
-            ``kernel_size``, ``stride``, ``dilation`` (tuples) and ``padding`` (the raw spec),
-            for tools such as the receptive-field calculator.
+        kernel_size, stride, dilation: tuples of ints.
+        padding: the padding spec as given (``"SAME"``, ints, ``(lo, hi)`` pairs); resolve it for
+            an input with :func:`jcnn.shapes.resolve_padding`.
+        transposed: True for transposed convolutions (the window scatters instead of gathers).
     """
 
-    name: str
-    children: tuple[tuple[str, Layer], ...]
-    child_inputs: Callable[[Any], list[Any]] | None
-    config: str
-    explicit_name: bool
-    kind: str
-    hparams: dict[str, Any]
+    kernel_size: tuple[int, ...]
+    stride: tuple[int, ...]
+    dilation: tuple[int, ...]
+    padding: Any
+    transposed: bool = False
 
-    def __new__(
-        cls,
-        init: InitFn,
-        apply: ApplyFn,
-        *,
-        name: str = "Layer",
-        children: Sequence[tuple[str, Layer]] = (),
-        child_inputs: Callable[[Any], list[Any]] | None = None,
-        config: str = "",
-        explicit_name: bool = False,
-        kind: str | None = None,
-        hparams: dict[str, Any] | None = None,
-    ) -> Layer:
-        self = super().__new__(cls, init, apply)
-        self.name = name
-        self.kind = kind or name
-        self.hparams = dict(hparams or {})
-        self.explicit_name = explicit_name
-        self.children = tuple(children)
-        self.child_inputs = child_inputs
-        self.config = config
-        return self
+
+class Wrapper(Protocol):
+    """Something that wraps a layer's functions (remat, a precision policy, inference mode).
+
+    A wrapper is a hashable value (a frozen dataclass) with a ``label`` for ``repr`` and
+    ``wrap(fns) -> fns``; it keeps the params and state trees and the output shape.
+    """
+
+    label: str
+
+    def wrap(self, fns: Fns) -> Fns: ...
+
+
+def _freeze(key: str, value: Any) -> Any:
+    """``value`` as a hashable, immutable hyper-parameter (lists become tuples)."""
+    if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
+        value = tuple(_freeze(key, v) for v in value)
+    elif isinstance(value, Mapping) and not isinstance(value, Hparams):
+        value = Hparams(value)
+    elif isinstance(value, set):
+        value = frozenset(value)
+    try:
+        hash(value)
+    except TypeError:
+        raise TypeError(
+            f"hyper-parameter {key}={value!r} is not hashable; layers are immutable values, so "
+            "give hyper-parameters as Python numbers, strings, tuples or functions (not arrays)"
+        ) from None
+    return value
+
+
+class Hparams(Mapping[str, Any]):
+    """An immutable, hashable mapping of normalised hyper-parameters, in the factory's order.
+
+    Example:
+        >>> hp = Hparams({"stride": [1, 2]})
+        >>> hp["stride"], hash(hp) == hash(Hparams({"stride": (1, 2)}))
+        ((1, 2), True)
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Mapping[str, Any] | Sequence[tuple[str, Any]] = ()) -> None:
+        pairs = dict(items).items()
+        object.__setattr__(self, "_items", tuple((k, _freeze(k, v)) for k, v in pairs))
+
+    def __getitem__(self, key: str) -> Any:
+        for k, v in self._items:
+            if k == key:
+                return v
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return (k for k, _ in self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self._items))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        return dict(self._items) == dict(other.items())
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise dataclasses.FrozenInstanceError(f"Hparams are immutable (tried to set {name!r})")
+
+    def __repr__(self) -> str:
+        return ", ".join(f"{k}={_show(v)}" for k, v in self._items)
+
+
+def _show(value: Any) -> str:
+    """A short printable form of a hyper-parameter (functions by name)."""
+    if callable(value) and hasattr(value, "__qualname__"):
+        return value.__qualname__.replace(".<locals>", "")
+    if isinstance(value, enum.Enum):
+        return str(value)
+    return repr(value)
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class Layer:
+    """A layer: its facts and, built from them by ``rule``, its ``init`` and ``apply``.
+
+    Attributes:
+        rule: module-level ``rule(layer) -> Fns(init, apply, output_shape)``.
+        kind: what the layer is (``"Conv"``), whatever it is named.
+        name: its params key inside a parent combinator (default: ``kind``).
+        explicit_name: True when the user chose the name (kept verbatim as the key).
+        hparams: normalised hyper-parameters (:class:`Hparams`).
+        children: ``((key, child), ...)`` for combinators; ``()`` for leaves.
+        combine: how the children are joined (one of :data:`COMBINES`), ``None`` for leaves.
+        pointwise: acts on each spatial position separately (activations, Dropout, Dense on the
+            channel axis, BatchNorm); receptive fields pass through it.
+        window: :class:`Window` of windowed layers, else ``None``.
+        wrappers: wrappers around the functions, innermost first.
+    """
+
+    rule: Rule
+    kind: str
+    name: str = ""
+    explicit_name: bool = False
+    hparams: Hparams = dataclasses.field(default_factory=Hparams)
+    children: tuple[tuple[str, Layer], ...] = ()
+    combine: str | None = None
+    pointwise: bool = False
+    window: Window | None = None
+    wrappers: tuple[Wrapper, ...] = ()
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        if not isinstance(self.hparams, Hparams):
+            set_(self, "hparams", Hparams(self.hparams))
+        set_(self, "children", tuple((str(k), c) for k, c in self.children))
+        set_(self, "wrappers", tuple(self.wrappers))
+        if not self.name:
+            set_(self, "name", self.kind)
+        if self.window is not None:
+            set_(self, "window", Window(*(_freeze("window", v) for v in self.window)))
+        if self.combine not in (None, *COMBINES):
+            raise ValueError(
+                f"Layer combine must be one of {COMBINES} or None, got {self.combine!r}"
+            )
+        if (self.combine is None) != (not self.children):
+            raise ValueError(f"{self.kind}: a layer has children exactly when it has a combine")
+
+    def __hash__(self) -> int:  # cached: hashing a deep tree is recursive
+        cached = self.__dict__.get("_hash")
+        if cached is None:
+            cached = hash(tuple(getattr(self, f.name) for f in dataclasses.fields(self)))
+            self.__dict__["_hash"] = cached
+        return cached
+
+    @cached_property
+    def _fns(self) -> Fns:
+        fns = self.rule(self)
+        for wrapper in self.wrappers:
+            fns = wrapper.wrap(fns)
+        return fns
+
+    @property
+    def init(self) -> InitFn:
+        """``init(key, input_shape) -> (output_shape, params, state)``."""
+        return self._fns.init
+
+    @property
+    def apply(self) -> ApplyFn:
+        """``apply(params, state, x, *, key=None, train=False) -> (y, new_state)``."""
+        return self._fns.apply
+
+    def output_shape(self, input_shape: Any) -> Any:
+        """The output shape of one example for ``input_shape``, by integer arithmetic.
+
+        Raises the same ShapeError as ``init`` for an input the layer cannot take.
+        """
+        return self._fns.output_shape(_as_shape(input_shape))
+
+    def __iter__(self) -> Iterator[Callable[..., Any]]:
+        return iter((self.init, self.apply))
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, index: int) -> Callable[..., Any]:
+        return (self.init, self.apply)[index]
 
     def named(self, name: str) -> Layer:
         """The same layer under another name (its params key in a parent combinator)."""
         if not isinstance(name, str) or not name or "/" in name:
             raise ValueError(f"layer name must be a non-empty string without '/', got {name!r}")
-        return self.replace(name=name, explicit_name=True)
+        return dataclasses.replace(self, name=name, explicit_name=True)
 
-    def replace(
-        self, *, init: InitFn | None = None, apply: ApplyFn | None = None, **metadata: Any
-    ) -> Layer:
-        """A copy with new ``init``/``apply`` functions or metadata, keeping everything else.
+    def replace(self, **changes: Any) -> Layer:
+        """A copy with some fields changed (``dataclasses.replace``)."""
+        return dataclasses.replace(self, **changes)
 
-        Wrappers (remat, precision policies, inference mode) use it so that the wrapped layer keeps
-        its name, kind, children and hyper-parameters, hence the same params tree and summary.
-        """
-        fields = {
-            "name": self.name,
-            "children": self.children,
-            "child_inputs": self.child_inputs,
-            "config": self.config,
-            "explicit_name": self.explicit_name,
-            "kind": self.kind,
-            "hparams": self.hparams,
-        }
-        fields.update(metadata)
-        return Layer(init or self.init, apply or self.apply, **fields)
+    def wrapped(self, wrapper: Wrapper) -> Layer:
+        """This layer with ``wrapper`` around its functions: same facts, tree and shapes."""
+        return dataclasses.replace(self, wrappers=(*self.wrappers, wrapper))
+
+    def child_input_shapes(self, input_shape: Any) -> list[Any]:
+        """The input shape of each child for ``input_shape``, from ``combine`` (no tracing)."""
+        shape = _as_shape(input_shape)
+        if self.combine == "serial":
+            shapes_in = []
+            for _, child in self.children:
+                shapes_in.append(shape)
+                shape = child.output_shape(shape)
+            return shapes_in
+        if self.combine == "parallel":
+            return list(shape)
+        return [shape] * len(self.children)
+
+    def describe(self) -> str:
+        """One line: ``kind(hparams)`` inside the wrappers' labels, e.g. ``remat(Conv(...))``."""
+        text = f"{self.kind}({_visible(self.hparams)})"
+        for wrapper in self.wrappers:
+            text = f"{wrapper.label}({text})"
+        return text
 
     def __repr__(self) -> str:
-        return f"{self.kind}({self.config})"
+        return self._pretty("")
+
+    def _pretty(self, indent: str) -> str:
+        suffix = f".named({self.name!r})" if self.explicit_name else ""
+        if not self.children:
+            return self.describe() + suffix
+        inner = indent + "  "
+        lines = [f"{inner}{child._pretty(inner)}," for _, child in self.children]
+        hp = _visible(self.hparams)
+        head = f"{self.kind}(" + (f"{hp}," if hp else "")
+        text = "\n".join([head, *lines, f"{indent})"])
+        for wrapper in self.wrappers:
+            text = f"{wrapper.label}({text})"
+        return text + suffix
+
+
+#: Hyper-parameter values ``repr`` leaves out as the usual defaults (a tuple of them too).
+_USUAL = {
+    "stride": 1,
+    "dilation": 1,
+    "groups": 1,
+    "use_bias": True,
+    "lowering": "auto",
+    "count_include_pad": True,
+    "output_padding": 0,
+    "unbiased_running_var": False,
+    "axis_name": "batch",
+    "axis": -1,
+    "padding": "VALID",
+}
+
+
+def _usual(hparams: Hparams, key: str, value: Any) -> bool:
+    if value is None or key == "fn":
+        return True
+    if key == "stride" and value == hparams.get("window"):  # pools: stride defaults to window
+        return True
+    usual = _USUAL.get(key, ...)
+    return value == usual or (isinstance(value, tuple) and all(v == usual for v in value))
+
+
+def _visible(hparams: Hparams) -> str:
+    return ", ".join(f"{k}={_show(v)}" for k, v in hparams.items() if not _usual(hparams, k, v))
+
+
+def _as_shape(shape: Any) -> Any:
+    """A shape as nested tuples of ints (lists accepted)."""
+    if isinstance(shape, (tuple, list)) and any(isinstance(s, (tuple, list)) for s in shape):
+        return tuple(_as_shape(s) for s in shape)
+    return tuple(shape)
+
+
+def same_shape(input_shape: Any) -> Any:
+    """The output shape of a shape-preserving layer: ``input_shape`` itself."""
+    return input_shape
+
+
+def leaf(
+    rule: Rule,
+    kind: str,
+    hparams: Mapping[str, Any] | None = None,
+    *,
+    pointwise: bool = False,
+    window: Window | None = None,
+) -> Layer:
+    """A leaf layer (no children) of ``kind`` built by ``rule``."""
+    return Layer(rule, kind, hparams=Hparams(hparams or {}), pointwise=pointwise, window=window)
+
+
+def parameter_free(output_shape: ShapeFn, forward: Callable[[Any], Any]) -> Fns:
+    """The functions of a layer with no params and no state: ``y = forward(x)``.
+
+    ``init`` returns ``output_shape(input_shape), {}, {}``; ``apply`` ignores ``key`` and
+    ``train`` (``forward`` does its own input checks).
+    """
+
+    def init(key, input_shape):
+        del key
+        return output_shape(input_shape), {}, {}
+
+    def apply(params, state, x, *, key=None, train=False):
+        del key, train
+        return forward(x), state
+
+    return Fns(init, apply, output_shape)
+
+
+def _custom_rule(layer: Layer) -> Fns:
+    hp = layer.hparams
+    shape_fn = hp["output_shape"]
+    if shape_fn is None:
+        init = hp["init"]
+
+        def shape_fn(input_shape):
+            box = []
+
+            def run(key):
+                out, params, state = init(key, input_shape)
+                box.append(out)
+                return params, state
+
+            jax.eval_shape(run, jax.random.key(0))
+            return box[0]
+
+    return Fns(hp["init"], hp["apply"], shape_fn)
+
+
+def custom(
+    init: InitFn,
+    apply: ApplyFn,
+    kind: str,
+    *,
+    output_shape: ShapeFn | None = None,
+    pointwise: bool = False,
+    window: Window | None = None,
+) -> Layer:
+    """A layer from your own stax-style ``init`` and ``apply`` functions.
+
+    Args:
+        init, apply: the layer contract (module docstring).
+        kind: what it is; also its default params key.
+        output_shape: ``input_shape -> output_shape`` by arithmetic; default: ``init`` under
+            ``jax.eval_shape`` (traced, nothing allocated).
+        pointwise, window: its facts, for tools such as the receptive-field walk.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> def init(key, shape):
+        ...     return shape, {"gain": jnp.ones(())}, {}
+        >>> def apply(params, state, x, *, key=None, train=False):
+        ...     return params["gain"] * x, state
+        >>> gain = custom(init, apply, "Gain", output_shape=lambda s: s, pointwise=True)
+        >>> gain.output_shape((4, 4, 3))
+        (4, 4, 3)
+    """
+    hp = {"init": init, "apply": apply, "output_shape": output_shape}
+    return leaf(_custom_rule, kind, hp, pointwise=pointwise, window=window)
 
 
 def layer_error(layer: str, input_shape: Any, message: str) -> ShapeError:
@@ -152,3 +467,12 @@ def shape_of(x: Any) -> Any:
     if isinstance(x, (tuple, list)):
         return tuple(shape_of(v) for v in x)
     return tuple(x.shape)
+
+
+def check_tree(where: str, tree: Any, keys: Sequence[str], what: str) -> None:
+    """Raises unless ``tree`` is a dict with exactly ``keys`` (params/state of a combinator)."""
+    if not isinstance(tree, dict) or set(tree) != set(keys):
+        got = sorted(tree) if isinstance(tree, dict) else type(tree).__name__
+        raise ValueError(
+            f"{where}: {what} from another architecture: expected children {sorted(keys)}, got {got}"
+        )

@@ -11,8 +11,8 @@ from jax import lax
 
 from jcnn import initializers as inits
 from jcnn import shapes
-from jcnn.layers.conv import _check_params
-from jcnn.layers.core import Layer, layer_error, per_channel
+from jcnn.layers.conv import check_params
+from jcnn.layers.core import Fns, Layer, layer_error, leaf, parameter_free, per_channel, same_shape
 
 
 def Dense(
@@ -41,8 +41,21 @@ def Dense(
     """
     if not isinstance(out_features, int) or out_features < 1:
         raise shapes.ShapeError(f"Dense out_features must be a positive int, got {out_features!r}")
-    kernel_init = kernel_init or inits.lecun_normal()
-    bias_init = bias_init or inits.zeros
+    hparams = {
+        "out_features": out_features,
+        "use_bias": use_bias,
+        "kernel_init": kernel_init,
+        "bias_init": bias_init,
+        "precision": precision,
+    }
+    return leaf(_dense_rule, "Dense", hparams, pointwise=True)
+
+
+def _dense_rule(layer: Layer) -> Fns:
+    hp = layer.hparams
+    out_features, use_bias, precision = hp["out_features"], hp["use_bias"], hp["precision"]
+    kernel_init = hp["kernel_init"] or inits.lecun_normal()
+    bias_init = hp["bias_init"] or inits.zeros
 
     def expected_params(in_features):
         kernel = (in_features, out_features)
@@ -66,14 +79,14 @@ def Dense(
     def apply(params, state, x, *, key=None, train=False):
         del key, train
         out_shape = check(x.shape)
-        _check_params("Dense", params, expected_params(x.shape[-1]))
+        check_params("Dense", params, expected_params(x.shape[-1]))
         y = jnp.matmul(x, params["kernel"].astype(x.dtype), precision=precision)
         if use_bias:
             y = y + per_channel(params["bias"].astype(y.dtype), y.ndim)
         chex.assert_shape(y, out_shape)
         return y, state
 
-    return Layer(init, apply, name="Dense", config=str(out_features))
+    return Fns(init, apply, check)
 
 
 def Flatten() -> Layer:
@@ -84,15 +97,11 @@ def Flatten() -> Layer:
         docs/pytorch.md for porting a dense layer that follows a flatten.
     """
 
-    def init(key, input_shape):
-        del key
-        return (shapes.flat_size(input_shape),), {}, {}
+    return leaf(_flatten_rule, "Flatten")
 
-    def apply(params, state, x, *, key=None, train=False):
-        del key, train
-        return jnp.reshape(x, (-1,)), state
 
-    return Layer(init, apply, name="Flatten")
+def _flatten_rule(layer: Layer) -> Fns:
+    return parameter_free(lambda shape: (shapes.flat_size(shape),), lambda x: jnp.reshape(x, (-1,)))
 
 
 def Reshape(shape: Sequence[int]) -> Layer:
@@ -104,6 +113,11 @@ def Reshape(shape: Sequence[int]) -> Layer:
     target = tuple(shape)
     if sum(1 for s in target if s == -1) > 1 or any(s < -1 or s == 0 for s in target):
         raise shapes.ShapeError(f"Reshape shape {target} must be positive ints with at most one -1")
+    return leaf(_reshape_rule, "Reshape", {"shape": target})
+
+
+def _reshape_rule(layer: Layer) -> Fns:
+    target = layer.hparams["shape"]
 
     def resolve(input_shape):
         n = shapes.flat_size(input_shape)
@@ -114,26 +128,14 @@ def Reshape(shape: Sequence[int]) -> Layer:
             )
         return tuple(n // known if s == -1 else s for s in target)
 
-    def init(key, input_shape):
-        del key
-        return resolve(input_shape), {}, {}
-
-    def apply(params, state, x, *, key=None, train=False):
-        del key, train
-        return jnp.reshape(x, resolve(x.shape)), state
-
-    return Layer(init, apply, name="Reshape", config=str(target))
+    return parameter_free(resolve, lambda x: jnp.reshape(x, resolve(x.shape)))
 
 
 def Identity() -> Layer:
     """Returns its input unchanged (the default residual shortcut). Shapes: ``x -> x``."""
 
-    def init(key, input_shape):
-        del key
-        return input_shape, {}, {}
+    return leaf(_identity_rule, "Identity", pointwise=True)
 
-    def apply(params, state, x, *, key=None, train=False):
-        del key, train
-        return x, state
 
-    return Layer(init, apply, name="Identity")
+def _identity_rule(layer: Layer) -> Fns:
+    return parameter_free(same_shape, lambda x: x)

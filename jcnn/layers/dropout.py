@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jcnn.layers.core import Layer, check_key
+from jcnn.layers.core import Fns, Layer, check_key, leaf, same_shape
 
 
 def Dropout(rate: float) -> Layer:
@@ -26,6 +26,11 @@ def Dropout(rate: float) -> Layer:
     """
     if not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
         raise ValueError(f"Dropout rate must be in [0, 1) (probability of dropping), got {rate!r}")
+    return leaf(_dropout_rule, "Dropout", {"rate": rate}, pointwise=True)
+
+
+def _dropout_rule(layer: Layer) -> Fns:
+    rate = layer.hparams["rate"]
 
     def init(key, input_shape):
         del key
@@ -38,4 +43,4 @@ def Dropout(rate: float) -> Layer:
         keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
         return jnp.where(keep, x / (1.0 - rate), jnp.zeros((), x.dtype)), state
 
-    return Layer(init, apply, name="Dropout", config=f"rate={rate}")
+    return Fns(init, apply, same_shape)

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jcnn import shapes
-from jcnn.layers.core import Layer, layer_error, per_channel
+from jcnn.layers.core import Fns, Layer, layer_error, leaf, per_channel, same_shape
 
 
 def _f32(x):
@@ -52,6 +52,19 @@ def BatchNorm(
         raise ValueError(f"BatchNorm momentum must be in [0, 1], got {momentum!r}")
     if eps <= 0:
         raise ValueError(f"BatchNorm eps must be > 0, got {eps!r}")
+    hparams = {
+        "momentum": momentum,
+        "eps": eps,
+        "unbiased_running_var": unbiased_running_var,
+        "axis_name": axis_name,
+    }
+    return leaf(_batch_norm_rule, "BatchNorm", hparams, pointwise=True)
+
+
+def _batch_norm_rule(layer: Layer) -> Fns:
+    hp = layer.hparams
+    momentum, eps, axis_name = hp["momentum"], hp["eps"], hp["axis_name"]
+    unbiased_running_var = hp["unbiased_running_var"]
 
     def init(key, input_shape):
         del key
@@ -93,7 +106,7 @@ def BatchNorm(
         }
         return y, new_state
 
-    return Layer(init, apply, name="BatchNorm", config=f"momentum={momentum}, eps={eps}")
+    return Fns(init, apply, same_shape)
 
 
 def LayerNorm(*, axes: int | Sequence[int] = -1, eps: float = 1e-5) -> Layer:
@@ -103,6 +116,12 @@ def LayerNorm(*, axes: int | Sequence[int] = -1, eps: float = 1e-5) -> Layer:
         ``x -> x``; params ``{"scale", "offset"}`` of shape ``x.shape[axes]``.
     """
     axes_t = (axes,) if isinstance(axes, int) else tuple(axes)
+    hparams = {"axes": axes_t, "eps": eps}
+    return leaf(_layer_norm_rule, "LayerNorm", hparams, pointwise=axes_t == (-1,))
+
+
+def _layer_norm_rule(layer: Layer) -> Fns:
+    axes_t, eps = layer.hparams["axes"], layer.hparams["eps"]
 
     def normalised_axes(input_shape):
         rank = len(input_shape)
@@ -127,7 +146,7 @@ def LayerNorm(*, axes: int | Sequence[int] = -1, eps: float = 1e-5) -> Layer:
         y = x_hat * params["scale"].reshape(bshape) + params["offset"].reshape(bshape)
         return y.astype(x.dtype), state
 
-    return Layer(init, apply, name="LayerNorm", config=f"axes={axes_t}, eps={eps}")
+    return Fns(init, apply, same_shape)
 
 
 def GroupNorm(num_groups: int = 32, *, eps: float = 1e-5) -> Layer:
@@ -143,6 +162,11 @@ def GroupNorm(num_groups: int = 32, *, eps: float = 1e-5) -> Layer:
 
     if not isinstance(num_groups, int) or num_groups < 1:
         raise ValueError(f"GroupNorm num_groups must be a positive int, got {num_groups!r}")
+    return leaf(_group_norm_rule, "GroupNorm", {"num_groups": num_groups, "eps": eps})
+
+
+def _group_norm_rule(layer: Layer) -> Fns:
+    num_groups, eps = layer.hparams["num_groups"], layer.hparams["eps"]
 
     def check(input_shape):
         if len(input_shape) < 1 or input_shape[-1] % num_groups:
@@ -172,4 +196,8 @@ def GroupNorm(num_groups: int = 32, *, eps: float = 1e-5) -> Layer:
         y = (centred * mul).reshape(x.shape) + per_channel(params["offset"], x.ndim)
         return y.astype(x.dtype), state
 
-    return Layer(init, apply, name="GroupNorm", config=f"{num_groups}, eps={eps}")
+    def output_shape(input_shape):
+        check(input_shape)
+        return input_shape
+
+    return Fns(init, apply, output_shape)

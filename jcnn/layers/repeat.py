@@ -11,19 +11,7 @@ from __future__ import annotations
 import jax
 from jax import lax
 
-from jcnn.layers.core import Layer, layer_error
-
-
-def _init_output_shape(layer: Layer, input_shape):
-    box = []
-
-    def run(key):
-        out, params, state = layer.init(key, input_shape)
-        box.append(out)
-        return params, state
-
-    jax.eval_shape(run, jax.random.key(0))
-    return box[0]
+from jcnn.layers.core import Fns, Layer, check_tree, layer_error
 
 
 def repeat(layer: Layer, n: int, *, name: str = "repeat") -> Layer:
@@ -55,30 +43,44 @@ def repeat(layer: Layer, n: int, *, name: str = "repeat") -> Layer:
         raise TypeError(f"repeat: expected a Layer (call the constructor), got {layer!r}")
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"repeat: n must be a positive int, got {n!r}")
+    return Layer(
+        _repeat_rule,
+        "repeat",
+        name=name,
+        explicit_name=name != "repeat",
+        hparams={"n": n},
+        children=(("blocks", layer),),
+        combine="repeat",
+    )
 
-    def init(key, input_shape):
-        out_shape = _init_output_shape(layer, input_shape)
-        if tuple(out_shape) != tuple(input_shape):
+
+def _repeat_rule(layer: Layer) -> Fns:
+    name, n = layer.name, layer.hparams["n"]
+    ((_, block),) = layer.children
+
+    def output_shape(input_shape):
+        out_shape = block.output_shape(input_shape)
+        if out_shape != input_shape:
             raise layer_error(
                 name,
                 input_shape,
-                f"the repeated block must keep the shape, but it gives {tuple(out_shape)}",
+                f"the repeated block must keep the shape, but it gives {out_shape}",
             )
-        params, state = jax.vmap(lambda k: layer.init(k, input_shape)[1:])(jax.random.split(key, n))
+        return out_shape
+
+    def init(key, input_shape):
+        out_shape = output_shape(tuple(input_shape))
+        params, state = jax.vmap(lambda k: block.init(k, input_shape)[1:])(jax.random.split(key, n))
         return out_shape, {"blocks": params}, {"blocks": state}
 
     def apply(params, state, x, *, key=None, train=False):
-        for tree, what in ((params, "params"), (state, "state")):
-            if not isinstance(tree, dict) or set(tree) != {"blocks"}:
-                got = sorted(tree) if isinstance(tree, dict) else type(tree).__name__
-                raise ValueError(
-                    f"{name}: {what} from another architecture: expected ['blocks'], got {got}"
-                )
+        check_tree(name, params, ("blocks",), "params")
+        check_tree(name, state, ("blocks",), "state")
         keys = None if key is None else jax.random.split(key, n)
 
         def body(h, xs):
             p, s, k = xs
-            h2, s2 = layer.apply(p, s, h, key=k, train=train)
+            h2, s2 = block.apply(p, s, h, key=k, train=train)
             if h2.shape != h.shape or h2.dtype != h.dtype:
                 raise layer_error(
                     name, h.shape, f"the repeated block must keep the shape, got {h2.shape}"
@@ -88,4 +90,4 @@ def repeat(layer: Layer, n: int, *, name: str = "repeat") -> Layer:
         y, new_state = lax.scan(body, x, (params["blocks"], state["blocks"], keys), length=n)
         return y, {"blocks": new_state}
 
-    return Layer(init, apply, name=name, config=f"{n} x {layer!r}", explicit_name=name != "repeat")
+    return Fns(init, apply, output_shape)

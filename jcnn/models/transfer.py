@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import glob
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import jax
@@ -20,9 +21,25 @@ import jax.numpy as jnp
 import optax
 
 from jcnn import layers as L
-from jcnn.layers.core import Layer
+from jcnn.layers.core import Fns, Layer
 from jcnn.summary import init_shapes
 from jcnn.train import TrainState, freeze
+
+
+@dataclass(frozen=True)
+class InferenceMode:
+    """The inference-mode wrapper (a :class:`jcnn.layers.core.Wrapper`): ``train=False``."""
+
+    label: str = "inference_mode"
+
+    def wrap(self, fns: Fns) -> Fns:
+        inner = fns.apply
+
+        def apply(params, state, x, *, key=None, train=False):
+            del key, train
+            return inner(params, state, x, train=False)
+
+        return fns._replace(apply=apply)
 
 
 def inference_mode(layer: Layer) -> Layer:
@@ -32,12 +49,7 @@ def inference_mode(layer: Layer) -> Layer:
     Shapes:
         as ``layer``.
     """
-
-    def apply(params, state, x, *, key=None, train=False):
-        del key, train
-        return layer.apply(params, state, x, train=False)
-
-    return layer.replace(apply=apply)
+    return layer.wrapped(InferenceMode())
 
 
 def _children(net: Layer | Sequence[Layer]) -> tuple[list[tuple[str, Layer]], str]:

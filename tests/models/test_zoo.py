@@ -77,10 +77,10 @@ def test_vgg19_flatten_width_and_classifier():
     assert [c.kind for _, c in classifier.children] == [
         "Dense", "Relu", "Dropout", "Dense", "Relu", "Dropout", "Dense",
     ]  # fmt: skip
-    assert [c.config for _, c in classifier.children if c.kind == "Dense"] == [
-        "4096",
-        "4096",
-        "1000",
+    assert [c.hparams["out_features"] for _, c in classifier.children if c.kind == "Dense"] == [
+        4096,
+        4096,
+        1000,
     ]
     # 25088*4096 + 4096 + 4096*4096 + 4096 + 4096*1000 + 1000
     assert jcnn.count_params(classifier, (25_088,)) == 123_642_856
@@ -101,7 +101,7 @@ def test_alexnet_structure():
 def test_adaptive_pool_for_larger_inputs():
     # 448 -> VGG features 14x14 -> 2x2 average pool -> 7x7: same classifier, same count.
     big = models.vgg11(input_size=448)
-    assert _child(big, "avgpool").hparams["kernel_size"] == (2, 2)
+    assert _child(big, "avgpool").window.kernel_size == (2, 2)
     assert jcnn.count_params(big, (448, 448, 3)) == 132_863_336
     with pytest.raises(ValueError, match="cannot be pooled"):
         models.vgg11(input_size=256)  # 8x8 features: not a multiple of 7
