@@ -61,9 +61,15 @@ class Checkpointer:
     process calls ``save``/``restore``; orbax coordinates the writes.
 
     Example:
-        >>> ckpt = Checkpointer("runs/mnist/ckpt", keep=3)
+        >>> import tempfile
+        >>> from jcnn.train import create_train_state
+        >>> ts = create_train_state(models.cnn(), (28, 28, 1), optax.adam(1e-3))
+        >>> ckpt = Checkpointer(tempfile.mkdtemp() + "/ckpt", keep=3)
         >>> ckpt.save(int(ts.step), ts, meta={"epoch": 1, "index": 0})
-        >>> ts, meta = ckpt.restore(ts_template)
+        >>> restored, meta = ckpt.restore(ts)   # ts is the template: tree and shapes
+        >>> int(meta["epoch"]), ckpt.latest_step()
+        (1, 0)
+        >>> ckpt.close()
     """
 
     def __init__(self, directory: str | os.PathLike[str], *, keep: int = 3) -> None:

@@ -165,7 +165,7 @@ def fsdp_spec(
 
     Example:
         >>> fsdp_spec((5, 5, 64, 128), 8, min_size=0)
-        PartitionSpec(None, None, None, 'data')
+        P(None, None, None, 'data')
     """
     size = int(np.prod(shape, dtype=np.int64))
     divisible = [i for i, n in enumerate(shape) if n % num_shards == 0 and n >= num_shards]

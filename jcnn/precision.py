@@ -163,7 +163,10 @@ def with_policy(apply_or_layer: Any, policy: Policy) -> Any:
 
     Example:
         >>> net = with_policy(models.cnn(), Policy.mixed_bfloat16())
-        >>> ys, _ = jcnn.batched(net.apply)(params, state, xs)   # ys.dtype == float32
+        >>> _, params, state = net.init(key, (28, 28, 1))
+        >>> ys, _ = jcnn.batched(net.apply)(params, state, jnp.ones((2, 28, 28, 1)))
+        >>> ys.shape, ys.dtype, params["Conv_0"]["kernel"].dtype   # bf16 compute inside
+        ((2, 10), dtype('float32'), dtype('float32'))
     """
     if not isinstance(apply_or_layer, Layer):
         return _policy_apply(apply_or_layer, policy)

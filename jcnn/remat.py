@@ -90,6 +90,12 @@ def remat(
         >>> block = L.serial(L.Conv(8, 3, padding="SAME"), L.BatchNorm(), L.Relu())
         >>> net = L.serial(remat(block), L.Flatten(), L.Dense(10))
         >>> _, params, state = net.init(key, (28, 28, 1))   # same tree as without remat
+        >>> sorted(params), net.children[0][1]
+        (['Dense_0', 'Flatten_0', 'serial_0'], remat(serial(
+          Conv(out_channels=8, kernel_size=(3, 3), padding='SAME'),
+          BatchNorm(momentum=0.9, eps=1e-05),
+          Relu(),
+        )))
     """
 
     return layer.wrapped(Remat(policy, prevent_cse))

@@ -70,7 +70,16 @@ def summary(layer: Layer, input_shape: Any) -> str:
     indented; the total counts each parameter once.
 
     Example:
-        >>> print(summary(models.cnn(), (28, 28, 1)))  # doctest: +SKIP
+        >>> print(summary(L.serial(L.Conv(8, 5), L.Relu(), L.Flatten(), L.Dense(10)), (12, 12, 1)))
+        layer        kind                                      output shape  params  state
+        ----------------------------------------------------------------------------------
+        serial       serial()                                  (10,)          5,338      0
+          Conv_0     Conv(out_channels=8, kernel_size=(5, 5))  (8, 8, 8)        208      0
+          Relu_0     Relu()                                    (8, 8, 8)          0      0
+          Flatten_0  Flatten()                                 (512,)             0      0
+          Dense_0    Dense(out_features=10)                    (10,)          5,130      0
+        ----------------------------------------------------------------------------------
+        input (12, 12, 1); total params 5,338; state 0
     """
     rows: list[tuple[str, str, str, int, int]] = []
     _, params, state = init_shapes(layer, input_shape)
