@@ -26,8 +26,8 @@ class CheckpointError(RuntimeError):
 
 
 def _path(path: Any) -> str:
-    names = (getattr(k, "key", getattr(k, "idx", getattr(k, "name", k))) for k in path)
-    return "/".join(str(n) for n in names)
+    """``"params/Conv_0/kernel"`` from a ``jax.tree_util`` key path."""
+    return jax.tree_util.keystr(tuple(path), simple=True, separator="/")
 
 
 def _describe(tree: Any) -> dict[str, tuple]:

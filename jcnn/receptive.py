@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 
 from jcnn import shapes
 from jcnn.layers.core import Layer
+from jcnn.summary import text_table
 
 IntOrTuple = int | Sequence[int]
 
@@ -317,33 +318,22 @@ def receptive_table(
     else:
         rows = list(rows_or_net)
     header = ("layer", "kind", "k", "s", "p", "d", "out", "r", "j", "start")
-    table = [header]
-    for row in rows:
-        sp = row.spec
-        table.append(
-            (
-                sp.name,
-                sp.kind,
-                _fmt(sp.kernel_size),
-                _fmt(sp.stride),
-                _fmt(sp.padding),
-                _fmt(sp.dilation),
-                _fmt(sp.out_size) if sp.out_size else "-",
-                _fmt(row.rf),
-                _fmt(row.jump),
-                _fmt(row.start),
-            )
+    body = [
+        (
+            row.spec.name,
+            row.spec.kind,
+            _fmt(row.spec.kernel_size),
+            _fmt(row.spec.stride),
+            _fmt(row.spec.padding),
+            _fmt(row.spec.dilation),
+            _fmt(row.spec.out_size) if row.spec.out_size else "-",
+            _fmt(row.rf),
+            _fmt(row.jump),
+            _fmt(row.start),
         )
-    widths = [max(len(str(r[i])) for r in table) for i in range(len(header))]
-    lines = []
-    for i, r in enumerate(table):
-        cells = [
-            str(c).ljust(w) if k < 2 else str(c).rjust(w) for k, (c, w) in enumerate(zip(r, widths))
-        ]
-        lines.append("  ".join(cells).rstrip())
-        if i == 0:
-            lines.append("-" * len(lines[0]))
-    return "\n".join(lines)
+        for row in rows
+    ]
+    return text_table(header, body, left=2)
 
 
 def rows_as_dicts(rows: Sequence[RFRow]) -> list[dict[str, Any]]:

@@ -2,28 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import jax
 import numpy as np
 
-from jcnn.layers.core import Layer
-
-
-def init_shapes(layer: Layer, input_shape: Any) -> tuple[Any, Any, Any]:
-    """``layer.init`` under ``jax.eval_shape``: output shape, and params/state as ShapeDtypeStructs.
-
-    Nothing is allocated, so this works for ImageNet-sized models on a laptop.
-    """
-    box = []
-
-    def run(key):
-        out, params, state = layer.init(key, input_shape)
-        box.append(out)
-        return params, state
-
-    params, state = jax.eval_shape(run, jax.random.key(0))
-    return box[0], params, state
+from jcnn.layers.core import Layer, init_shapes
 
 
 def output_shape(layer: Layer, input_shape: Any) -> Any:
@@ -61,6 +46,28 @@ def _rows(
         _rows(child, child_in, params[key], state[key], key, depth + 1, out)
 
 
+def text_table(header: Sequence[str], rows: Sequence[Sequence[Any]], *, left: int) -> str:
+    """A plain-text table: the first ``left`` columns left-aligned, the others right-aligned,
+    a rule under the header.
+
+    Example:
+        >>> print(text_table(("layer", "n"), [("Conv_0", 208), ("Dense_0", 4010)], left=1))
+        layer       n
+        -------------
+        Conv_0    208
+        Dense_0  4010
+    """
+    table = [tuple(str(c) for c in header)] + [tuple(str(c) for c in r) for r in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    lines = []
+    for i, r in enumerate(table):
+        cells = [c.ljust(w) if k < left else c.rjust(w) for k, (c, w) in enumerate(zip(r, widths))]
+        lines.append("  ".join(cells).rstrip())
+        if i == 0:
+            lines.append("-" * len(lines[0]))
+    return "\n".join(lines)
+
+
 def summary(layer: Layer, input_shape: Any) -> str:
     """A table of every layer: its params path, kind, output shape and parameter count.
 
@@ -85,14 +92,8 @@ def summary(layer: Layer, input_shape: Any) -> str:
     _, params, state = init_shapes(layer, input_shape)
     _rows(layer, input_shape, params, state, layer.name, 0, rows)
     header = ("layer", "kind", "output shape", "params", "state")
-    table = [header] + [(a, b, c, f"{d:,}", f"{e:,}") for a, b, c, d, e in rows]
-    widths = [max(len(r[i]) for r in table) for i in range(5)]
-    lines = []
-    for i, r in enumerate(table):
-        cells = [r[j].ljust(widths[j]) if j < 3 else r[j].rjust(widths[j]) for j in range(5)]
-        lines.append("  ".join(cells).rstrip())
-        if i == 0:
-            lines.append("-" * len(lines[0]))
+    body = [(a, b, c, f"{d:,}", f"{e:,}") for a, b, c, d, e in rows]
+    lines = text_table(header, body, left=3).splitlines()
     total, total_state = rows[0][3], rows[0][4]
     lines.append("-" * len(lines[0]))
     lines.append(f"input {tuple(input_shape)}; total params {total:,}; state {total_state:,}")

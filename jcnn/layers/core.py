@@ -318,8 +318,12 @@ _USUAL = {
 }
 
 
+#: Hyper-parameters that hold the layer's own functions (elementwise, custom): not printed.
+_FUNCTIONS = frozenset({"fn", "init", "apply", "output_shape"})
+
+
 def _usual(hparams: Hparams, key: str, value: Any) -> bool:
-    if value is None or key == "fn":
+    if value is None or key in _FUNCTIONS:
         return True
     if key == "stride" and value == hparams.get("window"):  # pools: stride defaults to window
         return True
@@ -373,24 +377,34 @@ def parameter_free(output_shape: ShapeFn, forward: Callable[[Any], Any]) -> Fns:
     return Fns(init, apply, output_shape)
 
 
+def init_shapes(layer: Layer | Fns, input_shape: Any) -> tuple[Any, Any, Any]:
+    """``layer.init`` under ``jax.eval_shape``: output shape, and params/state as ShapeDtypeStructs.
+
+    Nothing is allocated, so this works for ImageNet-sized models on a laptop.
+
+    Example:
+        >>> from jcnn import layers as L
+        >>> out, params, _ = init_shapes(L.Dense(4096), (25088,))
+        >>> out, params["kernel"].shape
+        ((4096,), (25088, 4096))
+    """
+    box = []
+
+    def run(key):
+        out, params, state = layer.init(key, input_shape)
+        box.append(out)
+        return params, state
+
+    params, state = jax.eval_shape(run, jax.random.key(0))
+    return box[0], params, state
+
+
 def _custom_rule(layer: Layer) -> Fns:
     hp = layer.hparams
-    shape_fn = hp["output_shape"]
-    if shape_fn is None:
-        init = hp["init"]
-
-        def shape_fn(input_shape):
-            box = []
-
-            def run(key):
-                out, params, state = init(key, input_shape)
-                box.append(out)
-                return params, state
-
-            jax.eval_shape(run, jax.random.key(0))
-            return box[0]
-
-    return Fns(hp["init"], hp["apply"], shape_fn)
+    fns = Fns(hp["init"], hp["apply"], hp["output_shape"])
+    if fns.output_shape is None:  # traced, nothing allocated
+        return fns._replace(output_shape=lambda input_shape: init_shapes(fns, input_shape)[0])
+    return fns
 
 
 def custom(
