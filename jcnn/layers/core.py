@@ -238,9 +238,14 @@ class Layer:
     def output_shape(self, input_shape: Any) -> Any:
         """The output shape of one example for ``input_shape``, by integer arithmetic.
 
-        Raises the same ShapeError as ``init`` for an input the layer cannot take.
+        Raises the same ShapeError as ``init`` for an input the layer cannot take. Results are
+        remembered per layer value (tools such as ``summary`` ask about every subtree).
         """
-        return self._fns.output_shape(_as_shape(input_shape))
+        shape = _as_shape(input_shape)
+        cache = self.__dict__.setdefault("_shapes", {})
+        if shape not in cache:
+            cache[shape] = self._fns.output_shape(shape)
+        return cache[shape]
 
     def __iter__(self) -> Iterator[Callable[..., Any]]:
         return iter((self.init, self.apply))
