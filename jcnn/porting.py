@@ -22,12 +22,18 @@ No kernel is spatially flipped: jcnn's ``Conv`` is a cross-correlation like
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
 __all__ = [
+    "TorchLeaf",
     "batchnorm_from_torch",
+    "dense_kernel_after_flatten_to_torch",
+    "from_torch",
+    "to_torch",
+    "torch_leaves",
     "conv_kernel_from_torch",
     "conv_kernel_to_torch",
     "conv_transpose_kernel_from_torch",
@@ -227,3 +233,275 @@ def dense_kernel_after_flatten_from_torch(w: Any, input_shape: tuple[int, ...]) 
     w = w.reshape(out, *input_shape)  # (out, C, *s)
     w = np.moveaxis(w, 1, -1)  # (out, *s, C)
     return w.reshape(out, size).T
+
+
+def dense_kernel_after_flatten_to_torch(k: Any, input_shape: tuple[int, ...]) -> np.ndarray:
+    """Inverse of :func:`dense_kernel_after_flatten_from_torch`.
+
+    Args:
+        k: jcnn kernel of shape ``(prod(s) * C, out)``.
+        input_shape: Torch shape of ONE example before the flatten, ``(C, *s)``.
+
+    Returns:
+        Array of shape ``(out, C * prod(s))``.
+    """
+    k = np.asarray(k)
+    size = int(np.prod(input_shape))
+    if k.ndim != 2 or k.shape[0] != size:
+        raise ValueError(
+            f"dense_kernel_after_flatten_to_torch: kernel shape {k.shape} does not match "
+            f"input_shape {tuple(input_shape)} (expected ({size}, out))"
+        )
+    c, spatial = input_shape[0], tuple(input_shape[1:])
+    w = k.T.reshape(k.shape[1], *spatial, c)  # (out, *s, C)
+    return np.moveaxis(w, -1, 1).reshape(k.shape[1], size)
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole networks: read the layers' facts, map every tensor exactly once
+# ---------------------------------------------------------------------------------------------
+
+#: jcnn params / state leaf names -> the ``torch.nn`` tensor names (jcnn's naming convention).
+TORCH_PARAM_NAMES = {"kernel": "weight", "bias": "bias", "scale": "weight", "offset": "bias"}
+TORCH_STATE_NAMES = {"mean": "running_mean", "var": "running_var"}
+#: Torch buffers with no jcnn counterpart (BatchNorm's step counter): read and dropped.
+TORCH_IGNORED = ("num_batches_tracked",)
+
+
+class TorchLeaf(NamedTuple):
+    """A leaf of a jcnn network that holds params or state, as the porting walk sees it.
+
+    Attributes:
+        path: its params path, ``"features/Conv_0"``.
+        layer: the leaf layer.
+        input_shape: its input shape (one example, channels last).
+        flattened_from: for a Dense that reads a ``Flatten`` of a spatial map (through pointwise
+            layers only), that map's shape ``(*s, C)``: torch flattens ``(C, *s)`` instead.
+        params, state: the leaf's trees of ``jax.ShapeDtypeStruct``.
+    """
+
+    path: str
+    layer: Any
+    input_shape: tuple[int, ...]
+    flattened_from: tuple[int, ...] | None
+    params: dict[str, Any]
+    state: dict[str, Any]
+
+
+def torch_leaves(net: Any, input_shape: Sequence[int]) -> list[TorchLeaf]:
+    """The leaves of ``net`` holding params or state, in the order torch registers modules.
+
+    The walk reads each layer's facts: children and ``combine`` for the order and the child
+    input shapes, ``window`` and ``pointwise`` to recognise convolutions and to see through
+    activations between a ``Flatten`` and a ``Dense``; one ``jax.eval_shape`` of the init gives
+    the trees.
+
+    Raises:
+        ValueError: a ``repeat`` (stacked params have no torch layout) or a leaf with leaves
+            other than jcnn's ``kernel``/``bias``/``scale``/``offset``/``mean``/``var``.
+    """
+    from jcnn.layers.core import init_shapes
+
+    _, params, state = init_shapes(net, tuple(input_shape))
+    out: list[TorchLeaf] = []
+    flat: list[tuple[int, ...] | None] = [None]
+
+    def walk(layer, shape, path, p, s):
+        if layer.combine == "repeat":
+            raise ValueError(f"porting: {path or layer.name} is a repeat (stacked params)")
+        if layer.children:
+            ins = layer.child_input_shapes(shape)
+            for (key, child), child_in in zip(layer.children, ins):
+                walk(child, child_in, f"{path}/{key}" if path else key, p[key], s[key])
+            return
+        if p or s:
+            unknown = (set(p) - set(TORCH_PARAM_NAMES)) | (set(s) - set(TORCH_STATE_NAMES))
+            if unknown:
+                raise ValueError(f"porting: {path} has leaves {sorted(unknown)} with no torch name")
+            out.append(TorchLeaf(path, layer, shape, flat[0], p, s))
+        if layer.kind == "Flatten" and len(shape) >= 2:
+            flat[0] = tuple(shape)
+        elif not (layer.pointwise and not p):
+            flat[0] = None
+
+    walk(net, tuple(input_shape), "", params, state)
+    return out
+
+
+def _kernel_converters(leaf: TorchLeaf) -> tuple[Any, Any]:
+    """(from_torch, to_torch) for this leaf's kernel, chosen by its facts."""
+    win = leaf.layer.window
+    if win is not None:
+        if win.transposed:
+            return conv_transpose_kernel_from_torch, conv_transpose_kernel_to_torch
+        return conv_kernel_from_torch, conv_kernel_to_torch
+    if leaf.flattened_from is not None:
+        torch_shape = (leaf.flattened_from[-1], *leaf.flattened_from[:-1])
+        return (
+            lambda w: dense_kernel_after_flatten_from_torch(w, torch_shape),
+            lambda k: dense_kernel_after_flatten_to_torch(k, torch_shape),
+        )
+    return dense_kernel_from_torch, lambda k: np.asarray(k).T
+
+
+def _prefixes(
+    leaves: list[TorchLeaf], names: Sequence[str], prefixes: Mapping[str, str] | None
+) -> dict[str, str]:
+    """jcnn path -> torch module prefix: given, or the i-th leaf <-> the i-th torch module."""
+    if prefixes is not None:
+        missing = [leaf.path for leaf in leaves if leaf.path not in prefixes]
+        if missing:
+            raise ValueError(f"porting: no torch prefix given for jcnn paths {missing}")
+        return {leaf.path: prefixes[leaf.path] for leaf in leaves}
+    modules = list(dict.fromkeys(name.rpartition(".")[0] for name in names))
+    if len(modules) != len(leaves):
+        raise ValueError(
+            f"porting: the state dict has {len(modules)} modules with tensors ({modules[:6]}...) "
+            f"but the jcnn net has {len(leaves)} layers with params or state "
+            f"({[leaf.path for leaf in leaves][:6]}...); pass prefixes= to map them by name"
+        )
+    return {leaf.path: module for leaf, module in zip(leaves, modules)}
+
+
+def from_torch(
+    net: Any,
+    input_shape: Sequence[int],
+    state_dict: Mapping[str, Any],
+    *,
+    prefixes: Mapping[str, str] | None = None,
+) -> tuple[dict, dict]:
+    """jcnn ``(params, state)`` for ``net`` from a torch ``state_dict`` of the same architecture.
+
+    Every tensor is converted by what the jcnn layer it lands in states about itself: a windowed
+    layer's kernel as a (transposed) convolution weight, a Dense after a ``Flatten`` of a
+    spatial map with its columns permuted from torch's ``(C, *s)`` flatten order, BatchNorm's
+    ``running_mean``/``running_var`` as state. Every key is used exactly once.
+
+    Args:
+        net: the jcnn network; input_shape: one example's shape, channels last.
+        state_dict: ``str -> array-like`` (numpy arrays; torch CPU tensors convert through
+            ``np.asarray``); jcnn never imports torch.
+        prefixes: jcnn leaf path -> torch module prefix (``{"features/Conv_0": "features.0"}``);
+            default: the i-th jcnn leaf with params takes the i-th torch module, in order.
+
+    Returns:
+        ``(params, state)`` as numpy arrays (``jax.device_put`` them, or pass to ``apply``).
+
+    Raises:
+        ValueError: a key that is missing, left over or of the wrong shape; the message names
+            the torch key and the jcnn path it maps to.
+
+    Example:
+        >>> net = L.serial(L.Conv(4, 3), L.BatchNorm(), L.Relu(), L.Flatten(), L.Dense(2))
+        >>> sd = {"0.weight": np.ones((4, 1, 3, 3)), "0.bias": np.zeros(4),
+        ...       "1.weight": np.ones(4), "1.bias": np.zeros(4), "1.running_mean": np.zeros(4),
+        ...       "1.running_var": np.ones(4), "1.num_batches_tracked": np.array(0),
+        ...       "4.weight": np.ones((2, 4 * 3 * 3)), "4.bias": np.zeros(2)}
+        >>> params, state = from_torch(net, (5, 5, 1), sd)
+        >>> params["Conv_0"]["kernel"].shape, params["Dense_0"]["kernel"].shape
+        ((3, 3, 1, 4), (36, 2))
+    """
+    leaves = torch_leaves(net, input_shape)
+    where = _prefixes(leaves, list(state_dict), prefixes)
+    unused = dict.fromkeys(state_dict)
+    params: dict = {}
+    state: dict = {}
+
+    def take(leaf, prefix, name, expected, convert):
+        key = f"{prefix}.{name}" if prefix else name
+        if key not in state_dict:
+            raise ValueError(f"porting: torch key {key!r} (for jcnn {leaf.path}) is missing")
+        unused.pop(key, None)
+        try:
+            value = convert(np.asarray(state_dict[key]))
+        except ValueError as err:
+            raise ValueError(f"porting: torch key {key!r} for jcnn {leaf.path}: {err}") from None
+        if tuple(value.shape) != tuple(expected.shape):
+            raise ValueError(
+                f"porting: torch key {key!r} of shape {np.shape(state_dict[key])} gives "
+                f"{tuple(value.shape)} for jcnn {leaf.path}, which needs {tuple(expected.shape)}"
+            )
+        return value.astype(expected.dtype)
+
+    for leaf in leaves:
+        prefix = where[leaf.path]
+        from_kernel, _ = _kernel_converters(leaf)
+        p = {
+            k: take(
+                leaf, prefix, TORCH_PARAM_NAMES[k], v, from_kernel if k == "kernel" else np.asarray
+            )
+            for k, v in leaf.params.items()
+        }
+        s = {
+            k: take(leaf, prefix, TORCH_STATE_NAMES[k], v, np.asarray)
+            for k, v in leaf.state.items()
+        }
+        for name in TORCH_IGNORED:
+            unused.pop(f"{prefix}.{name}" if prefix else name, None)
+        _nest(params, leaf.path, p)
+        _nest(state, leaf.path, s)
+    if unused:
+        raise ValueError(f"porting: torch keys with no jcnn counterpart: {sorted(unused)}")
+    return _fill(net, input_shape, params, state)
+
+
+def to_torch(
+    net: Any,
+    input_shape: Sequence[int],
+    params: Any,
+    state: Any,
+    *,
+    prefixes: Mapping[str, str] | None = None,
+) -> dict[str, np.ndarray]:
+    """The exact inverse of :func:`from_torch`: a torch-layout ``state_dict`` of numpy arrays.
+
+    Args:
+        net, input_shape: as :func:`from_torch`.
+        params, state: the network's trees.
+        prefixes: jcnn leaf path -> torch module prefix; default: the jcnn path with ``/``
+            replaced by ``.`` (``"features.Conv_0"``).
+
+    Returns:
+        ``{f"{prefix}.weight": ..., ...}``; a leaf with BatchNorm statistics also gets
+        ``num_batches_tracked`` (0), which torch's ``load_state_dict(strict=True)`` expects.
+    """
+    out: dict[str, np.ndarray] = {}
+    for leaf in torch_leaves(net, input_shape):
+        prefix = leaf.path.replace("/", ".") if prefixes is None else prefixes[leaf.path]
+        _, to_kernel = _kernel_converters(leaf)
+        p, s = _get(params, leaf.path), _get(state, leaf.path)
+        for k in leaf.params:
+            value = np.asarray(p[k])
+            out[f"{prefix}.{TORCH_PARAM_NAMES[k]}"] = to_kernel(value) if k == "kernel" else value
+        for k in leaf.state:
+            out[f"{prefix}.{TORCH_STATE_NAMES[k]}"] = np.asarray(s[k])
+        if leaf.state:
+            out[f"{prefix}.num_batches_tracked"] = np.zeros((), np.int64)
+    return out
+
+
+def _nest(tree: dict, path: str, value: dict) -> None:
+    *parents, last = path.split("/")
+    for key in parents:
+        tree = tree.setdefault(key, {})
+    tree[last] = value
+
+
+def _get(tree: Any, path: str) -> Any:
+    for key in path.split("/"):
+        tree = tree[key]
+    return tree
+
+
+def _fill(net: Any, input_shape: Sequence[int], params: dict, state: dict) -> tuple[dict, dict]:
+    """The full params/state trees of ``net``: empty dicts where layers hold nothing."""
+    from jcnn.layers.core import init_shapes
+
+    _, p_shapes, s_shapes = init_shapes(net, tuple(input_shape))
+
+    def fill(template, got):
+        if not isinstance(template, dict):
+            return got
+        return {k: fill(v, got.get(k, {})) for k, v in template.items()}
+
+    return fill(p_shapes, params), fill(s_shapes, state)
