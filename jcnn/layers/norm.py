@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jcnn import shapes
-from jcnn.layers.core import Fns, Layer, layer_error, leaf, per_channel, same_shape
+from jcnn.layers.core import Fns, Layer, layer_error, leaf, per_channel
 
 
 def _f32(x):
@@ -66,11 +66,14 @@ def _batch_norm_rule(layer: Layer) -> Fns:
     momentum, eps, axis_name = hp["momentum"], hp["eps"], hp["axis_name"]
     unbiased_running_var = hp["unbiased_running_var"]
 
-    def init(key, input_shape):
-        del key
+    def output_shape(input_shape):
         if len(input_shape) < 1:
             raise layer_error("BatchNorm", input_shape, "expected (..., C)")
-        c = input_shape[-1]
+        return input_shape
+
+    def init(key, input_shape):
+        del key
+        c = output_shape(input_shape)[-1]
         params = {"scale": jnp.ones((c,), jnp.float32), "offset": jnp.zeros((c,), jnp.float32)}
         state = {"mean": jnp.zeros((c,), jnp.float32), "var": jnp.ones((c,), jnp.float32)}
         return input_shape, params, state
@@ -106,7 +109,7 @@ def _batch_norm_rule(layer: Layer) -> Fns:
         }
         return y, new_state
 
-    return Fns(init, apply, same_shape)
+    return Fns(init, apply, output_shape)
 
 
 def LayerNorm(*, axes: int | Sequence[int] = -1, eps: float = 1e-5) -> Layer:
@@ -146,7 +149,11 @@ def _layer_norm_rule(layer: Layer) -> Fns:
         y = x_hat * params["scale"].reshape(bshape) + params["offset"].reshape(bshape)
         return y.astype(x.dtype), state
 
-    return Fns(init, apply, same_shape)
+    def output_shape(input_shape):
+        normalised_axes(input_shape)
+        return input_shape
+
+    return Fns(init, apply, output_shape)
 
 
 def GroupNorm(num_groups: int = 32, *, eps: float = 1e-5) -> Layer:
