@@ -1,4 +1,4 @@
-"""Alternative lowerings of convolution and max-pooling, chosen per backend for speed.
+"""Alternative lowerings of convolution and max-pooling, chosen per platform for speed.
 
 Every lowering computes the same function as the native one (``lax.conv_general_dilated`` /
 ``lax.reduce_window``): the forward values are the native ones bit for bit, and only the way the
@@ -26,15 +26,21 @@ Max-pool lowerings (``MaxPool(..., lowering=...)``):
   natively) and the gradient is one elementwise select. Only for non-overlapping windows
   (``stride == window``, any padding); other pools fall back to ``"native"``.
 
-``"auto"`` (the default) is the rule, decided when the layer is traced:
+``"auto"`` (the default) is the rule below. Its shape part is decided when the layer is traced;
+its platform part when the program is LOWERED, for the platform it is lowered for (the one of
+``jax.jit``'s devices, or each of ``lowering_platforms`` / ``jax.export`` platforms), not by
+``jax.default_backend()``: the forward pass is the native operation on every platform, and the
+tangent rule is ``jax.lax.platform_dependent(cpu=<alternative>, default=<native rule>)``, so a
+program lowered for CPU contains only the alternative's derivative and one lowered for a GPU or
+TPU only the native one (see :func:`resolve_conv_lowering`, :func:`resolve_pool_lowering`):
 
-* on the CPU backend, conv -> ``"patches"`` when ``C_in / groups <= 8`` (input layers and thin
-  early layers, where XLA's filter gradient is slowest and the patches stay small), else
-  ``"native"`` (measured: with 16 or more input channels per group the native gradients of a
-  3x3 conv were up to 2.5x faster than the patches ones); max-pool -> ``"mask"`` when the
-  windows do not overlap, else ``"native"``;
-* on every other backend (GPU, TPU): ``"native"`` for both (their convolution libraries already
-  produce good gradients; measure before changing this).
+* for CPU, conv -> ``"patches"`` when ``C_in / groups <= 8`` (input layers and thin early
+  layers, where XLA's filter gradient is slowest and the patches stay small), else ``"native"``
+  (measured: with 16 or more input channels per group the native gradients of a 3x3 conv were
+  up to 2.5x faster than the patches ones); max-pool -> ``"mask"`` when the windows do not
+  overlap, else ``"native"``;
+* for every other platform (GPU, TPU): ``"native"`` for both (their convolution libraries
+  already produce good gradients; measure before changing this).
 
 Measured on a 2-core x86 CPU (XLA 0.10.2; course CNN, batch 1,000, Adam; process CPU time per
 step, A/B in one process): native 493 ms, ``"auto"`` 325 ms (1.5x), ``"auto"`` with
@@ -55,12 +61,16 @@ import numpy as np
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
+from jcnn import shapes
+
 CONV_LOWERINGS = ("auto", "native", "patches")
 POOL_LOWERINGS = ("auto", "native", "mask")
 Pads = tuple[tuple[int, int], ...]
 
 # "auto" on CPU uses patches while C_in / groups is at most this.
 PATCHES_MAX_CHANNELS = 8
+# The platform (``lax.platform_dependent`` name) where "auto" picks the alternative lowerings.
+AUTO_PLATFORM = "cpu"
 
 
 def check_lowering(lowering: str, allowed: Sequence[str], layer: str) -> str:
@@ -70,27 +80,66 @@ def check_lowering(lowering: str, allowed: Sequence[str], layer: str) -> str:
     return lowering
 
 
-def _on_cpu() -> bool:
-    return jax.default_backend() == "cpu"
+def _auto_conv(platform: str, in_channels: int, groups: int) -> str:
+    """The rule of ``"auto"`` for a conv on ``platform`` (see the module docstring)."""
+    thin = in_channels // groups <= PATCHES_MAX_CHANNELS
+    return "patches" if platform == AUTO_PLATFORM and thin else "native"
 
 
 def resolve_conv_lowering(
-    lowering: str, window: Sequence[int], in_channels: int, groups: int
+    lowering: str,
+    window: Sequence[int],
+    in_channels: int,
+    groups: int,
+    platform: str | None = None,
 ) -> str:
-    """The concrete conv lowering for ``lowering`` (``"auto"`` follows the module's rule)."""
+    """The conv lowering that ``lowering`` means for this shape (``"auto"``: the module's rule).
+
+    Args:
+        lowering: one of :data:`CONV_LOWERINGS`; explicit ones are returned as they are.
+        window: the kernel's spatial size (the rule does not depend on it today).
+        in_channels, groups: ``C_in`` and feature groups of the conv.
+        platform: ``"cpu"``, ``"cuda"``, ``"rocm"``, ``"tpu"``: the concrete choice there.
+            ``None`` (while tracing, when the platform is not known yet): ``"native"`` when every
+            platform gets it, else ``"auto"``, which :func:`conv` decides when it is lowered.
+
+    Example:
+        >>> [resolve_conv_lowering("auto", (5, 5), 1, 1, p) for p in ("cpu", "cuda", None)]
+        ['patches', 'native', 'auto']
+        >>> resolve_conv_lowering("auto", (3, 3), 64, 1)  # native everywhere
+        'native'
+    """
     if lowering != "auto":
         return lowering
     del window  # the rule depends on the channels per group only (see the module docstring)
-    return "patches" if _on_cpu() and in_channels // groups <= PATCHES_MAX_CHANNELS else "native"
+    if platform is not None:
+        return _auto_conv(platform, in_channels, groups)
+    on_cpu = _auto_conv(AUTO_PLATFORM, in_channels, groups)
+    return "native" if on_cpu == "native" else "auto"
 
 
-def resolve_pool_lowering(lowering: str, window: Sequence[int], strides: Sequence[int]) -> str:
-    """The concrete max-pool lowering; ``"mask"`` needs ``stride == window`` (else native)."""
+def resolve_pool_lowering(
+    lowering: str,
+    window: Sequence[int],
+    strides: Sequence[int],
+    platform: str | None = None,
+) -> str:
+    """The max-pool lowering ``lowering`` means; ``"mask"`` needs ``stride == window`` (else native).
+
+    ``platform`` as in :func:`resolve_conv_lowering`: ``"auto"`` is ``"mask"`` for CPU and
+    ``"native"`` elsewhere, and stays ``"auto"`` (decided when lowered) for ``platform=None``.
+
+    Example:
+        >>> [resolve_pool_lowering("auto", (2, 2), (2, 2), p) for p in ("cpu", "tpu", None)]
+        ['mask', 'native', 'auto']
+        >>> resolve_pool_lowering("auto", (3, 3), (2, 2))  # overlapping windows
+        'native'
+    """
     if tuple(window) != tuple(strides):
         return "native"
-    if lowering == "auto":
-        return "mask" if _on_cpu() else "native"
-    return lowering
+    if lowering != "auto" or platform is None:
+        return lowering
+    return "mask" if platform == AUTO_PLATFORM else "native"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -99,7 +148,15 @@ def resolve_pool_lowering(lowering: str, window: Sequence[int], strides: Sequenc
 
 
 def dimension_numbers(rank: int) -> lax.ConvDimensionNumbers:
-    """Batch-of-one, channels-last layouts for ``rank`` spatial dims (NHWC / HWIO / NHWC)."""
+    """jcnn's channels-last conv layouts for ``rank`` spatial dims: NHWC / HWIO / NHWC.
+
+    Input and output ``(N, *spatial, C)``, kernel ``(*window, C_in // groups, C_out)``; the one
+    definition every ``lax.conv_general_dilated`` call in jcnn uses.
+
+    Example:
+        >>> dimension_numbers(2)
+        ConvDimensionNumbers(lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 1), out_spec=(0, 3, 1, 2))
+    """
     spatial = tuple(range(1, rank + 1))
     io = (0, rank + 1, *spatial)
     kernel = (rank + 1, rank, *range(rank))
@@ -120,12 +177,9 @@ def _native_conv(x, kernel, strides, pads, dilation, groups, precision):
 
 
 def _geometry(shape, window, strides, pads, dilation):
-    """Padded spatial sizes and output spatial sizes of one example."""
-    padded = tuple(n + lo + hi for n, (lo, hi) in zip(shape, pads))
-    out = tuple(
-        (p - d * (k - 1) - 1) // s + 1 for p, k, s, d in zip(padded, window, strides, dilation)
-    )
-    return padded, out
+    """Padded spatial sizes and output spatial sizes of one example (from :mod:`jcnn.shapes`)."""
+    out = shapes.conv_output_shape(shape, window, strides, pads, dilation)
+    return shapes.padded_shape(shape, pads), out
 
 
 def _pad(x, pads, value=0.0):
@@ -183,27 +237,56 @@ def _contract(patches, kernel, groups, precision):
     return y.reshape(*y.shape[:-2], c_out)
 
 
-@partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5, 6))
-def _patches_conv(x, kernel, strides, pads, dilation, groups, precision):
+def _conv_tangent(by_patches, geometry, x, kernel, tx, tk):
+    """``t_y`` of the conv at ``(x, kernel)`` for tangents ``tx``, ``tk`` (``None``: zero).
+
+    ``by_patches``: matmuls on im2col patches; else the native rule (a conv is bilinear, so its
+    tangent is ``conv(tx, K) + conv(x, tK)``, exactly what JAX's own rule forms).
+    """
+    strides, pads, dilation, groups, precision = geometry
+    window = kernel.shape[:-2]
+    terms = []
+    if tx is not None:
+        if by_patches:
+            p = patches_by_slices(tx, window, strides, pads, dilation)
+            terms.append(_contract(p, kernel, groups, precision))
+        else:
+            terms.append(_native_conv(tx, kernel, *geometry))
+    if tk is not None:
+        if by_patches:
+            p = patches_by_gather(x, window, strides, pads, dilation)
+            terms.append(_contract(p, tk, groups, precision))
+        else:
+            terms.append(_native_conv(x, tk, *geometry))
+    return terms[0] if len(terms) == 1 else terms[0] + terms[1]
+
+
+@partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5, 6, 7))
+def _patches_conv(x, kernel, strides, pads, dilation, groups, precision, per_platform):
     return _native_conv(x, kernel, strides, pads, dilation, groups, precision)
 
 
-def _patches_conv_jvp(strides, pads, dilation, groups, precision, primals, tangents):
+def _patches_conv_jvp(strides, pads, dilation, groups, precision, per_platform, primals, tangents):
     x, kernel = primals
-    tx, tk = tangents
-    window = kernel.shape[:-2]
-    y = _native_conv(x, kernel, strides, pads, dilation, groups, precision)
-    ty = None
-    if not isinstance(tx, SymbolicZero):
-        p = patches_by_slices(tx, window, strides, pads, dilation)
-        ty = _contract(p, kernel, groups, precision)
-    if not isinstance(tk, SymbolicZero):
-        p = patches_by_gather(x, window, strides, pads, dilation)
-        term = _contract(p, tk, groups, precision)
-        ty = term if ty is None else ty + term
-    if ty is None:
-        ty = jnp.zeros_like(y)
-    return y, ty
+    geometry = (strides, pads, dilation, groups, precision)
+    y = _native_conv(x, kernel, *geometry)
+    live = tuple(not isinstance(t, SymbolicZero) for t in tangents)
+    if not any(live):
+        return y, jnp.zeros_like(y)
+
+    def rule(by_patches):
+        def tangent(x, kernel, *ts):
+            it = iter(ts)
+            tx, tk = (next(it) if present else None for present in live)
+            return _conv_tangent(by_patches, geometry, x, kernel, tx, tk)
+
+        return tangent
+
+    operands = (x, kernel, *(t for t, present in zip(tangents, live) if present))
+    if not per_platform:
+        return y, rule(True)(*operands)
+    by_platform = {AUTO_PLATFORM: rule(True)}
+    return y, lax.platform_dependent(*operands, **by_platform, default=rule(False))
 
 
 _patches_conv.defjvp(_patches_conv_jvp, symbolic_zeros=True)
@@ -220,7 +303,7 @@ def conv(
     precision: lax.Precision | None = None,
     lowering: str = "native",
 ) -> jax.Array:
-    """Cross-correlation of ONE example, by the given concrete lowering (not ``"auto"``).
+    """Cross-correlation of ONE example by ``lowering`` (see the module docstring).
 
     Args:
         x: one example ``(*spatial, C_in)``.
@@ -228,18 +311,24 @@ def conv(
         strides, pads, dilation: per spatial dim; ``pads`` as resolved ``(lo, hi)`` pairs.
         groups: feature groups.
         precision: passed to the convolution and the matmuls.
-        lowering: ``"native"`` or ``"patches"`` (see the module docstring).
+        lowering: ``"native"``, ``"patches"`` or ``"auto"`` (the module's rule; its platform
+            part is decided when the program is lowered, by ``lax.platform_dependent``).
 
     Shapes:
         x: ``(*spatial, C_in)`` -> ``(*spatial', C_out)`` as ``lax.conv_general_dilated``.
+
+    Example:
+        >>> x, k = jnp.ones((6, 6, 1)), jnp.ones((3, 3, 1, 2))
+        >>> conv(x, k, strides=(1, 1), pads=((0, 0), (0, 0)), dilation=(1, 1), lowering="auto").shape
+        (4, 4, 2)
     """
+    check_lowering(lowering, CONV_LOWERINGS, "conv")
     strides, dilation = tuple(strides), tuple(dilation)
     pads = tuple((int(lo), int(hi)) for lo, hi in pads)
-    if lowering == "native":
+    chosen = resolve_conv_lowering(lowering, kernel.shape[:-2], x.shape[-1], groups)
+    if chosen == "native":
         return _native_conv(x, kernel, strides, pads, dilation, groups, precision)
-    if lowering == "patches":
-        return _patches_conv(x, kernel, strides, pads, dilation, groups, precision)
-    raise ValueError(f"conv lowering must be 'native' or 'patches', got {lowering!r}")
+    return _patches_conv(x, kernel, strides, pads, dilation, groups, precision, chosen == "auto")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -253,8 +342,8 @@ def _native_max_pool(x, window, pads):
 
 def _windows(x, window, pads, fill):
     """Pads with ``fill``, crops to whole windows and splits: ``(o_1, k_1, ..., o_r, k_r, C)``."""
+    out = shapes.conv_output_shape(x.shape[:-1], window, window, pads, (1,) * len(window))
     xp = _pad(x, pads, fill)
-    out = tuple(n // k for n, k in zip(xp.shape[:-1], window))
     xp = xp[tuple(slice(0, o * k) for o, k in zip(out, window))]
     split = [d for o, k in zip(out, window) for d in (o, k)]
     return xp.reshape(*split, x.shape[-1])
@@ -273,18 +362,33 @@ def _first_max_mask(xw, y, window):
     return order == first, win_axes
 
 
-@partial(jax.custom_jvp, nondiff_argnums=(1, 2))
-def _mask_max_pool(x, window, pads):
+def _mask_tangent(window, pads, x, y, t):
+    """``t`` at the first maximum of each window, summed per window (the ``"mask"`` rule)."""
+    mask, win_axes = _first_max_mask(_windows(x, window, pads, -jnp.inf), y, window)
+    tw = _windows(t, window, pads, 0.0)
+    return jnp.sum(jnp.where(mask, tw, jnp.zeros((), t.dtype)), axis=win_axes)
+
+
+def _native_pool_tangent(window, pads, x, y, t):
+    """The native rule: the tangent of ``reduce_window`` max as JAX forms it."""
+    del y
+    return jax.jvp(partial(_native_max_pool, window=window, pads=pads), (x,), (t,))[1]
+
+
+@partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3))
+def _mask_max_pool(x, window, pads, per_platform):
     return _native_max_pool(x, window, pads)
 
 
 @_mask_max_pool.defjvp
-def _mask_max_pool_jvp(window, pads, primals, tangents):
+def _mask_max_pool_jvp(window, pads, per_platform, primals, tangents):
     (x,), (t,) = primals, tangents
     y = _native_max_pool(x, window, pads)
-    mask, win_axes = _first_max_mask(_windows(x, window, pads, -jnp.inf), y, window)
-    tw = _windows(t, window, pads, 0.0)
-    return y, jnp.sum(jnp.where(mask, tw, jnp.zeros((), t.dtype)), axis=win_axes)
+    by_mask = partial(_mask_tangent, window, pads)
+    if not per_platform:
+        return y, by_mask(x, y, t)
+    default = partial(_native_pool_tangent, window, pads)
+    return y, lax.platform_dependent(x, y, t, **{AUTO_PLATFORM: by_mask}, default=default)
 
 
 def max_pool(
@@ -301,15 +405,20 @@ def max_pool(
         x: one example.
         window, strides: per spatial dim.
         pads: resolved ``(lo, hi)`` per spatial dim.
-        lowering: ``"native"`` or ``"mask"`` (``"mask"`` needs ``strides == window``).
+        lowering: ``"native"``, ``"mask"`` or ``"auto"`` (decided when lowered); ``"mask"`` and
+            ``"auto"`` need ``strides == window``, else the pool is native.
 
     Shapes:
         ``(*spatial, C) -> (*spatial', C)``, as ``lax.reduce_window``.
+
+    Example:
+        >>> max_pool(jnp.ones((6, 6, 3)), (2, 2), (2, 2), ((0, 0), (0, 0)), lowering="auto").shape
+        (3, 3, 3)
     """
+    check_lowering(lowering, POOL_LOWERINGS, "max_pool")
     window, strides = tuple(window), tuple(strides)
     pads = tuple((int(lo), int(hi)) for lo, hi in pads)
-    if lowering == "mask" and window == strides:
-        return _mask_max_pool(x, window, pads)
-    if lowering not in ("native", "mask"):
-        raise ValueError(f"max_pool lowering must be 'native' or 'mask', got {lowering!r}")
-    return lax.reduce_window(x, -jnp.inf, lax.max, (*window, 1), (*strides, 1), (*pads, (0, 0)))
+    chosen = resolve_pool_lowering(lowering, window, strides)
+    if chosen == "native":
+        return lax.reduce_window(x, -jnp.inf, lax.max, (*window, 1), (*strides, 1), (*pads, (0, 0)))
+    return _mask_max_pool(x, window, pads, chosen == "auto")

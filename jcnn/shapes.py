@@ -8,7 +8,8 @@ Every convolution and pooling size in jcnn comes from :func:`conv_output_size`::
 course text "5 Convolutional Neural Networks" gives the symmetric form with 2P.) Padding specs are
 resolved into explicit ``(lo, hi)`` pairs by :func:`resolve_padding` first, so SAME, FULL, integers
 and asymmetric pairs all meet the same formula. Transposed convolutions are expressed as a stride-1
-convolution over the stride-dilated input, so their sizes use the same formula too.
+convolution over the stride-dilated input, so their sizes use the same formula too. Adaptive
+pooling fixes its output size and takes its windows from :func:`adaptive_windows`.
 
 Layers call these functions both at ``init`` (shape inference) and inside ``apply`` (a chex
 assertion on the output), so the arithmetic cannot drift from what XLA computes.
@@ -186,6 +187,40 @@ def conv_output_shape(
         except ShapeError as err:
             raise ShapeError(f"spatial dim {axis}: {err}") from None
     return tuple(out)
+
+
+def padded_shape(spatial: Sequence[int], pads: Pads) -> tuple[int, ...]:
+    """Spatial sizes after padding by resolved ``(lo, hi)`` pairs: ``n + lo + hi`` per dim.
+
+    Negative pads crop.
+
+    Example:
+        >>> padded_shape((28, 9), ((2, 2), (1, 0)))
+        (32, 10)
+    """
+    return tuple(n + lo + hi for n, (lo, hi) in zip(spatial, pads))
+
+
+def adaptive_windows(n: int, out: int) -> tuple[tuple[int, int], ...]:
+    """PyTorch's adaptive-pooling windows for one dim: ``[floor(i*n/o), ceil((i+1)*n/o))``.
+
+    Output ``i`` of ``o = out`` pools the input cells ``start <= j < end`` of a dim of size ``n``.
+    The windows cover the input; when ``o`` divides ``n`` they are the non-overlapping windows of
+    size ``n // o``, otherwise their sizes differ by one and neighbours may share a cell; for
+    ``o > n`` cells repeat (each window has one or two cells).
+
+    Raises:
+        ShapeError: ``n < 1`` or ``out < 1``.
+
+    Example:
+        >>> adaptive_windows(6, 3), adaptive_windows(5, 3), adaptive_windows(2, 3)
+        (((0, 2), (2, 4), (4, 6)), ((0, 2), (1, 4), (3, 5)), ((0, 1), (0, 2), (1, 2)))
+    """
+    if n < 1 or out < 1:
+        raise ShapeError(
+            f"adaptive pooling needs an input size and an output size >= 1, got n={n}, o={out}"
+        )
+    return tuple((i * n // out, -(-(i + 1) * n // out)) for i in range(out))
 
 
 def conv_transpose_padding(

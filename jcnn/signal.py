@@ -19,6 +19,7 @@ import numpy as np
 from jax import lax
 
 from jcnn import shapes
+from jcnn.lowering import dimension_numbers
 
 MODES = ("full", "valid", "same")
 
@@ -54,12 +55,13 @@ def correlate(x: Any, kernel: Any, mode: str = "valid") -> jnp.ndarray:
     dtype = jnp.result_type(x, kernel)
     pads = [(k - 1, k - 1) if mode != "valid" else (0, 0) for k in kernel.shape]
     full = lax.conv_general_dilated(
-        x[None, None].astype(dtype),
-        kernel[None, None].astype(dtype),
+        x[None, ..., None].astype(dtype),  # one example, one channel: (1, *spatial, 1)
+        kernel[..., None, None].astype(dtype),  # (*window, 1, 1)
         window_strides=(1,) * x.ndim,
         padding=pads,
+        dimension_numbers=dimension_numbers(x.ndim),
         precision=lax.Precision.HIGHEST,
-    )[0, 0]
+    )[0, ..., 0]
     if mode != "same":
         return full
     starts = [(f - n) // 2 for f, n in zip(full.shape, x.shape)]
@@ -145,17 +147,12 @@ def compose_kernels(first: Any, second: Any) -> jnp.ndarray:
     lhs = jnp.moveaxis(first, -2, 0)  # (C_in, *w1, C_mid)
     rhs = jnp.flip(second, tuple(range(rank)))  # (*w2, C_mid, C_out)
     w2 = second.shape[:rank]
-    dn = lax.ConvDimensionNumbers(
-        (0, rank + 1, *range(1, rank + 1)),
-        (rank + 1, rank, *range(rank)),
-        (0, rank + 1, *range(1, rank + 1)),
-    )
     out = lax.conv_general_dilated(
         lhs,
         rhs,
         window_strides=(1,) * rank,
         padding=[(k - 1, k - 1) for k in w2],
-        dimension_numbers=dn,
+        dimension_numbers=dimension_numbers(rank),
         precision=lax.Precision.HIGHEST,
     )  # (C_in, *w, C_out)
     return jnp.moveaxis(out, 0, -2)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax import lax
 
+import jcnn
 from jcnn import layers as L
 from jcnn import lowering as lw
 from jcnn import shapes
@@ -37,15 +41,16 @@ def _conv(lowering, x, kernel, window, stride, padding, dilation, groups):
     )
 
 
+@pytest.mark.parametrize("lowering", ["patches", "auto"])
 @pytest.mark.parametrize("case", CONV_CASES)
-def test_patches_conv_matches_native_values_and_gradients(case, x64):
+def test_patches_conv_matches_native_values_and_gradients(case, lowering, x64):
     spatial, c_in, c_out, window, stride, padding, dilation, groups = case
     rng = np.random.default_rng(len(spatial) * 100 + c_in)
     x = jnp.asarray(rng.standard_normal((*spatial, c_in)))
     kernel = jnp.asarray(rng.standard_normal((*window, c_in // groups, c_out)))
     args = (window, stride, padding, dilation, groups)
     y_nat = _conv("native", x, kernel, *args)
-    y_pat = _conv("patches", x, kernel, *args)
+    y_pat = _conv(lowering, x, kernel, *args)
     assert y_pat.shape == y_nat.shape
     np.testing.assert_array_equal(np.asarray(y_pat), np.asarray(y_nat))  # same forward op
     g = jnp.asarray(rng.standard_normal(y_nat.shape))
@@ -54,12 +59,15 @@ def test_patches_conv_matches_native_values_and_gradients(case, x64):
         return lambda x, k: jnp.sum(jnp.sin(_conv(lowering, x, k, *args)) * g)
 
     want = jax.grad(loss("native"), argnums=(0, 1))(x, kernel)
-    got = jax.jit(jax.grad(loss("patches"), argnums=(0, 1)))(x, kernel)
-    for a, b in zip(got, want):
+    got = jax.jit(jax.grad(loss(lowering), argnums=(0, 1)))(x, kernel)
+    eager = jax.grad(loss(lowering), argnums=(0, 1))(x, kernel)
+    for a, b, c in zip(got, want, eager):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(np.asarray(c), np.asarray(b), rtol=1e-10, atol=1e-10)
 
 
-def test_patches_conv_batched_forward_mode_and_second_order(x64):
+@pytest.mark.parametrize("lowering", ["patches", "auto"])
+def test_patches_conv_batched_forward_mode_and_second_order(lowering, x64):
     rng = np.random.default_rng(1)
     xs = jnp.asarray(rng.standard_normal((3, 7, 6, 2)))
     kernel = jnp.asarray(rng.standard_normal((3, 3, 2, 4)))
@@ -71,11 +79,21 @@ def test_patches_conv_batched_forward_mode_and_second_order(x64):
 
     # jvp (forward mode) and a Hessian-vector product (forward over reverse)
     _, t_nat = jax.jvp(f("native"), (kernel,), (tk,))
-    _, t_pat = jax.jvp(f("patches"), (kernel,), (tk,))
+    _, t_pat = jax.jvp(f(lowering), (kernel,), (tk,))
     np.testing.assert_allclose(float(t_pat), float(t_nat), rtol=1e-10)
     hvp_nat = jax.jvp(jax.grad(f("native")), (kernel,), (tk,))[1]
-    hvp_pat = jax.jvp(jax.grad(f("patches")), (kernel,), (tk,))[1]
+    hvp_pat = jax.jit(lambda k, t: jax.jvp(jax.grad(f(lowering)), (k,), (t,))[1])(kernel, tk)
     np.testing.assert_allclose(np.asarray(hvp_pat), np.asarray(hvp_nat), rtol=1e-9, atol=1e-9)
+    # Input gradient of a vmapped batch (the x tangent path), under jit.
+    g_nat = jax.grad(
+        lambda v: jnp.sum(jax.vmap(lambda x: _conv("native", x, kernel, *args))(v) ** 3)
+    )
+    g_alt = jax.grad(
+        lambda v: jnp.sum(jax.vmap(lambda x: _conv(lowering, x, kernel, *args))(v) ** 3)
+    )
+    np.testing.assert_allclose(
+        np.asarray(jax.jit(g_alt)(xs)), np.asarray(g_nat(xs)), rtol=1e-10, atol=1e-10
+    )
 
 
 POOL_CASES = [
@@ -89,9 +107,10 @@ POOL_CASES = [
 ]
 
 
+@pytest.mark.parametrize("lowering", ["mask", "auto"])
 @pytest.mark.parametrize("case", POOL_CASES)
 @pytest.mark.parametrize("ties", [False, True])
-def test_mask_max_pool_matches_native_values_and_gradients(case, ties, x64):
+def test_mask_max_pool_matches_native_values_and_gradients(case, ties, lowering, x64):
     spatial, window, padding = case
     rng = np.random.default_rng(7)
     data = rng.integers(-2, 2, (*spatial, 3)) if ties else rng.standard_normal((*spatial, 3))
@@ -101,16 +120,23 @@ def test_mask_max_pool_matches_native_values_and_gradients(case, ties, x64):
     def pool(lowering):
         return lambda v: lw.max_pool(v, window, window, pads, lowering=lowering)
 
-    y_nat, y_mask = pool("native")(x), jax.jit(pool("mask"))(x)
+    y_nat, y_mask = pool("native")(x), jax.jit(pool(lowering))(x)
     np.testing.assert_array_equal(np.asarray(y_mask), np.asarray(y_nat))
     g = jnp.asarray(rng.standard_normal(y_nat.shape))
     want = jax.grad(lambda v: jnp.sum(pool("native")(v) * g))(x)
-    got = jax.jit(jax.grad(lambda v: jnp.sum(pool("mask")(v) * g)))(x)
+    got = jax.jit(jax.grad(lambda v: jnp.sum(pool(lowering)(v) * g)))(x)
+    eager = jax.grad(lambda v: jnp.sum(pool(lowering)(v) * g))(x)
     # Exactly the same cells receive exactly the same cotangents, ties included.
     np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    np.testing.assert_array_equal(np.asarray(eager), np.asarray(want))
     _, t_nat = jax.jvp(pool("native"), (x,), (x * 0.5,))
-    _, t_mask = jax.jvp(pool("mask"), (x,), (x * 0.5,))
+    _, t_mask = jax.jvp(pool(lowering), (x,), (x * 0.5,))
     np.testing.assert_array_equal(np.asarray(t_mask), np.asarray(t_nat))
+    # vmap over a batch: the same per-example cotangents.
+    xs = jnp.stack([x, -x])
+    gb_nat = jax.grad(lambda v: jnp.sum(jax.vmap(pool("native"))(v) ** 2))(xs)
+    gb_alt = jax.jit(jax.grad(lambda v: jnp.sum(jax.vmap(pool(lowering))(v) ** 2)))(xs)
+    np.testing.assert_array_equal(np.asarray(gb_alt), np.asarray(gb_nat))
 
 
 def test_all_minus_inf_window_keeps_native_value():
@@ -138,7 +164,7 @@ def test_layers_route_through_lowerings_and_agree():
             L.Dense(5),
         )
 
-    nat, alt = net("native", "native"), net("patches", "mask")
+    nat, alt, auto = net("native", "native"), net("patches", "mask"), net("auto", "auto")
     _, params, state = nat.init(jax.random.key(0), (12, 12, 1))
 
     def loss(layer):
@@ -149,25 +175,110 @@ def test_layers_route_through_lowerings_and_agree():
         return jax.jit(jax.value_and_grad(f))
 
     (l_nat, g_nat), (l_alt, g_alt) = loss(nat)(params), loss(alt)(params)
-    assert float(l_nat) == float(l_alt)
+    l_auto, g_auto = loss(auto)(params)
+    assert float(l_nat) == float(l_alt) == float(l_auto)
     for a, b in zip(jax.tree_util.tree_leaves(g_alt), jax.tree_util.tree_leaves(g_nat)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5, atol=2e-6)
+    # "auto" is exactly one of the two: the CPU lowerings on CPU, the native ones elsewhere.
+    same = g_alt if jax.default_backend() == "cpu" else g_nat
+    for a, b in zip(jax.tree_util.tree_leaves(g_auto), jax.tree_util.tree_leaves(same)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-def test_auto_rule_per_backend_and_shape(monkeypatch):
-    monkeypatch.setattr(lw, "_on_cpu", lambda: True)
-    assert lw.resolve_conv_lowering("auto", (5, 5), 1, 1) == "patches"
-    assert lw.resolve_conv_lowering("auto", (3, 3), 8, 1) == "patches"
-    assert lw.resolve_conv_lowering("auto", (3, 3), 64, 1) == "native"
-    assert lw.resolve_conv_lowering("auto", (3, 3), 64, 16) == "patches"  # 4 per group
-    assert lw.resolve_pool_lowering("auto", (2, 2), (2, 2)) == "mask"
-    assert lw.resolve_pool_lowering("auto", (3, 3), (2, 2)) == "native"  # overlapping
-    assert lw.resolve_pool_lowering("mask", (3, 3), (2, 2)) == "native"  # falls back
-    assert lw.resolve_conv_lowering("native", (5, 5), 1, 1) == "native"
-    monkeypatch.setattr(lw, "_on_cpu", lambda: False)  # GPU / TPU: native stays
-    assert lw.resolve_conv_lowering("auto", (5, 5), 1, 1) == "native"
-    assert lw.resolve_pool_lowering("auto", (2, 2), (2, 2)) == "native"
-    assert lw.resolve_conv_lowering("patches", (5, 5), 1, 1) == "patches"  # explicit wins
+def test_auto_rule_per_platform_and_shape():
+    conv, pool = lw.resolve_conv_lowering, lw.resolve_pool_lowering
+    # For CPU: patches for thin convs, mask for non-overlapping pools.
+    assert conv("auto", (5, 5), 1, 1, "cpu") == "patches"
+    assert conv("auto", (3, 3), 8, 1, "cpu") == "patches"
+    assert conv("auto", (3, 3), 64, 1, "cpu") == "native"
+    assert conv("auto", (3, 3), 64, 16, "cpu") == "patches"  # 4 per group
+    assert pool("auto", (2, 2), (2, 2), "cpu") == "mask"
+    assert pool("auto", (3, 3), (2, 2), "cpu") == "native"  # overlapping
+    assert pool("mask", (3, 3), (2, 2)) == "native"  # falls back
+    assert conv("native", (5, 5), 1, 1, "cpu") == "native"
+    for platform in ("cuda", "rocm", "tpu"):  # GPU / TPU: native stays
+        assert conv("auto", (5, 5), 1, 1, platform) == "native"
+        assert pool("auto", (2, 2), (2, 2), platform) == "native"
+    assert conv("patches", (5, 5), 1, 1, "cuda") == "patches"  # explicit wins
+    # While tracing (no platform): "auto" where the platforms differ, else their common choice.
+    assert conv("auto", (5, 5), 1, 1) == "auto"
+    assert conv("auto", (3, 3), 64, 1) == "native"
+    assert pool("auto", (2, 2), (2, 2)) == "auto"
+    assert pool("auto", (3, 3), (2, 2)) == "native"
+
+
+def test_dimension_numbers_are_channels_last():
+    for rank, spec in [(1, ("NWC", "WIO", "NWC")), (2, ("NHWC", "HWIO", "NHWC"))]:
+        want = lax.conv_dimension_numbers((1,) * (rank + 2), (1,) * (rank + 2), spec)
+        assert lw.dimension_numbers(rank) == want
+    want = lax.conv_dimension_numbers((1,) * 5, (1,) * 5, ("NDHWC", "DHWIO", "NDHWC"))
+    assert lw.dimension_numbers(3) == want
+
+
+# ---------------------------------------------------------------------------------------------
+# "auto" is decided for the platform the program is lowered for
+# ---------------------------------------------------------------------------------------------
+
+#: StableHLO ops that tell the lowerings apart in a conv + max-pool gradient: the patches
+#: lowering's im2col gather and matmuls, the native max-pool gradient's select_and_scatter and
+#: the native conv gradients' convolutions.
+OPS = ("stablehlo.gather", "stablehlo.select_and_scatter", "stablehlo.convolution", "dot_general")
+
+
+def _grad_program(conv_lowering: str, pool_lowering: str):
+    net = L.serial(
+        L.Conv(4, 3, lowering=conv_lowering),  # C_in = 1: patches for CPU
+        L.Relu(),
+        L.MaxPool(2, lowering=pool_lowering),  # stride == window: mask for CPU
+        L.Conv(5, 3, lowering=conv_lowering),  # C_in = 4: patches for CPU, input gradient too
+        L.Flatten(),
+        L.Dense(3),
+    )
+    _, params, state = jcnn.init_shapes(net, (12, 12, 1))
+    xs = jax.ShapeDtypeStruct((2, 12, 12, 1), jnp.float32)
+
+    def loss(p, xs):
+        return jnp.sum(jcnn.batched(net.apply)(p, state, xs)[0] ** 2)
+
+    return jax.jit(jax.grad(loss)).trace(params, xs)
+
+
+def _ops(traced, platform: str) -> dict[str, int]:
+    text = traced.lower(lowering_platforms=(platform,)).as_text()
+    return {op: text.count(op) for op in OPS}
+
+
+def test_auto_lowers_only_the_branch_of_the_target_platform():
+    auto = _grad_program("auto", "auto")
+    cpu, cuda = _ops(auto, "cpu"), _ops(auto, "cuda")
+    # For CPU: the gather of the patches lowering, no native max-pool gradient ...
+    assert cpu["stablehlo.gather"] > 0 and cpu["stablehlo.select_and_scatter"] == 0
+    # ... for CUDA (cross-lowered: StableHLO only, nothing compiled): the native gradients.
+    assert cuda["stablehlo.gather"] == 0 and cuda["stablehlo.select_and_scatter"] == 1
+    assert cuda["stablehlo.convolution"] > cpu["stablehlo.convolution"] == 2  # forward convs
+    # Each program is exactly the one the explicit lowerings give for that platform.
+    assert cpu == _ops(_grad_program("patches", "mask"), "cpu")
+    assert cuda == _ops(_grad_program("native", "native"), "cuda")
+    assert _ops(auto, "tpu") == _ops(_grad_program("native", "native"), "tpu")
+
+
+def _hlo_ops(compiled_text: str) -> dict[str, int]:
+    """Instructions by opcode in compiled HLO text (``%name = type opcode(operands)``)."""
+    ops: dict[str, int] = {}
+    for op in re.findall(r"= [^ ]+ ([a-z-]+)\(", compiled_text):
+        ops[op] = ops.get(op, 0) + 1
+    return ops
+
+
+def test_compiled_auto_program_has_no_conditional():
+    # Compiled for this machine's platform: the platform choice leaves no branch at run time.
+    compiled = _hlo_ops(_grad_program("auto", "auto").lower().compile().as_text())
+    assert "conditional" not in compiled and "convolution" in compiled
+    if jax.default_backend() == "cpu":
+        # The same instructions as the explicit CPU lowerings: nothing left of the native branch.
+        explicit = _hlo_ops(_grad_program("patches", "mask").lower().compile().as_text())
+        assert compiled == explicit
+        assert "select-and-scatter" not in compiled and "scatter" not in compiled
 
 
 def test_unknown_lowering_is_rejected_at_construction():
@@ -175,12 +286,14 @@ def test_unknown_lowering_is_rejected_at_construction():
         L.Conv(4, 3, lowering="fft")
     with pytest.raises(ValueError, match="MaxPool lowering must be one of"):
         L.MaxPool(2, lowering="patches")
-    with pytest.raises(ValueError, match="conv lowering"):
+    with pytest.raises(ValueError, match="conv lowering must be one of"):
         lw.conv(
             jnp.ones((4, 4, 1)),
             jnp.ones((2, 2, 1, 1)),
             strides=(1, 1),
             pads=((0, 0),) * 2,
             dilation=(1, 1),
-            lowering="auto",
+            lowering="fft",
         )
+    with pytest.raises(ValueError, match="max_pool lowering must be one of"):
+        lw.max_pool(jnp.ones((4, 4, 1)), (2, 2), (2, 2), ((0, 0),) * 2, lowering="patches")

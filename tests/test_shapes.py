@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -290,3 +291,49 @@ def test_conv_transpose_padding_errors(padding, stride, dilation, output_padding
 def test_conv_transpose_padding_largest_output_padding_is_accepted() -> None:
     assert shapes.conv_transpose_padding(0, (3,), (2,), (3,), (2,)) == ((6, 8),)
     assert np.all(np.array(shapes.conv_transpose_padding(0, (3,), (3,), (1,), (2,))) >= 0)
+
+
+# ------------------------------------------------------------------ padded sizes, adaptive windows
+
+
+def test_padded_shape() -> None:
+    assert shapes.padded_shape((28, 9), ((2, 2), (1, 0))) == (32, 10)
+    assert shapes.padded_shape((8,), ((-1, -2),)) == (5,)  # negative pads crop
+    # What lax.pad produces.
+    x = jnp.zeros((5, 7))
+    assert lax.pad(x, 0.0, [(1, 2, 0), (-1, 3, 0)]).shape == shapes.padded_shape(
+        x.shape, ((1, 2), (-1, 3))
+    )
+
+
+@pytest.mark.parametrize(
+    ("n", "o", "expected"),
+    [
+        (6, 3, ((0, 2), (2, 4), (4, 6))),  # equal windows
+        (5, 3, ((0, 2), (1, 4), (3, 5))),  # unequal, overlapping: [0, 5/3), [5/3, 10/3), ...
+        (7, 7, tuple((i, i + 1) for i in range(7))),  # identity
+        (2, 3, ((0, 1), (0, 2), (1, 2))),  # o > n: cells repeat
+        (1, 4, ((0, 1),) * 4),
+        (10, 1, ((0, 10),)),  # global pooling
+    ],
+)
+def test_adaptive_windows_hand_worked(n, o, expected) -> None:
+    assert shapes.adaptive_windows(n, o) == expected
+
+
+def test_adaptive_windows_match_pytorch_float_definition_and_cover_the_input() -> None:
+    for n, o in itertools.product(range(1, 40), range(1, 20)):
+        windows = shapes.adaptive_windows(n, o)
+        want = tuple((math.floor(i * n / o), math.ceil((i + 1) * n / o)) for i in range(o))
+        assert windows == want, (n, o)
+        assert windows[0][0] == 0 and windows[-1][1] == n
+        assert all(a < b for a, b in windows)  # never empty
+        assert all(b0 >= a1 for (_, b0), (a1, _) in zip(windows, windows[1:]))  # no gap
+        if n % o == 0:
+            assert windows == tuple((i * (n // o), (i + 1) * (n // o)) for i in range(o))
+
+
+@pytest.mark.parametrize(("n", "o"), [(0, 3), (5, 0), (-1, 2)])
+def test_adaptive_windows_reject_empty_sizes(n, o) -> None:
+    with pytest.raises(ShapeError, match=f"n={n}, o={o}"):
+        shapes.adaptive_windows(n, o)

@@ -263,7 +263,7 @@ def _two_convs(window1, window2, c_in, c_mid, c_out, bias, seed):
 
 @pytest.mark.parametrize(
     ("spatial", "window1", "window2"),
-    [((12,), (3,), (4,)), ((9, 8), (3, 2), (2, 3))],
+    [((12,), (3,), (4,)), ((9, 8), (3, 2), (2, 3)), ((6, 5, 7), (2, 2, 3), (3, 2, 2))],
 )
 def test_compose_kernels_equals_two_stacked_convs(spatial, window1, window2):
     conv1, conv2, p1, p2 = _two_convs(window1, window2, 2, 3, 4, False, len(spatial))

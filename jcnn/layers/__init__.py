@@ -25,10 +25,20 @@ from jcnn.layers.core import Layer
 from jcnn.layers.dense import Dense, Flatten, Identity, Reshape
 from jcnn.layers.dropout import Dropout
 from jcnn.layers.norm import BatchNorm, GroupNorm, LayerNorm
-from jcnn.layers.pool import AvgPool, GlobalAvgPool, GlobalMaxPool, MaxPool, SumPool
+from jcnn.layers.pool import (
+    AdaptiveAvgPool,
+    AdaptiveMaxPool,
+    AvgPool,
+    GlobalAvgPool,
+    GlobalMaxPool,
+    MaxPool,
+    SumPool,
+)
 from jcnn.layers.repeat import repeat
 
 __all__ = [
+    "AdaptiveAvgPool",
+    "AdaptiveMaxPool",
     "AvgPool",
     "BatchNorm",
     "Conv",

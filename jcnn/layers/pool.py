@@ -3,6 +3,9 @@
 The number of spatial dims is ``len(window)`` (an int window means 2-D). Stride defaults to the
 window (non-overlapping pooling, as in PyTorch and Flux). Output sizes come from
 :func:`jcnn.shapes.conv_output_size` with dilation 1.
+
+Adaptive pools (:func:`AdaptiveAvgPool`, :func:`AdaptiveMaxPool`) fix the OUTPUT size instead and
+take PyTorch's windows for whatever input they get (:func:`jcnn.shapes.adaptive_windows`).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from typing import Any
 
 import chex
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from jcnn import lowering as lowerings
@@ -69,10 +73,7 @@ def _pool(
 
 
 def _max_reduce(hp, x, dims, strides, pads):
-    chosen = lowerings.resolve_pool_lowering(hp["lowering"], dims[:-1], strides[:-1])
-    if chosen == "native":
-        return lax.reduce_window(x, -jnp.inf, lax.max, dims, strides, pads)
-    return lowerings.max_pool(x, dims[:-1], strides[:-1], pads[:-1], lowering=chosen)
+    return lowerings.max_pool(x, dims[:-1], strides[:-1], pads[:-1], lowering=hp["lowering"])
 
 
 def _sum_reduce(hp, x, dims, strides, pads):
@@ -104,9 +105,10 @@ def MaxPool(
 ) -> Layer:
     """Maximum over sliding windows; padded cells are ``-inf`` (never selected).
 
-    ``lowering`` picks how the gradient is formed: ``"auto"`` (default: per backend),
-    ``"native"`` or ``"mask"`` (non-overlapping windows only, else native). Forward values,
-    and the gradient's routing to the first maximum of each window, are the same in all (see
+    ``lowering`` picks how the gradient is formed: ``"auto"`` (default: ``"mask"`` in a program
+    lowered for CPU, ``"native"`` for GPU/TPU, decided when the program is lowered), ``"native"``
+    or ``"mask"`` (non-overlapping windows only, else native). Forward values, and the
+    gradient's routing to the first maximum of each window, are the same in all (see
     :mod:`jcnn.lowering`).
 
     Shapes:
@@ -179,3 +181,133 @@ def GlobalAvgPool() -> Layer:
 def GlobalMaxPool() -> Layer:
     """Maximum over all spatial positions. Shapes: ``(*spatial, C) -> (C,)``."""
     return leaf(_global_rule, "GlobalMaxPool")
+
+
+# ---------------------------------------------------------------------------------------------
+# Adaptive pooling
+# ---------------------------------------------------------------------------------------------
+
+
+def _along(ndim: int, axis: int, size: int) -> tuple[int, ...]:
+    """``(1, ..., size, ..., 1)``: a window or shape that is ``size`` on ``axis`` only."""
+    return tuple(size if a == axis else 1 for a in range(ndim))
+
+
+def _adaptive_axis(x: jnp.ndarray, axis: int, out: int, is_max: bool) -> jnp.ndarray:
+    """Adaptive pooling of ``x`` along one ``axis`` to ``out`` cells (PyTorch's windows).
+
+    Equal windows (``out`` divides the size) are one non-overlapping ``reduce_window``; unequal
+    ones are, per distinct window length ``L``, a stride-1 ``reduce_window`` of length ``L``
+    whose results at the windows' starts are taken with constant indices. Max gradients go to
+    the first maximum of each window (as ``MaxPool`` and PyTorch route them).
+    """
+    n = x.shape[axis]
+    if n == out:
+        return x
+    init, op = (-jnp.inf, lax.max) if is_max else (0.0, lax.add)
+    ones = (1,) * x.ndim
+    if n % out == 0:
+        k = _along(x.ndim, axis, n // out)
+        y = lax.reduce_window(x, init, op, k, k, "VALID")
+        return y if is_max else y / (n // out)
+    windows = shapes.adaptive_windows(n, out)
+    lengths = sorted({end - start for start, end in windows})
+    offset = dict(zip(lengths, np.cumsum([0] + [n - w + 1 for w in lengths[:-1]]).tolist()))
+    runs = [lax.reduce_window(x, init, op, _along(x.ndim, axis, w), ones, "VALID") for w in lengths]
+    index = np.asarray([offset[end - start] + start for start, end in windows], np.int32)
+    y = jnp.take(jnp.concatenate(runs, axis), index, axis=axis, mode="clip")
+    if is_max:
+        return y
+    counts = np.asarray([end - start for start, end in windows], np.float64)
+    return y / jnp.asarray(counts.reshape(_along(x.ndim, axis, out)), y.dtype)
+
+
+def _adaptive_rule(layer: Layer) -> Fns:
+    kind, size = layer.kind, layer.hparams["output_size"]
+    rank, is_max = len(size), layer.kind == "AdaptiveMaxPool"
+
+    def output_shape(input_shape):
+        if len(input_shape) != rank + 1:
+            raise layer_error(
+                kind,
+                input_shape,
+                f"expected rank {rank + 1} (*spatial, C) for ONE example, as output_size {size} "
+                f"is {rank}-D (an int output_size means 2-D; give one size per spatial dim); got "
+                f"rank {len(input_shape)} (batch with jcnn.batched / vmap)",
+            )
+        if any(n < 1 for n in input_shape[:-1]):
+            raise layer_error(kind, input_shape, "every spatial size must be >= 1 to pool")
+        return (*size, input_shape[-1])
+
+    def forward(x):
+        out_shape = output_shape(x.shape)
+        y = x
+        for axis in reversed(range(rank)):  # last axis first: max ties go to the row-major first
+            y = _adaptive_axis(y, axis, size[axis], is_max)
+        chex.assert_shape(y, out_shape)
+        return y
+
+    return parameter_free(output_shape, forward)
+
+
+def _adaptive(kind: str, output_size: int | Sequence[int]) -> Layer:
+    rank = len(output_size) if isinstance(output_size, Sequence) else 2  # else: an int (2-D)
+    if rank < 1:
+        raise shapes.ShapeError(f"{kind} output_size needs at least one spatial dim, got ()")
+    size = shapes.as_tuple(output_size, rank, f"{kind} output_size")
+    shapes.check_positive(size, f"{kind} output_size")
+    return leaf(_adaptive_rule, kind, {"output_size": size})
+
+
+def AdaptiveAvgPool(output_size: int | Sequence[int]) -> Layer:
+    """Mean over PyTorch's adaptive windows: any input size to a fixed ``output_size``.
+
+    Output cell ``i`` of a dim of size ``n`` averages the input cells
+    ``floor(i*n/o) <= j < ceil((i+1)*n/o)`` (:func:`jcnn.shapes.adaptive_windows`), per spatial
+    dim, as ``torch.nn.AdaptiveAvgPool{1,2,3}d``: equal windows when ``o`` divides ``n``,
+    unequal and possibly overlapping ones otherwise, repeated cells when ``o > n``, the identity
+    when ``o == n``. The windows depend on the input, so the layer states ``window=None`` (the
+    receptive-field walk stops at it). No parameters.
+
+    Args:
+        output_size: one int per spatial dim; an int ``o`` means 2-D ``(o, o)``.
+
+    Shapes:
+        x: ``(*spatial, C)`` with ``len(spatial) == len(output_size)`` -> y: ``(*output_size, C)``.
+
+    Raises:
+        ShapeError: output sizes < 1 (at construction); an input of another rank or with an
+            empty spatial dim (at init / apply).
+
+    Example:
+        >>> pool = AdaptiveAvgPool((7, 7))
+        >>> pool.output_shape((2, 2, 512)), pool.output_shape((14, 9, 512))
+        ((7, 7, 512), (7, 7, 512))
+        >>> x = jnp.arange(5.0).reshape(5, 1)   # windows [0, 2), [1, 4), [3, 5)
+        >>> AdaptiveAvgPool((3,)).apply({}, {}, x)[0][:, 0]
+        Array([0.5, 2. , 3.5], dtype=float32)
+    """
+    return _adaptive("AdaptiveAvgPool", output_size)
+
+
+def AdaptiveMaxPool(output_size: int | Sequence[int]) -> Layer:
+    """Maximum over PyTorch's adaptive windows (``torch.nn.AdaptiveMaxPool{1,2,3}d``).
+
+    Windows as :func:`AdaptiveAvgPool`; the gradient of each window goes to its first maximum in
+    row-major order (as ``MaxPool`` and PyTorch route it). No parameters.
+
+    Args:
+        output_size: one int per spatial dim; an int ``o`` means 2-D ``(o, o)``.
+
+    Shapes:
+        x: ``(*spatial, C)`` with ``len(spatial) == len(output_size)`` -> y: ``(*output_size, C)``.
+
+    Raises:
+        ShapeError: as :func:`AdaptiveAvgPool`.
+
+    Example:
+        >>> x = jnp.asarray([3.0, 1.0, 4.0, 1.0, 5.0]).reshape(5, 1)
+        >>> AdaptiveMaxPool((3,)).apply({}, {}, x)[0][:, 0]
+        Array([3., 4., 5.], dtype=float32)
+    """
+    return _adaptive("AdaptiveMaxPool", output_size)

@@ -9,9 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from jcnn import layers as L
-from jcnn import shapes
 from jcnn.layers.core import Layer
-from jcnn.models.alexnet import adaptive_avg_pool
 
 #: torchvision's configurations "A", "B", "D", "E" by depth (number of weight layers).
 CONFIGS: dict[int, tuple[int | str, ...]] = {
@@ -25,7 +23,7 @@ CONFIGS: dict[int, tuple[int | str, ...]] = {
 }  # fmt: skip
 
 #: ``AdaptiveAvgPool2d((7, 7))`` target: the classifier always sees 7*7*512 = 25,088 values.
-POOLED_SIZE = 7
+POOLED_SIZE = (7, 7)
 
 
 def vgg_features(config: Sequence[int | str], *, batch_norm: bool = False) -> Layer:
@@ -46,21 +44,16 @@ def vgg_features(config: Sequence[int | str], *, batch_norm: bool = False) -> La
     return L.serial(*layers, name="features")
 
 
-def vgg(
-    depth: int = 16,
-    *,
-    batch_norm: bool = False,
-    num_classes: int = 1000,
-    input_size: int | Sequence[int] = 224,
-) -> Layer:
+def vgg(depth: int = 16, *, batch_norm: bool = False, num_classes: int = 1000) -> Layer:
     """VGG-``depth`` as in torchvision: ``features``, ``avgpool``, flatten, ``classifier``.
 
     The classifier is dense 4096, ReLU, dropout 0.5, dense 4096, ReLU, dropout 0.5, dense
     ``num_classes`` (torchvision's order: dropout after each ReLU). ``avgpool`` is torchvision's
-    ``AdaptiveAvgPool2d((7, 7))``: for the standard 224x224 input the features are already 7x7,
-    so it is the identity (an ``Identity`` layer); inputs whose feature map is a multiple of 7 work
-    too. With ``batch_norm`` a BatchNorm follows every convolution (torchvision keeps the conv
-    bias there, which is why VGG-11-BN has 5,504 = 2 * 2,752 more parameters than VGG-11).
+    ``AdaptiveAvgPool2d((7, 7))`` (:func:`jcnn.layers.AdaptiveAvgPool`): it takes any feature
+    size to 7x7, so every input from 32x32 up gives the same classifier (at 224x224 the features
+    are already 7x7 and it is the identity; at 64x64 they are 2x2 and cells repeat). With
+    ``batch_norm`` a BatchNorm follows every convolution (torchvision keeps the conv bias there,
+    which is why VGG-11-BN has 5,504 = 2 * 2,752 more parameters than VGG-11).
 
     Parameters (1,000 classes): VGG-11 132,863,336; VGG-13 133,047,848; VGG-16 138,357,544;
     VGG-19 143,667,240 (flatten 25,088 -> 4096 -> 4096 -> 1000 is 123,642,856 of them).
@@ -69,10 +62,10 @@ def vgg(
         depth: 11, 13, 16 or 19.
         batch_norm: insert BatchNorm after every convolution.
         num_classes: logits width.
-        input_size: spatial input size (int or (H, W)); fixes the adaptive pooling window.
 
     Shapes:
-        ``(224, 224, 3) -> (num_classes,)``; features ``(7, 7, 512)``.
+        ``(H, W, 3) -> (num_classes,)`` for ``H, W >= 32``; features ``(H // 32, W // 32, 512)``
+        (``(7, 7, 512)`` at 224x224), ``(7, 7, 512)`` after ``avgpool``.
 
     Raises:
         ValueError: unknown depth.
@@ -84,9 +77,6 @@ def vgg(
     if depth not in CONFIGS:
         raise ValueError(f"vgg depth must be one of {sorted(CONFIGS)}, got {depth!r}")
     config = CONFIGS[depth]
-    size = shapes.as_tuple(input_size, 2, "vgg input_size")
-    pools = config.count("M")
-    feature_size = tuple(n // 2**pools for n in size)
     name = f"vgg{depth}_bn" if batch_norm else f"vgg{depth}"
     classifier = L.serial(
         L.Dense(4096),
@@ -100,7 +90,7 @@ def vgg(
     )
     return L.serial(
         vgg_features(config, batch_norm=batch_norm),
-        adaptive_avg_pool(feature_size, POOLED_SIZE, where=name),
+        L.AdaptiveAvgPool(POOLED_SIZE).named("avgpool"),
         L.Flatten(),
         classifier,
         name=name,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -312,3 +313,157 @@ def test_wrong_rank_errors(layer, shape, rank):
         layer.init(None, shape)
     with pytest.raises(ShapeError, match="ONE example"):
         layer.apply({}, {}, jnp.full(shape, 0.25))
+
+
+# ---------------------------------------------------------------------------------------------
+# Adaptive pooling vs a window loop written here from PyTorch's definition
+# ---------------------------------------------------------------------------------------------
+
+
+def _np_adaptive_windows(n, o):
+    """PyTorch's windows, by float arithmetic: [floor(i*n/o), ceil((i+1)*n/o))."""
+    return [(math.floor(i * n / o), math.ceil((i + 1) * n / o)) for i in range(o)]
+
+
+def np_adaptive_pool(x, output_size, kind):
+    """``(*spatial, C) -> (*output_size, C)``: mean / max of every window box."""
+    windows = [_np_adaptive_windows(n, o) for n, o in zip(x.shape[:-1], output_size)]
+    y = np.empty((*output_size, x.shape[-1]), np.float64)
+    for idx in np.ndindex(*output_size):
+        box = x[tuple(slice(*windows[d][i]) for d, i in enumerate(idx))].reshape(-1, x.shape[-1])
+        y[idx] = box.max(axis=0) if kind == "max" else box.mean(axis=0)
+    return y
+
+
+def np_adaptive_pool_grad(x, g, output_size, kind):
+    """d/dx of sum(pool(x) * g): g / |box| over each box (avg), or to the box's first max in
+    row-major order (max, as PyTorch's CPU kernel scans it)."""
+    windows = [_np_adaptive_windows(n, o) for n, o in zip(x.shape[:-1], output_size)]
+    dx = np.zeros_like(x)
+    for idx in np.ndindex(*output_size):
+        box = tuple(slice(*windows[d][i]) for d, i in enumerate(idx))
+        if kind == "avg":
+            dx[box] += g[idx] / math.prod(s.stop - s.start for s in box)
+            continue
+        sub = x[box]
+        for c in range(x.shape[-1]):
+            arg = np.unravel_index(np.argmax(sub[..., c]), sub.shape[:-1])
+            dx[(*[s.start + a for s, a in zip(box, arg)], c)] += g[(*idx, c)]
+    return dx
+
+
+ADAPTIVE_CASES = [
+    # (spatial, output_size)
+    ((12,), (4,)),  # equal windows
+    ((7,), (3,)),  # n not a multiple of o: unequal, overlapping windows
+    ((3,), (5,)),  # o > n: cells repeat
+    ((6, 9), (2, 3)),  # equal windows, 2-D
+    ((7, 5), (3, 4)),
+    ((13, 13), (6, 6)),  # AlexNet's features at 256x256 input
+    ((2, 3), (7, 7)),  # VGG's features at 64x96 input: o > n
+    ((5, 6), (5, 6)),  # o == n: the identity
+    ((4, 5, 6), (3, 2, 4)),  # 3-D
+    ((3, 4, 2), (5, 4, 1)),  # 3-D mixed: o > n, o == n, o < n
+]
+
+
+def _adaptive(kind, output_size):
+    return L.AdaptiveMaxPool(output_size) if kind == "max" else L.AdaptiveAvgPool(output_size)
+
+
+@pytest.mark.parametrize("kind", ["avg", "max"])
+@pytest.mark.parametrize(("spatial", "output_size"), ADAPTIVE_CASES)
+def test_adaptive_pool_matches_window_loop(spatial, output_size, kind):
+    rng = np.random.default_rng(math.prod(spatial) + sum(output_size))
+    x = rng.standard_normal((*spatial, 3))
+    layer = _adaptive(kind, output_size)
+    with jax.enable_x64(True):
+        out_shape, params, state = layer.init(None, x.shape)
+        jitted = jax.jit(lambda v: layer.apply({}, {}, v)[0])
+        y, eager = jitted(jnp.asarray(x)), layer.apply({}, {}, jnp.asarray(x))[0]
+        abstract = jax.eval_shape(jitted, jnp.asarray(x))
+        g = rng.standard_normal(out_shape)
+        dx = jax.jit(jax.grad(lambda v: jnp.sum(layer.apply({}, {}, v)[0] * jnp.asarray(g))))(
+            jnp.asarray(x)
+        )
+    want = np_adaptive_pool(x, output_size, kind)
+    assert params == {} and state == {}
+    assert out_shape == layer.output_shape(x.shape) == y.shape == abstract.shape == want.shape
+    assert out_shape == (*output_size, 3) and y.dtype == jnp.float64
+    assert _record(f"adaptive {kind}", y, want) < 1e-12
+    np.testing.assert_allclose(np.asarray(eager), np.asarray(y), rtol=1e-13, atol=1e-13)
+    assert np.isfinite(np.asarray(dx)).all()
+    assert (
+        _record(f"adaptive {kind} grad", dx, np_adaptive_pool_grad(x, g, output_size, kind)) < 1e-12
+    )
+
+
+def test_adaptive_max_pool_ties_route_to_the_first_maximum():
+    """Integer data with many ties: each box's cotangent goes to its row-major first max."""
+    rng = np.random.default_rng(11)
+    x = rng.integers(0, 2, (7, 5, 2)).astype(np.float64)
+    layer = L.AdaptiveMaxPool((3, 4))  # overlapping boxes along both dims
+    with jax.enable_x64(True):
+        g = rng.standard_normal((3, 4, 2))
+        dx = jax.grad(lambda v: jnp.sum(layer.apply({}, {}, v)[0] * jnp.asarray(g)))(jnp.asarray(x))
+    np.testing.assert_allclose(np.asarray(dx), np_adaptive_pool_grad(x, g, (3, 4), "max"), 1e-12)
+
+
+def test_adaptive_pools_batched_and_float32():
+    x = np.random.default_rng(12).standard_normal((4, 9, 11, 3)).astype(np.float32)
+    for kind in ("avg", "max"):
+        layer = _adaptive(kind, (4, 3))
+        ys = jax.jit(jax.vmap(lambda v, layer=layer: layer.apply({}, {}, v)[0]))(jnp.asarray(x))
+        assert ys.shape == (4, 4, 3, 3) and ys.dtype == jnp.float32
+        want = np.stack([np_adaptive_pool(v.astype(np.float64), (4, 3), kind) for v in x])
+        np.testing.assert_allclose(np.asarray(ys), want, rtol=1e-5, atol=1e-6)
+
+
+def test_adaptive_pool_facts_and_int_output_size():
+    pool = L.AdaptiveAvgPool(7)  # an int means 2-D
+    assert pool.hparams["output_size"] == (7, 7) and pool.kind == "AdaptiveAvgPool"
+    assert pool == L.AdaptiveAvgPool((7, 7)) and pool != L.AdaptiveMaxPool((7, 7))
+    assert not pool.pointwise and pool.window is None  # windows depend on the input
+    assert repr(pool) == "AdaptiveAvgPool(output_size=(7, 7))"
+    assert pool.output_shape((2, 2, 512)) == pool.output_shape((15, 33, 512)) == (7, 7, 512)
+    assert L.AdaptiveMaxPool((3,)).output_shape((1, 4)) == (3, 4)
+
+
+@pytest.mark.parametrize("make", [L.AdaptiveAvgPool, L.AdaptiveMaxPool])
+def test_adaptive_pool_errors(make):
+    kind = make(1).kind
+    with pytest.raises(ShapeError, match=rf"{kind}: input shape \(10, 3\): expected rank 3 "):
+        make(5).init(None, (10, 3))  # int: 2-D; a 1-D input needs output_size=(5,)
+    with pytest.raises(ShapeError, match=r"ONE example, as output_size \(5,\) is 1-D.*got rank 3"):
+        make((5,)).apply({}, {}, jnp.ones((2, 10, 3)) * 0.5)
+    with pytest.raises(ShapeError, match=rf"{kind}: input shape \(0, 4, 2\).*>= 1"):
+        make((2, 2)).output_shape((0, 4, 2))
+    for bad in (0, (3, 0), (-1,)):
+        with pytest.raises(ShapeError, match=f"{kind} output_size must be >= 1"):
+            make(bad)
+    for bad in ((2.5, 2), 7.0, "7"):
+        with pytest.raises(ShapeError, match=f"{kind} output_size must be an int or a sequence"):
+            make(bad)
+    with pytest.raises(ShapeError, match="at least one spatial dim"):
+        make(())
+
+
+TORCH_FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "torch_parity.npz"
+
+
+def _torch_adaptive_cases() -> list[str]:
+    with np.load(TORCH_FIXTURE) as data:
+        return sorted({k.rsplit("/", 1)[0] for k in data.files if k.startswith("adaptive_")})
+
+
+@pytest.mark.parametrize("case", _torch_adaptive_cases())
+def test_adaptive_pool_matches_stored_torch_outputs(case):
+    """``F.adaptive_{avg,max}_pool2d`` outputs stored by tests/fixtures/make_torch_fixtures.py."""
+    with np.load(TORCH_FIXTURE) as data:
+        x, y, size = (data[f"{case}/{f}"] for f in ("x", "y", "output_size"))
+    x, y = np.moveaxis(x, 1, -1), np.moveaxis(y, 1, -1)  # NCHW -> NHWC
+    size = tuple(int(v) for v in size)
+    layer = _adaptive("max" if case.startswith("adaptive_max") else "avg", size)
+    ys = jax.vmap(lambda v: layer.apply({}, {}, v)[0])(jnp.asarray(x, jnp.float32))
+    assert ys.shape == y.shape
+    assert _record("adaptive vs torch", ys, y) < 1e-5

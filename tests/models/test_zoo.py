@@ -16,6 +16,7 @@ import jcnn
 from jcnn import layers as L
 from jcnn import models
 from jcnn.models.googlenet import CEIL_MODE_PADDING
+from jcnn.models.vgg import vgg_features
 
 IMAGENET = (224, 224, 3)
 
@@ -98,15 +99,64 @@ def test_alexnet_structure():
     assert jcnn.output_shape(features, IMAGENET) == (6, 6, 256)
 
 
-def test_adaptive_pool_for_larger_inputs():
-    # 448 -> VGG features 14x14 -> 2x2 average pool -> 7x7: same classifier, same count.
-    big = models.vgg11(input_size=448)
-    assert _child(big, "avgpool").window.kernel_size == (2, 2)
-    assert jcnn.count_params(big, (448, 448, 3)) == 132_863_336
-    with pytest.raises(ValueError, match="cannot be pooled"):
-        models.vgg11(input_size=256)  # 8x8 features: not a multiple of 7
-    with pytest.raises(ValueError, match="cannot be pooled"):
-        models.alexnet(input_size=256)  # 7x7 features
+@pytest.mark.parametrize(
+    ("make", "pooled", "count"),
+    [
+        (models.vgg11, (7, 7, 512), 132_863_336),
+        (models.vgg16_bn, (7, 7, 512), 138_365_992),
+        (models.alexnet, (6, 6, 256), 61_100_840),
+    ],
+)
+@pytest.mark.parametrize("shape", [(64, 64, 3), (96, 80, 3), (256, 256, 3), (448, 448, 3)])
+def test_adaptive_avgpool_takes_any_input_size(make, pooled, count, shape):
+    # torchvision's AdaptiveAvgPool2d: any feature size -> the same classifier and count
+    # (64x64: VGG features 2x2 and AlexNet's 1x1, pooled up; 256: 8x8 / 7x7, unequal windows).
+    net = make()
+    avgpool = _child(net, "avgpool")
+    assert avgpool.kind == "AdaptiveAvgPool" and avgpool.hparams["output_size"] == pooled[:2]
+    head = L.serial(*[c.named(k) for k, c in net.children[:2]])  # features, avgpool
+    assert jcnn.output_shape(head, shape) == pooled
+    assert jcnn.output_shape(net, shape) == (1000,)
+    assert jcnn.count_params(net, shape) == count
+
+
+def test_zoo_params_tree_keeps_its_names():
+    for make in (models.alexnet, models.vgg11):
+        _, params, _ = jcnn.init_shapes(make(), IMAGENET)
+        assert sorted(params) == ["Flatten_0", "avgpool", "classifier", "features"]
+        assert params["avgpool"] == {} and params["Flatten_0"] == {}
+
+
+def test_too_small_inputs_name_the_failing_layer():
+    with pytest.raises(ValueError, match="MaxPool"):
+        jcnn.output_shape(models.vgg11(), (31, 31, 3))  # the fifth 2x2 pool gets 1x1
+    with pytest.raises(ValueError, match="MaxPool"):
+        jcnn.output_shape(models.alexnet(), (62, 62, 3))  # pool5 gets 2x2
+    assert jcnn.output_shape(models.vgg11(), (32, 32, 3)) == (1000,)
+    assert jcnn.output_shape(models.alexnet(), (63, 63, 3)) == (1000,)
+
+
+def test_small_vgg_like_forward_through_adaptive_pool():
+    """A real forward: tiny VGG features (two 2x2 pools) on 10x10 -> 2x2, pooled up to 7x7."""
+    net = L.serial(
+        vgg_features((4, "M", 8, "M")),
+        L.AdaptiveAvgPool((7, 7)).named("avgpool"),
+        L.Flatten(),
+        L.Dense(3),
+    )
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 10, 10, 3)), jnp.float32)
+    params, state = _random_init(net, x.shape[1:], seed=1)
+    features, _ = jcnn.batched(_child(net, "features").apply)(
+        params["features"], state["features"], x
+    )
+    assert features.shape == (2, 2, 2, 8)
+    out = np.asarray(jax.jit(jcnn.batched(net.apply))(params, state, x)[0])
+    # 2 -> 7 windows [floor(2i/7), ceil(2(i+1)/7)): cell 0 for i < 3, both for i = 3, then cell 1.
+    a = np.array([[1, 0], [1, 0], [1, 0], [0.5, 0.5], [0, 1], [0, 1], [0, 1]])
+    pooled = np.einsum("ih,jw,bhwc->bijc", a, a, np.asarray(features, np.float64))
+    dense = params["Dense_0"]
+    want = pooled.reshape(2, -1) @ np.asarray(dense["kernel"]) + np.asarray(dense["bias"])
+    np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-5)
 
 
 def _param_dicts(tree, path=""):
