@@ -18,7 +18,7 @@ Pointwise layers (``layer.pointwise``: activations, BatchNorm, Dropout, Identity
 channel axis) leave the field as it is. Branches applied to the same input (``residual``, ``concat``) give the union of their fields
 (the bounding interval; exact for the support of the gradient when no path cancels another).
 The walk stops at the first layer that is neither pointwise nor windowed (``Flatten``, global
-pooling, ``Reshape``, ``GroupNorm``): after it every unit sees the whole input. Windowed layers
+and adaptive pooling, ``Reshape``, ``GroupNorm``): after it every unit sees the whole input. Windowed layers
 are read from ``layer.window`` (kernel size, stride, padding, dilation) and how combinators join
 their children from ``layer.combine``.
 """
@@ -289,7 +289,7 @@ def network_receptive_field(net: Layer, input_shape: Sequence[int]) -> list[RFRo
 
     Example:
         >>> rows = network_receptive_field(models.alexnet(), (224, 224, 3))
-        >>> rows[-1].rf   # after pool5 (at 224 the adaptive pool is the identity)
+        >>> rows[-1].rf   # after pool5 (the walk stops at the adaptive avgpool)
         (195, 195)
     """
     return receptive_field(layer_specs(net, input_shape))

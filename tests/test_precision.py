@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import jax
@@ -105,10 +106,16 @@ def test_backward_dtypes_bf16_matmuls_float32_grads():
     def grads(p, s, b):
         return loss_and_grads(net.apply, softmax_cross_entropy, p, s, b, key=None)
 
-    eqns = equations(jax.make_jaxpr(grads)(params, state, batch).jaxpr)
-    mm = input_dtypes(eqns, {"conv_general_dilated", "dot_general"})
-    # 3 forward; backward: 2 per conv/dense except the first conv's input gradient.
-    assert len(mm) == 3 + 5 and all(d == {BF16} for d in mm)
+    # The jaxpr holds every platform's derivative rule (lowering="auto" picks one when the
+    # program is lowered), so count the matmuls of the program as lowered for each platform.
+    for platform in ("cpu", "cuda"):
+        lowered = jax.jit(grads).trace(params, state, batch).lower(lowering_platforms=(platform,))
+        lines = lowered.as_text().splitlines()
+        ops = [ln for ln in lines if re.search(r"stablehlo\.(convolution|dot_general)", ln)]
+        operands = [re.search(r": \((.*?)\) ->", ln).group(1) for ln in ops]
+        # 3 forward; backward: 2 per conv/dense except the first conv's input gradient.
+        assert len(ops) == 3 + 5, platform
+        assert all(o.count("xbf16>") == 2 for o in operands), (platform, operands)
     (loss, (new_state, _)), g = jax.eval_shape(grads, params, state, batch)
     assert loss.dtype == F32
     assert jax.tree.map(lambda a: a.dtype, g) == jax.tree.map(lambda a: a.dtype, params)

@@ -174,8 +174,9 @@ def Conv(
         kernel_init: default ``lecun_normal()`` (fan-in ``prod(window) * C_in // groups``).
         bias_init: default zeros.
         precision: passed to ``lax.conv_general_dilated``.
-        lowering: how derivatives are formed: ``"auto"`` (default: per platform and shape),
-            ``"native"`` or ``"patches"``; forward values are the same in all (see
+        lowering: how derivatives are formed: ``"auto"`` (default: ``"patches"`` for thin convs
+            in a program lowered for CPU, ``"native"`` otherwise, decided when the program is
+            lowered), ``"native"`` or ``"patches"``; forward values are the same in all (see
             :mod:`jcnn.lowering`).
 
     Shapes:
