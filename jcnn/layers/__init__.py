@@ -21,7 +21,7 @@ from jcnn.layers.combinators import (
     serial,
 )
 from jcnn.layers.conv import Conv, ConvTranspose
-from jcnn.layers.core import Layer
+from jcnn.layers.core import Layer, custom
 from jcnn.layers.dense import Dense, Flatten, Identity, Reshape
 from jcnn.layers.dropout import Dropout
 from jcnn.layers.norm import BatchNorm, GroupNorm, LayerNorm
@@ -64,6 +64,7 @@ __all__ = [
     "SumPool",
     "Tanh",
     "concat",
+    "custom",
     "elementwise",
     "fan_in_concat",
     "fan_in_sum",
