@@ -20,6 +20,7 @@ from jcnn.layers.core import (
     Fns,
     Layer,
     check_tree,
+    in_child,
     layer_error,
     leaf,
     parameter_free,
@@ -72,7 +73,7 @@ def _serial_rule(layer: Layer) -> Fns:
     def init(key, input_shape):
         params, state, shape = {}, {}, input_shape
         for (k, child), sub in zip(children, jax.random.split(key, len(children))):
-            shape, params[k], state[k] = child.init(sub, shape)
+            shape, params[k], state[k] = in_child(where, k, child, child.init, sub, shape)
         return shape, params, state
 
     def apply(params, state, x, *, key=None, train=False):
@@ -80,12 +81,14 @@ def _serial_rule(layer: Layer) -> Fns:
         check_tree(where, state, keys, "state")
         new_state = {}
         for (k, child), sub in zip(children, split_key(key, len(children))):
-            x, new_state[k] = child.apply(params[k], state[k], x, key=sub, train=train)
+            x, new_state[k] = in_child(
+                where, k, child, child.apply, params[k], state[k], x, key=sub, train=train
+            )
         return x, new_state
 
     def output_shape(input_shape):
-        for _, child in children:
-            input_shape = child.output_shape(input_shape)
+        for k, child in children:
+            input_shape = in_child(where, k, child, child.output_shape, input_shape)
         return input_shape
 
     return Fns(init, apply, output_shape)
@@ -121,7 +124,7 @@ def _parallel_rule(layer: Layer) -> Fns:
         for (k, child), sub, shape in zip(
             children, jax.random.split(key, len(children)), input_shape
         ):
-            out, params[k], state[k] = child.init(sub, shape)
+            out, params[k], state[k] = in_child(where, k, child, child.init, sub, shape)
             outs.append(out)
         return tuple(outs), params, state
 
@@ -130,13 +133,18 @@ def _parallel_rule(layer: Layer) -> Fns:
         check_tree(where, params, keys, "params")
         outs, new_state = [], {}
         for (k, child), sub, x in zip(children, split_key(key, len(children)), xs):
-            y, new_state[k] = child.apply(params[k], state[k], x, key=sub, train=train)
+            y, new_state[k] = in_child(
+                where, k, child, child.apply, params[k], state[k], x, key=sub, train=train
+            )
             outs.append(y)
         return tuple(outs), new_state
 
     def output_shape(input_shape):
         check(input_shape)
-        return tuple(child.output_shape(s) for (_, child), s in zip(children, input_shape))
+        return tuple(
+            in_child(where, k, child, child.output_shape, s)
+            for (k, child), s in zip(children, input_shape)
+        )
 
     return Fns(init, apply, output_shape)
 
@@ -262,7 +270,8 @@ def _residual_rule(layer: Layer) -> Fns:
     keys = ("block", "shortcut")
 
     def output_shape(input_shape):
-        out, out_sc = block.output_shape(input_shape), shortcut.output_shape(input_shape)
+        out = in_child(name, "block", block, block.output_shape, input_shape)
+        out_sc = in_child(name, "shortcut", shortcut, shortcut.output_shape, input_shape)
         if out != out_sc:
             raise layer_error(
                 name, input_shape, f"block gives {out} but shortcut gives {out_sc}; they are added"
@@ -272,15 +281,28 @@ def _residual_rule(layer: Layer) -> Fns:
     def init(key, input_shape):
         output_shape(input_shape)
         k1, k2 = jax.random.split(key)
-        out, p_block, s_block = block.init(k1, input_shape)
-        _, p_sc, s_sc = shortcut.init(k2, input_shape)
+        out, p_block, s_block = in_child(name, "block", block, block.init, k1, input_shape)
+        _, p_sc, s_sc = in_child(name, "shortcut", shortcut, shortcut.init, k2, input_shape)
         return out, {"block": p_block, "shortcut": p_sc}, {"block": s_block, "shortcut": s_sc}
 
     def apply(params, state, x, *, key=None, train=False):
         check_tree(name, params, keys, "params")
         k1, k2 = split_key(key, 2)
-        y, s_block = block.apply(params["block"], state["block"], x, key=k1, train=train)
-        z, s_sc = shortcut.apply(params["shortcut"], state["shortcut"], x, key=k2, train=train)
+        p, s = params, state
+        y, s_block = in_child(
+            name, "block", block, block.apply, p["block"], s["block"], x, key=k1, train=train
+        )
+        z, s_sc = in_child(
+            name,
+            "shortcut",
+            shortcut,
+            shortcut.apply,
+            p["shortcut"],
+            s["shortcut"],
+            x,
+            key=k2,
+            train=train,
+        )
         if y.shape != z.shape:
             raise layer_error(name, x.shape, f"block gives {y.shape} but shortcut gives {z.shape}")
         return y + z, {"block": s_block, "shortcut": s_sc}

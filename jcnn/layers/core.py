@@ -444,6 +444,48 @@ def custom(
     return leaf(_custom_rule, kind, hp, pointwise=pointwise, window=window)
 
 
+#: Error types whose message a combinator rewrites to name the failing layer's path.
+_LOCATED = (ShapeError, ValueError, TypeError, NameError)
+
+
+def locate(err: BaseException, parent: str, key: str, child: Layer) -> BaseException:
+    """``err`` raised inside ``child`` (keyed ``key`` in the combinator named ``parent``), with
+    its message starting at the path ``parent/key/...`` instead of the child's own label.
+
+    A leaf labels its errors with its kind (``"Conv: input shape ..."``); each combinator on the
+    way up replaces that label by the child's key and prefixes its own name, so the error that
+    reaches the user reads ``resnet18/layer2/serial_0/residual/block/serial_0/Conv_0: ...``.
+    Only jcnn's own error types are rewritten (exactly ShapeError, ValueError, TypeError,
+    NameError); subclasses such as JAX's tracer errors pass through unchanged.
+    """
+    path = getattr(err, "jcnn_path", None)
+    if path is None:
+        message = str(err.args[0]) if len(err.args) == 1 else str(err)
+        for label in (child.name, child.kind):
+            if message.startswith(f"{label}: "):
+                message = message[len(label) + 2 :]
+                break
+        path, detail = (key,), message
+    else:
+        path, detail = (key, *path[1:]), err.jcnn_detail
+    path = (parent, *path)
+    new = type(err)(f"{'/'.join(path)}: {detail}")
+    new.jcnn_path, new.jcnn_detail = path, detail
+    return new
+
+
+def in_child(
+    parent: str, child_key: str, child: Layer, fn: Callable[..., Any], /, *args, **kwargs
+) -> Any:
+    """``fn(*args, **kwargs)`` (one of ``child``'s functions); errors name the child's path."""
+    try:
+        return fn(*args, **kwargs)
+    except _LOCATED as err:
+        if type(err) not in _LOCATED:
+            raise
+        raise locate(err, parent, child_key, child) from None
+
+
 def layer_error(layer: str, input_shape: Any, message: str) -> ShapeError:
     """A ShapeError whose message starts with the layer and the input shape it was given."""
     return ShapeError(f"{layer}: input shape {tuple(input_shape)}: {message}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import jax
 from jax import lax
 
-from jcnn.layers.core import Fns, Layer, check_tree, layer_error
+from jcnn.layers.core import Fns, Layer, check_tree, in_child, layer_error
 
 
 def repeat(layer: Layer, n: int, *, name: str = "repeat") -> Layer:
@@ -59,7 +59,7 @@ def _repeat_rule(layer: Layer) -> Fns:
     ((_, block),) = layer.children
 
     def output_shape(input_shape):
-        out_shape = block.output_shape(input_shape)
+        out_shape = in_child(name, "blocks", block, block.output_shape, input_shape)
         if out_shape != input_shape:
             raise layer_error(
                 name,
@@ -70,7 +70,11 @@ def _repeat_rule(layer: Layer) -> Fns:
 
     def init(key, input_shape):
         out_shape = output_shape(tuple(input_shape))
-        params, state = jax.vmap(lambda k: block.init(k, input_shape)[1:])(jax.random.split(key, n))
+
+        def init_one(k):
+            return in_child(name, "blocks", block, block.init, k, input_shape)[1:]
+
+        params, state = jax.vmap(init_one)(jax.random.split(key, n))
         return out_shape, {"blocks": params}, {"blocks": state}
 
     def apply(params, state, x, *, key=None, train=False):
@@ -80,7 +84,7 @@ def _repeat_rule(layer: Layer) -> Fns:
 
         def body(h, xs):
             p, s, k = xs
-            h2, s2 = block.apply(p, s, h, key=k, train=train)
+            h2, s2 = in_child(name, "blocks", block, block.apply, p, s, h, key=k, train=train)
             if h2.shape != h.shape or h2.dtype != h.dtype:
                 raise layer_error(
                     name, h.shape, f"the repeated block must keep the shape, got {h2.shape}"

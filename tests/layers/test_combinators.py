@@ -11,6 +11,7 @@ from jax.test_util import check_grads
 
 import jcnn
 from jcnn import layers as L
+from jcnn import models
 from jcnn.shapes import ShapeError
 
 
@@ -274,6 +275,24 @@ def test_residual_shape_mismatch_errors_at_init(block, shortcut):
         jcnn.init_shapes(net, (6, 6, 4))
 
 
+def test_errors_name_the_path_of_the_failing_layer():
+    """Each combinator on the way up puts the child's key in place of its kind."""
+    with pytest.raises(ShapeError, match=r"^cnn/Conv_1: input shape \(2, 2, 8\): spatial dim 0"):
+        models.cnn().init(jax.random.key(0), (8, 8, 1))
+    with pytest.raises(ShapeError, match=r"^cnn/Conv_1: input shape \(2, 2, 8\)"):
+        models.cnn().output_shape((8, 8, 1))
+    deep = L.serial(L.Conv(4, 3, padding=1), L.residual(L.serial(L.Conv(4, 3), L.Relu())))
+    with pytest.raises(ShapeError, match=r"^serial/residual_0: input shape .*block gives"):
+        deep.init(jax.random.key(0), (6, 6, 1))
+    net = L.serial(L.repeat(L.residual(L.serial(L.Conv(2, 3, padding=1), L.Dense(3))), 2))
+    with pytest.raises(ShapeError, match=r"^serial/repeat_0/blocks: input shape \(5, 5, 2\): block gives"):
+        net.init(jax.random.key(0), (5, 5, 2))
+    two = L.serial(L.Conv(4, 3), L.Flatten(), L.Dense(2))
+    _, params, state = random_init(two, (6, 6, 1))
+    with pytest.raises(ShapeError, match=r"^serial/Conv_0: input shape \(6, 6\): expected rank 3"):
+        two.apply(params, state, _x((6, 6)))
+
+
 def test_params_from_another_architecture_error():
     net_a = L.serial(L.Conv(4, 3), L.Relu(), L.Flatten(), L.Dense(2))
     net_b = L.serial(L.Flatten(), L.Dense(5), L.Relu(), L.Dense(2))
@@ -285,7 +304,9 @@ def test_params_from_another_architecture_error():
     # Same keys, different sizes: caught by the layer itself.
     net_c = L.serial(L.Conv(6, 3), L.Relu(), L.Flatten(), L.Dense(2))
     _, p_c, s_c = random_init(net_c, (6, 6, 1))
-    with pytest.raises(ValueError, match="Conv: params from another architecture.*'kernel'"):
+    with pytest.raises(
+        ValueError, match="serial/Conv_0: params from another architecture.*'kernel'"
+    ):
         net_a.apply(p_c, s_c, x)
     res = L.residual(L.Relu())
     with pytest.raises(ValueError, match="residual: params from another architecture"):
