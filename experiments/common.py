@@ -224,9 +224,10 @@ def train_seeds(
 ) -> list[Any]:
     """Trains ``net`` once per seed with Adam, compiling its steps only once.
 
-    The loop of ``jcnn.fit.fit(..., seed=s)`` (same initialisation, per-epoch permutations,
-    per-step keys and history), but the jitted train and eval steps are compiled once and reused
-    for every seed, so a multi-seed comparison pays one step compilation per architecture.
+    ``jcnn.fit.fit(..., seed=s)`` for every seed, with one progress bar over all of them and the
+    step factory ``functools.cache(jcnn.train.default_steps)``: the jitted train and eval steps
+    are compiled once and reused for every seed, so a multi-seed comparison pays one step
+    compilation per architecture.
 
     Args:
         net: the network (per-example ``Layer``).
@@ -253,70 +254,45 @@ def train_seeds(
 
 
 def _train_seeds(net, train, val, seeds, epochs, batch_size, lr, loop, progress, desc):
-    import jax
-    import jax.numpy as jnp
+    import functools
+
     import optax
     from tqdm.auto import tqdm
 
-    from jcnn.fit import FitResult, evaluate
-    from jcnn.losses import softmax_cross_entropy
-    from jcnn.train import (
-        create_train_state,
-        data_rng,
-        epoch_permutation,
-        host_batches,
-        make_epoch,
-        make_eval_step,
-        make_train_step,
-    )
+    from jcnn.fit import fit
+    from jcnn.train import default_steps
 
-    x_train, y_train = train
-    n = len(x_train)
-    steps = n // batch_size
     optimizer = optax.adam(lr)
-    eval_step = make_eval_step(net.apply, softmax_cross_entropy)
-    if loop == "device":
-        run_epoch = make_epoch(net.apply, softmax_cross_entropy, optimizer, batch_size)
-        images, labels = jax.device_put(x_train), jax.device_put(y_train)
-    else:
-        step = make_train_step(net.apply, softmax_cross_entropy, optimizer)
-
-    results = []
+    steps = functools.cache(default_steps)  # one spec for every seed: compiled once
     bar = tqdm(
-        total=len(seeds) * epochs * steps,
+        total=len(seeds) * epochs * (len(train[0]) // batch_size),
         disable=not progress,
         unit="step",
         desc=desc,
         dynamic_ncols=True,
     )
+    results = []
     for seed in seeds:
-        ts = create_train_state(net, x_train.shape[1:], optimizer, seed=seed)
-        shuffle = data_rng(seed)
-        history: dict[str, list[float]] = {}
-        for epoch in range(epochs):
-            t0 = time.perf_counter()
-            sums: dict[str, float] = {}
-            if loop == "device":
-                ts, metrics = run_epoch(ts, images, labels, epoch, data_rng=shuffle)
-                sums = {k: float(jnp.sum(v)) for k, v in metrics.items()}
-                bar.update(steps)
-            else:
-                perm = np.asarray(epoch_permutation(shuffle, epoch, n))
-                for batch in host_batches(x_train, y_train, batch_size, perm):
-                    ts, metrics = step(ts, batch)
-                    for k, v in metrics.items():
-                        sums[k] = sums.get(k, 0.0) + float(v)
-                    bar.update(1)
-            record = {f"train_{k}": v / steps for k, v in sums.items()}
-            record.update(
-                {f"val_{k}": v for k, v in evaluate(eval_step, ts, val, batch_size).items()}
-            )
-            record["seconds"] = time.perf_counter() - t0
-            history.setdefault("epoch", []).append(epoch + 1)
-            for k, v in record.items():
-                history.setdefault(k, []).append(v)
+
+        def show(epoch: int, record: dict[str, float], seed: int = seed) -> None:
             bar.set_postfix(seed=seed, epoch=epoch + 1, val_acc=f"{record['val_accuracy']:.4f}")
-        results.append(FitResult(train_state=ts, history=history))
+
+        result = fit(
+            net,
+            train,
+            val=val,
+            optimizer=optimizer,
+            epochs=epochs,
+            batch_size=batch_size,
+            seed=seed,
+            on_device=loop == "device",
+            eval_batch_size=batch_size,
+            progress=False,
+            steps=steps,
+            on_chunk_end=lambda chunk: bar.update(chunk.num_steps),
+            on_epoch_end=show,
+        )
+        results.append(result)
     bar.close()
     return results
 

@@ -9,9 +9,10 @@ Layers are ``(init, apply)`` pairs written for one example and batched with ``vm
     out_shape, params, state = net.init(jax.random.key(0), (28, 28, 1))
     ys, state = jcnn.batched(net.apply)(params, state, xs)
 
-Modules loaded on demand: ``jcnn.train`` and ``jcnn.fit`` (training), ``jcnn.checkpoint``,
-``jcnn.data``, ``jcnn.viz``, ``jcnn.distributed``, ``jcnn.precision``, ``jcnn.remat``,
-``jcnn.receptive``, ``jcnn.localization``, ``jcnn.porting``, ``jcnn.lowering``.
+Modules loaded on demand: ``jcnn.train`` and ``jcnn.fit`` (training), ``jcnn.transfer``
+(transfer learning), ``jcnn.checkpoint``, ``jcnn.data``, ``jcnn.viz``, ``jcnn.distributed``,
+``jcnn.precision``, ``jcnn.remat``, ``jcnn.receptive``, ``jcnn.localization``, ``jcnn.porting``,
+``jcnn.lowering``.
 """
 
 from jcnn import initializers, layers, losses, models, shapes, signal

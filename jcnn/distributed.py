@@ -20,14 +20,18 @@ With one process, ``rows`` is the whole batch. With many (one per host, after
 :func:`initialize`), each process loads only its rows and
 ``jax.make_array_from_process_local_data`` assembles the global batch without copying data
 between hosts.
+
+The training loop is :func:`jcnn.fit.fit`'s: :func:`sharded_steps` is its step factory for a
+mesh (``fit(net, (x, y), on_device=False, steps=sharded_steps(mesh))``), and
+:func:`fit_sharded` is that call.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
-import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import jax
@@ -41,16 +45,18 @@ try:
 except ImportError:  # jax < 0.5: every mesh axis is "auto"
     AxisType = None
 
+from jcnn.fit import fit
 from jcnn.layers.core import Layer
 from jcnn.losses import softmax_cross_entropy
 from jcnn.train import (
     Batch,
     LossFn,
+    StepFactory,
+    Steps,
+    StepSpec,
     TrainState,
-    create_train_state,
-    data_rng,
     default_metrics,
-    epoch_permutation,
+    make_eval_step,
     train_step,
 )
 
@@ -336,6 +342,57 @@ def host_value(x: jax.Array) -> np.ndarray:
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
+def sharded_steps(
+    mesh: Mesh,
+    *,
+    fsdp: bool = False,
+    min_size: int = 2**14,
+    axis_name: str = DATA_AXIS,
+    compiler_options: dict[str, Any] | None = None,
+) -> StepFactory:
+    """The step factory of data-parallel training on ``mesh``, for ``jcnn.fit.fit(steps=...)``.
+
+    The factory's :class:`jcnn.train.Steps`: :func:`make_sharded_train_step` as the train step,
+    the train state placed by :func:`shard_params` (replicated, or FSDP with ``fsdp=True``),
+    each batch by :func:`shard_batch` from this process's :func:`process_batch_slice` of it,
+    and a plain ``jax.jit`` eval step. There is no on-device epoch: run ``fit`` with
+    ``on_device=False``.
+
+    Example:
+        >>> from jcnn.fit import fit
+        >>> x, y = np.ones((32, 3), np.float32), np.zeros(32, np.int32)
+        >>> result = fit(L.serial(L.Dense(2)), (x, y), epochs=1, batch_size=16, progress=False,
+        ...              on_device=False, steps=sharded_steps(data_mesh()))
+        >>> int(result.train_state.step)
+        2
+    """
+
+    def factory(spec: StepSpec) -> Steps:
+        if spec.transform is not None:
+            raise ValueError("sharded_steps: transform needs the on-device loop, which it lacks")
+        return Steps(
+            train_step=make_sharded_train_step(
+                spec.apply,
+                spec.loss_fn,
+                spec.optimizer,
+                mesh,
+                fsdp=fsdp,
+                min_size=min_size,
+                metrics_fn=spec.metrics_fn,
+                axis_name=axis_name,
+                compiler_options=compiler_options,
+            ),
+            eval_step=make_eval_step(spec.apply, spec.loss_fn, metrics_fn=spec.metrics_fn),
+            place_state=partial(
+                shard_params, mesh=mesh, fsdp=fsdp, axis_name=axis_name, min_size=min_size
+            ),
+            place_data=partial(shard_batch, mesh=mesh, axis_name=axis_name),
+            batch_rows=process_batch_slice(spec.batch_size, mesh, axis_name=axis_name),
+        )
+
+    return factory
+
+
 def fit_sharded(
     layer: Layer,
     train: tuple[np.ndarray, np.ndarray],
@@ -351,55 +408,38 @@ def fit_sharded(
     min_size: int = 2**14,
     train_state: TrainState | None = None,
     compiler_options: dict[str, Any] | None = None,
-    on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+    on_epoch_end: Callable[[int, dict[str, float]], bool | None] | None = None,
 ) -> tuple[TrainState, dict[str, list[float]]]:
     """Epochs of data-parallel training: :func:`jcnn.fit.fit`'s host loop on a mesh.
 
-    ``batch_size`` is the GLOBAL batch. Every process passes the same ``train`` arrays (or
-    memory-maps of them) and reads only its rows of each batch; the shuffling is
+    ``fit(..., on_device=False, progress=False, steps=sharded_steps(mesh, ...))``; for its other
+    options (validation, checkpoints, frozen params, hooks) call ``fit`` so. ``batch_size`` is
+    the GLOBAL batch. Every process passes the same ``train`` arrays (or memory-maps of them)
+    and reads only its rows of each batch; the shuffling is
     :func:`jcnn.train.epoch_permutation` of ``(seed, epoch)``, the same as ``fit``, so a run
-    gives the same params on any number of devices (up to float reduction order).
+    gives the same params on any number of devices (up to float reduction order). The given
+    ``train_state`` is copied onto the mesh (the caller's arrays survive).
 
     Returns:
-        ``(train_state, history)``, history holding per-epoch ``train_loss`` (and the other
-        metrics) and ``seconds``.
+        ``(train_state, history)``, history holding per-epoch ``epoch``, ``train_loss`` (and the
+        other metrics) and ``seconds``.
     """
-    mesh = mesh or data_mesh()
-    x_train, y_train = train
-    n = len(x_train)
-    steps = n // batch_size
-    if steps == 0:
-        raise ValueError(
-            f"fit_sharded: {n} training examples are fewer than batch_size={batch_size}"
-        )
-    optimizer = optimizer or optax.adam(1e-3)
-    ts = train_state or create_train_state(layer, x_train.shape[1:], optimizer, seed=seed)
-    ts = shard_params(ts, mesh, fsdp=fsdp, min_size=min_size)
-    step = make_sharded_train_step(
-        layer.apply,
-        loss_fn,
-        optimizer,
-        mesh,
-        fsdp=fsdp,
-        min_size=min_size,
-        metrics_fn=metrics_fn,
-        compiler_options=compiler_options,
+    steps = sharded_steps(
+        mesh or data_mesh(), fsdp=fsdp, min_size=min_size, compiler_options=compiler_options
     )
-    rows = process_batch_slice(batch_size, mesh)
-    shuffle = data_rng(seed)
-    history: dict[str, list[float]] = {}
-    for epoch in range(epochs):
-        t0 = time.perf_counter()
-        perm = np.asarray(epoch_permutation(shuffle, epoch, n))
-        sums: dict[str, jax.Array] = {}
-        for i in range(steps):
-            idx = perm[i * batch_size : (i + 1) * batch_size][rows]
-            ts, metrics = step(ts, shard_batch((x_train[idx], y_train[idx]), mesh))
-            sums = {k: sums.get(k, 0.0) + v for k, v in metrics.items()}
-        record = {f"train_{k}": float(host_value(v)) / steps for k, v in sums.items()}
-        record["seconds"] = time.perf_counter() - t0
-        for k, v in record.items():
-            history.setdefault(k, []).append(v)
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, record)
-    return ts, history
+    result = fit(
+        layer,
+        train,
+        optimizer=optimizer,
+        loss_fn=loss_fn,
+        metrics_fn=metrics_fn,
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=seed,
+        on_device=False,
+        train_state=train_state,
+        progress=False,
+        on_epoch_end=on_epoch_end,
+        steps=steps,
+    )
+    return result.train_state, result.history

@@ -1,4 +1,4 @@
-"""Training: a train-state pytree, jit-compiled steps, an on-device epoch and a host loop.
+"""Training: a train-state pytree, jit-compiled steps, an on-device epoch and the step factory.
 
 The pieces compose; use the ones you need::
 
@@ -7,17 +7,22 @@ The pieces compose; use the ones you need::
     ts, metrics = step(ts, (x_batch, y_batch))
 
     epoch = make_epoch(net.apply, softmax_cross_entropy, optax.adam(5e-3), batch_size=1000)
-    ts, metrics = epoch(ts, images, labels, 0)     # one compiled call: shuffle + scan over steps
+    ts, metrics = epoch(ts, images, labels, 0, data_rng=data_rng(0))   # one compiled call
 
-Randomness is a function of (seed, step) and (seed, epoch): the dropout key of step ``t`` is
-``fold_in(rng, t)`` and the shuffling of epoch ``e`` is ``permutation(fold_in(data_rng, e))``.
-So a run resumed from a checkpoint at any step replays exactly what an uninterrupted run does.
+:func:`default_steps` makes the compiled functions :func:`jcnn.fit.fit` runs (its ``steps`` hook,
+a :data:`StepFactory`; :func:`jcnn.distributed.sharded_steps` is the one for a mesh).
+
+Randomness is a function of (seed, step) and (seed, epoch). A seed has three streams,
+``fold_in(key(seed), i)``: 0 initialises the params (:func:`init_key`), 1 is the root of the
+per-step keys (the dropout key of step ``t`` is ``fold_in(stream_1, t)``, :func:`step_key`) and 2
+orders the data (:func:`data_rng`; the shuffling of epoch ``e`` is ``epoch_permutation(data_rng,
+e, n)``, from :mod:`jcnn.data.batching`). So a run resumed from a checkpoint at any step replays
+exactly what an uninterrupted run does.
 """
 
 from __future__ import annotations
 
-import queue
-import threading
+import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from fnmatch import fnmatch
 from typing import Any, NamedTuple
@@ -26,13 +31,54 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import optax.tree_utils as otu
+from jax.tree_util import keystr
 
 from jcnn.batch import batched
+from jcnn.data.batching import batches, data_rng, epoch_permutation
 from jcnn.layers.core import Layer
 from jcnn.losses import accuracy
 
 LossFn = Callable[[jax.Array, jax.Array], jax.Array]
+MetricsFn = Callable[[jax.Array, jax.Array], dict[str, jax.Array]]
+Transform = Callable[[jax.Array, jax.Array], jax.Array]
 Batch = tuple[jax.Array, jax.Array]
+
+__all__ = [
+    "Batch",
+    "LossFn",
+    "MetricsFn",
+    "StepFactory",
+    "StepSpec",
+    "Steps",
+    "TrainState",
+    "Transform",
+    "accumulated_loss_and_grads",
+    "apply_gradients",
+    "create_train_state",
+    "data_rng",
+    "default_metrics",
+    "default_steps",
+    "epoch_permutation",
+    "freeze",
+    "host_batches",
+    "init_key",
+    "loss_and_grads",
+    "make_epoch",
+    "make_eval_step",
+    "make_train_step",
+    "param_labels",
+    "param_path",
+    "step_key",
+    "train_step",
+]
+
+INIT_STREAM, STEP_STREAM = 0, 1  # the data stream, 2, is jcnn.data.batching.DATA_STREAM
+
+
+def init_key(seed: int) -> jax.Array:
+    """The key that initialises the params for ``seed``: ``fold_in(key(seed), 0)``."""
+    return jax.random.fold_in(jax.random.key(seed), INIT_STREAM)
 
 
 class TrainState(NamedTuple):
@@ -52,6 +98,29 @@ class TrainState(NamedTuple):
     step: jax.Array
     rng: jax.Array
 
+    @classmethod
+    def create(
+        cls, params: Any, state: Any, optimizer: optax.GradientTransformation, *, seed: int = 0
+    ) -> TrainState:
+        """A train state at step 0 around given params and layer state.
+
+        ``opt_state`` is ``optimizer.init(params)`` and ``rng`` is stream 1 of ``seed`` (the
+        root of the step keys), as in :func:`create_train_state`, which calls this.
+
+        Example:
+            >>> ts = TrainState.create({"w": jnp.ones(3)}, {}, optax.sgd(0.1), seed=0)
+            >>> int(ts.step), ts.rng.shape
+            (0, (2,))
+        """
+        root = jax.random.key(seed)
+        return cls(
+            params=params,
+            state=state,
+            opt_state=optimizer.init(params),
+            step=jnp.zeros((), jnp.int32),
+            rng=jax.random.key_data(jax.random.fold_in(root, STEP_STREAM)),
+        )
+
 
 def create_train_state(
     layer: Layer,
@@ -62,28 +131,35 @@ def create_train_state(
 ) -> TrainState:
     """Initialises params and state from one example's shape, and the optimiser state.
 
-    The init key is ``fold_in(key(seed), 0)``; per-step keys derive from ``fold_in(key(seed), 1)``.
-    """
-    root = jax.random.key(seed)
-    shape = tuple(input_shape)
+    The init key is :func:`init_key` (``fold_in(key(seed), 0)``); per-step keys derive from
+    ``fold_in(key(seed), 1)`` (:meth:`TrainState.create`). Works inside ``jax.jit`` too.
 
-    # One compiled program for the whole init instead of one dispatch per initialiser; it runs
-    # once, so XLA's cheapest optimisation level is the fastest end to end.
+    Raises:
+        ShapeError: ``layer`` cannot take ``input_shape``; checked by integer arithmetic
+            (:meth:`jcnn.layers.Layer.output_shape`) before anything is traced.
+
+    Example:
+        >>> ts = create_train_state(L.serial(L.Flatten(), L.Dense(3)), (2, 2), optax.sgd(0.1))
+        >>> ts.params["Dense_0"]["kernel"].shape
+        (4, 3)
+    """
+    shape = tuple(input_shape)
+    layer.output_shape(shape)  # raises ShapeError for a bad shape, without tracing init
+    key = init_key(seed)
+
     def init(k):
         return layer.init(k, shape)[1:]
 
-    key = jax.random.fold_in(root, 0)
-    try:
-        params, state = jax.jit(init, compiler_options={"xla_backend_optimization_level": 0})(key)
-    except ValueError:  # inside an outer jit, where compiler options cannot be set
-        params, state = jax.jit(init)(key)
-    return TrainState(
-        params=params,
-        state=state,
-        opt_state=optimizer.init(params),
-        step=jnp.zeros((), jnp.int32),
-        rng=jax.random.key_data(jax.random.fold_in(root, 1)),
-    )
+    if isinstance(key, jax.core.Tracer):
+        # Under an outer jit (or scan, eval_shape) init joins the outer program; compiler
+        # options can only be set on a top-level jit.
+        params, state = init(key)
+    else:
+        # One compiled program for the whole init instead of one dispatch per initialiser; it
+        # runs once, so XLA's cheapest optimisation level is the fastest end to end.
+        options = {"xla_backend_optimization_level": 0}
+        params, state = jax.jit(init, compiler_options=options)(key)
+    return TrainState.create(params, state, optimizer, seed=seed)
 
 
 def step_key(ts: TrainState) -> jax.Array:
@@ -185,15 +261,13 @@ def accumulated_loss_and_grads(
         (loss, (new_state, metrics)), grads = loss_and_grads(
             apply, loss_fn, params, layer_state, part, key=sub, train=train, metrics_fn=metrics_fn
         )
-        grads_sum = jax.tree_util.tree_map(jnp.add, grads_sum, grads)
-        return (grads_sum, new_state), (loss, metrics)
+        return (otu.tree_add(grads_sum, grads), new_state), (loss, metrics)
 
-    zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
     (grads_sum, new_state), (losses, metrics) = jax.lax.scan(
-        body, (zeros, state), (jnp.arange(microbatches), parts)
+        body, (otu.tree_zeros_like(params), state), (jnp.arange(microbatches), parts)
     )
-    grads = jax.tree_util.tree_map(lambda g: g / microbatches, grads_sum)
-    metrics = jax.tree_util.tree_map(lambda m: jnp.mean(m, axis=0), metrics)
+    grads = jax.tree.map(lambda g: g / microbatches, grads_sum)
+    metrics = jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
     return (jnp.mean(losses), (new_state, metrics)), grads
 
 
@@ -267,17 +341,6 @@ def make_eval_step(
     return jax.jit(evaluate)
 
 
-def epoch_permutation(data_rng: jax.Array, epoch: int | jax.Array, n: int) -> jax.Array:
-    """The shuffling of epoch ``epoch``: a permutation of ``range(n)`` drawn on device."""
-    key = jax.random.fold_in(jax.random.wrap_key_data(data_rng), epoch)
-    return jax.random.permutation(key, n)
-
-
-def data_rng(seed: int) -> jax.Array:
-    """Raw key data of the data-shuffling stream for ``seed`` (independent of the step keys)."""
-    return jax.random.key_data(jax.random.fold_in(jax.random.key(seed), 2))
-
-
 def make_epoch(
     apply: Callable[..., Any],
     loss_fn: LossFn,
@@ -337,6 +400,105 @@ def make_epoch(
     return run_epoch
 
 
+# --------------------------------------------------------------------------- the step factory
+
+
+TrainStepFn = Callable[[TrainState, Any], tuple[TrainState, dict]]
+RunEpochFn = Callable[..., tuple[TrainState, dict]]
+EvalStepFn = Callable[[TrainState, Any], dict]
+
+
+@dataclasses.dataclass(frozen=True)
+class StepSpec:
+    """What a :data:`StepFactory` builds the compiled functions of a run from.
+
+    Hashable (functions compare by identity), so ``functools.cache(default_steps)`` is a factory
+    that compiles once for every run with the same spec (several seeds, say).
+
+    Attributes:
+        apply: the network's per-example ``apply``.
+        loss_fn: ``loss_fn(outputs, y) -> scalar``.
+        optimizer: the optimiser (already wrapped by :func:`freeze` when params are frozen).
+        metrics_fn: ``metrics_fn(outputs, y) -> {name: scalar}`` besides the loss.
+        batch_size: examples per step (the global batch).
+        transform: ``transform(key, x_batch)`` inside the on-device epoch, or None.
+    """
+
+    apply: Callable[..., Any]
+    loss_fn: LossFn
+    optimizer: optax.GradientTransformation
+    metrics_fn: MetricsFn = default_metrics
+    batch_size: int = 128
+    transform: Transform | None = None
+
+
+def _copy_state(ts: TrainState) -> TrainState:
+    """A copy of every leaf: the donating steps then cannot delete the caller's arrays."""
+    return jax.tree.map(jnp.copy, ts)
+
+
+class Steps(NamedTuple):
+    """The compiled functions of a run and how its state and data reach them.
+
+    Attributes:
+        train_step: ``train_step(ts, batch) -> (ts, metrics)``, one step of the host loop
+            (``make_train_step``'s contract; it may donate ``ts``). None: no host loop.
+        run_epoch: ``run_epoch(ts, images, labels, epoch, *, data_rng, start, num_steps) ->
+            (ts, metrics)`` with metrics stacked per step, the on-device loop
+            (:func:`make_epoch`'s contract). None: no on-device loop.
+        eval_step: ``eval_step(ts, batch) -> metrics`` with ``train=False``, for validation.
+        place_state: the train state the steps will own, from the initial one (default: a copy,
+            since the steps donate it; :func:`jcnn.distributed.shard_params` on a mesh).
+        place_data: a host ``(x, y)`` batch -> what ``train_step`` takes (default
+            ``jax.device_put``; runs in the prefetch thread). The on-device loop places the
+            whole training set with it.
+        batch_rows: the rows of each (global) batch this process loads (all of them by
+            default; :func:`jcnn.distributed.process_batch_slice` on many hosts).
+    """
+
+    train_step: TrainStepFn | None = None
+    run_epoch: RunEpochFn | None = None
+    eval_step: EvalStepFn | None = None
+    place_state: Callable[[TrainState], TrainState] = _copy_state
+    place_data: Callable[[Any], Any] = jax.device_put
+    batch_rows: slice = slice(None)
+
+
+#: How a run's compiled functions are made: ``factory(spec) -> Steps`` (``fit(steps=...)``).
+StepFactory = Callable[[StepSpec], Steps]
+
+
+def default_steps(spec: StepSpec) -> Steps:
+    """One device: :func:`make_train_step`, :func:`make_epoch` and :func:`make_eval_step`.
+
+    Nothing compiles until a function is first called, so building all three costs nothing.
+
+    Example:
+        >>> net = L.serial(L.Flatten(), L.Dense(2))
+        >>> spec = StepSpec(net.apply, jcnn.losses.softmax_cross_entropy, optax.sgd(0.1))
+        >>> steps = default_steps(spec)
+        >>> ts, metrics = steps.train_step(
+        ...     create_train_state(net, (3,), optax.sgd(0.1)), (jnp.ones((4, 3)), jnp.zeros(4, int))
+        ... )
+        >>> sorted(metrics), int(ts.step)
+        (['accuracy', 'loss'], 1)
+    """
+    return Steps(
+        train_step=make_train_step(
+            spec.apply, spec.loss_fn, spec.optimizer, metrics_fn=spec.metrics_fn
+        ),
+        run_epoch=make_epoch(
+            spec.apply,
+            spec.loss_fn,
+            spec.optimizer,
+            spec.batch_size,
+            metrics_fn=spec.metrics_fn,
+            transform=spec.transform,
+        ),
+        eval_step=make_eval_step(spec.apply, spec.loss_fn, metrics_fn=spec.metrics_fn),
+    )
+
+
 def host_batches(
     images: np.ndarray,
     labels: np.ndarray,
@@ -346,23 +508,20 @@ def host_batches(
     start: int = 0,
     prefetch: int = 2,
 ) -> Iterator[Batch]:
-    """Minibatches in ``perm`` order from host memory, moved to the device by a prefetch thread.
+    """Minibatches in ``perm`` order, moved to the device by a prefetch thread.
 
-    For data that does not fit on the device. Drops the remainder, like :func:`make_epoch`.
+    The old name of ``jcnn.data.batches(images, labels, batch_size, order=perm, start=start,
+    put=jax.device_put, prefetch=prefetch)``, which it calls. Drops the remainder.
     """
-    steps = len(perm) // batch_size
-    out: queue.Queue = queue.Queue(maxsize=max(prefetch, 1))
-    done = object()
-
-    def produce():
-        for i in range(start, steps):
-            idx = perm[i * batch_size : (i + 1) * batch_size]
-            out.put((jax.device_put(images[idx]), jax.device_put(labels[idx])))
-        out.put(done)
-
-    threading.Thread(target=produce, daemon=True).start()
-    while (item := out.get()) is not done:
-        yield item
+    return batches(
+        images,
+        labels,
+        batch_size,
+        order=perm,
+        start=start,
+        put=jax.device_put,
+        prefetch=max(prefetch, 1),
+    )
 
 
 def freeze(
@@ -385,8 +544,13 @@ def freeze(
 
 
 def param_path(path: Sequence[Any]) -> str:
-    """``"a/b/kernel"`` from a ``jax.tree_util`` key path."""
-    return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+    """``"a/b/kernel"`` from a ``jax.tree_util`` key path (``keystr(simple=True)``).
+
+    Example:
+        >>> [param_path(p) for p, _ in jax.tree_util.tree_flatten_with_path({"a": {"b": 1}})[0]]
+        ['a/b']
+    """
+    return keystr(tuple(path), simple=True, separator="/")
 
 
 def param_labels(params: Any, frozen: Sequence[str]) -> Any:

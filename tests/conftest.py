@@ -11,6 +11,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Scripts, not test modules: ``--doctest-modules`` must not import them (the fixture writer needs
+# torch and writes a file; the helpers are subprocess entry points).
+collect_ignore = ["fixtures/make_torch_fixtures.py", "helpers"]
+
 # Many tests compile the same small programs (init, train steps); JAX's persistent compilation
 # cache lets pytest-xdist workers and test subprocesses reuse them within and across runs.
 _CACHE = os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(REPO / ".pytest_cache" / "jax"))

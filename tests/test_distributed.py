@@ -31,6 +31,7 @@ WORKER = REPO / "tests" / "helpers" / "dp_worker.py"
 TIMEOUT_S = 85
 PARAMS = ["Conv_0/kernel", "Conv_0/bias", "Conv_1/kernel", "Conv_1/bias"]
 PARAMS += ["Dense_0/kernel", "Dense_0/bias"]
+FIT_PARAMS = ["Dense_0/kernel", "Dense_0/bias"]
 
 
 def rel_err(a: np.ndarray, b: np.ndarray) -> float:
@@ -197,7 +198,7 @@ def test_fit_sharded_matches_fit_on_one_device(rng):
 def eight_devices(tmp_path_factory) -> dict[str, np.ndarray]:
     out = tmp_path_factory.mktemp("dp8") / "run.npz"
     cmd = [sys.executable, str(WORKER), "--devices", "8", "--out", str(out)]
-    run_processes([cmd + ["--runs", "ref,dp,fsdp,bn"]])
+    run_processes([cmd + ["--runs", "ref,dp,fsdp,bn,fit"]])
     return dict(np.load(out))
 
 
@@ -210,6 +211,18 @@ def test_eight_devices_dp_and_fsdp_params_equal_single_device(eight_devices):
     # The params really were split in the FSDP run and replicated in the DP one.
     assert str(r["fsdp/kernel_spec"]) == str(P(None, None, None, "data"))
     assert str(r["dp/kernel_spec"]) == str(P())
+
+
+def assert_fit_sharded_matches_fit(sharded: dict, ref: dict) -> None:
+    """fit_sharded (fit's loop through the sharded step factory) == plain fit, host loop."""
+    assert int(sharded["fit_dp/step"]) == 8  # 2 epochs of 4 global batches
+    np.testing.assert_allclose(sharded["fit_dp/train_loss"], ref["fit_ref/train_loss"], rtol=1e-5)
+    for name in FIT_PARAMS:
+        assert rel_err(sharded[f"fit_dp/{name}"], ref[f"fit_ref/{name}"]) <= 1e-5, name
+
+
+def test_eight_devices_fit_sharded_equals_fit(eight_devices):
+    assert_fit_sharded_matches_fit(eight_devices, eight_devices)
 
 
 def test_eight_devices_batchnorm_statistics_over_the_global_batch(eight_devices):
@@ -259,7 +272,7 @@ def two_process_run(tmp_path: Path, devices: int, runs: str) -> list[dict[str, n
 
 
 def test_two_processes_one_device_each_match_single_device(tmp_path):
-    p0, p1 = two_process_run(tmp_path, devices=1, runs="ref,dp,ckpt")
+    p0, p1 = two_process_run(tmp_path, devices=1, runs="ref,dp,ckpt,fit")
     assert int(p0["process_count"]) == 2 and int(p0["num_devices"]) == 2
     assert list(p0["rows"]) == [0, 16] and list(p1["rows"]) == [16, 32]
     for name in PARAMS:
@@ -270,6 +283,10 @@ def test_two_processes_one_device_each_match_single_device(tmp_path):
         np.testing.assert_array_equal(p1[f"dp_restored/{name}"], p1[f"dp/{name}"])
     assert int(p0["dp_restored/meta_epoch"]) == 1
     assert sorted(os.listdir(tmp_path / "ckpt" / "dp")) == ["4"]
+    # fit's loop on 2 processes, each loading its 16 rows of every batch of 32.
+    assert_fit_sharded_matches_fit(p0, p0)
+    for name in FIT_PARAMS:
+        np.testing.assert_array_equal(p1[f"fit_dp/{name}"], p0[f"fit_dp/{name}"])
 
 
 @pytest.mark.slow

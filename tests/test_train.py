@@ -14,7 +14,9 @@ import pytest
 from jcnn import batched, models
 from jcnn import layers as L
 from jcnn import train as T
+from jcnn.layers.core import custom
 from jcnn.losses import softmax_cross_entropy
+from jcnn.shapes import ShapeError
 
 
 def _leaves_equal(a, b) -> bool:
@@ -92,6 +94,54 @@ def test_create_train_state_documented_keys():
     assert not np.array_equal(other.rng, ts.rng)
     # The data stream is a third, independent key.
     np.testing.assert_array_equal(T.data_rng(5), jax.random.key_data(jax.random.fold_in(root, 2)))
+
+
+def test_train_state_create_is_create_train_states_scheme():
+    """TrainState.create (what transfer_setup builds on) == create_train_state around the same
+    params: opt state, step 0 and the step-key stream of the seed."""
+    net = L.serial(L.Flatten(), L.Dense(3))
+    opt = optax.adam(1e-3)
+    ts = T.create_train_state(net, (2, 2, 1), opt, seed=5)
+    _, params, state = net.init(T.init_key(5), (2, 2, 1))
+    assert _leaves_equal(T.TrainState.create(params, state, opt, seed=5), ts)
+    assert not _leaves_equal(T.TrainState.create(params, state, opt, seed=6).rng, ts.rng)
+
+
+def _counting_net():
+    """A shape-preserving first layer that counts how often its init is traced, then a Conv."""
+    traces = []
+
+    def init(key, shape):
+        traces.append(shape)
+        return shape, {}, {}
+
+    def apply(params, state, x, *, key=None, train=False):
+        return x, state
+
+    counter = custom(init, apply, "Counter", output_shape=lambda s: s, pointwise=True)
+    return L.serial(counter, L.Conv(2, (3, 3)), L.Flatten(), L.Dense(3)), traces
+
+
+def test_bad_input_shape_raises_shape_error_without_tracing_init():
+    net, traces = _counting_net()
+    with pytest.raises(ShapeError, match="Conv"):
+        T.create_train_state(net, (5,), optax.sgd(0.1))  # rank 1: the Conv needs (H, W, C)
+    assert traces == []  # checked by arithmetic; init never traced (it was traced twice)
+    T.create_train_state(net, (5, 5, 1), optax.sgd(0.1))
+    assert traces == [(5, 5, 1)]  # a good shape: one trace
+
+
+def test_create_train_state_inside_an_outer_jit_equals_outside():
+    net, traces = _counting_net()
+    inside = jax.jit(lambda: T.create_train_state(net, (5, 5, 1), optax.sgd(0.1), seed=3))()
+    outside = T.create_train_state(net, (5, 5, 1), optax.sgd(0.1), seed=3)
+    assert len(traces) == 2  # once in each: no failed attempt and retry inside the jit
+    assert jax.tree.structure(inside) == jax.tree.structure(outside)
+    for a, b in zip(jax.tree.leaves(inside), jax.tree.leaves(outside)):  # other -O levels
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+    with pytest.raises(ShapeError):
+        jax.jit(lambda: T.create_train_state(net, (5,), optax.sgd(0.1)))()
+    assert len(traces) == 2
 
 
 # --------------------------------------------------------------------------- the course CNN
@@ -399,6 +449,12 @@ def test_param_labels_on_nested_names(patterns, expected):
         sorted(T.param_path(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]) == ALL
     )
     assert _frozen_paths(params, patterns) == expected
+
+
+def test_param_path_joins_every_kind_of_key():
+    tree = {"a": [{"k": 1}, (2,)], "b": T.TrainState(3, 4, 5, 6, 7)}
+    paths = [T.param_path(p) for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+    assert paths == ["a/0/k", "a/1/0", "b/params", "b/state", "b/opt_state", "b/step", "b/rng"]
 
 
 def test_freeze_gives_zero_updates_to_frozen_leaves():

@@ -1,6 +1,10 @@
-"""Host-side batching and device-side augmentation (numpy references, jit == eager)."""
+"""Host-side batching (the one host iterator and its prefetch thread) and device-side
+augmentation (numpy references, jit == eager)."""
 
 from __future__ import annotations
+
+import threading
+import time
 
 import jax
 import jax.numpy as jnp
@@ -11,9 +15,11 @@ from jcnn.data.batching import (
     augment,
     batches,
     crop_offsets,
+    data_rng,
     epoch_permutation,
     flip_mask,
     num_batches,
+    prefetched,
     random_crop,
     random_flip,
 )
@@ -58,7 +64,8 @@ def test_batches_determinism_per_epoch() -> None:
     assert order(seed=1, epoch=0) == order(seed=1, epoch=0)
     assert order(seed=1, epoch=0) != order(seed=1, epoch=1)
     assert order(seed=1, epoch=0) != order(seed=2, epoch=0)
-    assert order(seed=1, epoch=3) == epoch_permutation(50, 1, 3).tolist()
+    # The documented order: the epoch permutation of the seed's data stream (fit's order).
+    assert order(seed=1, epoch=3) == np.asarray(epoch_permutation(data_rng(1), 3, 50)).tolist()
     assert order(shuffle=False) == list(range(50))
     assert order(seed=1) != list(range(50))
 
@@ -67,6 +74,121 @@ def test_batches_length_mismatch() -> None:
     images, labels = data(5)
     with pytest.raises(ValueError, match="differ in length"):
         next(batches(images, labels[:4], 2))
+
+
+def test_batches_order_start_put_and_prefetch_agree() -> None:
+    """An explicit order, a start batch, a put function: the same batches with or without the
+    prefetch thread, and put sees every numpy batch."""
+    images, labels = data(11)
+    perm = np.random.default_rng(0).permutation(11)
+    seen = []
+
+    def put(batch):
+        seen.append(batch[1].copy())
+        return jax.device_put(batch)
+
+    for prefetch in (0, 1, 3):
+        seen.clear()
+        got = list(batches(images, labels, 3, order=perm, start=1, put=put, prefetch=prefetch))
+        assert len(got) == 2  # 11 // 3 = 3 batches, the first skipped
+        for i, (x, y) in enumerate(got, start=1):
+            assert isinstance(x, jax.Array)
+            np.testing.assert_array_equal(y, perm[3 * i : 3 * i + 3])
+            np.testing.assert_array_equal(x, images[perm[3 * i : 3 * i + 3]])
+        assert [s.tolist() for s in seen] == [perm[3:6].tolist(), perm[6:9].tolist()]
+    # A subset as the order (e.g. one process's rows of every batch).
+    sub = list(batches(images, labels, 2, order=[7, 1, 4, 0]))
+    assert [y.tolist() for _, y in sub] == [[7, 1], [4, 0]]
+
+
+def test_batches_rejects_bad_start_and_order() -> None:
+    images, labels = data(10)
+    with pytest.raises(ValueError, match="start=4 outside 0..3"):
+        batches(images, labels, 3, start=4)
+    with pytest.raises(ValueError, match="not both"):
+        batches(images, labels, 3, order=np.arange(10), seed=0)
+    with pytest.raises(ValueError, match="1-D integers"):
+        batches(images, labels, 3, order=np.zeros((2, 5), np.int64))
+
+
+class Boom(RuntimeError):
+    pass
+
+
+def _consume_in_thread(iterator, timeout: float = 30.0) -> tuple[list, BaseException | None]:
+    """Consumes ``iterator`` in a helper thread: a consumer that hangs fails the test (join
+    times out) instead of stalling the suite."""
+    got: list = []
+    error: list[BaseException] = []
+
+    def consume() -> None:
+        try:
+            for item in iterator:
+                got.append(item)
+        except BaseException as err:
+            error.append(err)
+
+    thread = threading.Thread(target=consume, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert not thread.is_alive(), "the consumer hangs on a producer that died"
+    return got, error[0] if error else None
+
+
+@pytest.mark.parametrize("prefetch", [1, 2])
+def test_a_failing_put_raises_in_the_consumer(prefetch: int) -> None:
+    """put fails on the third batch (in the prefetch thread): the consumer gets the two batches
+    before it, then the very exception, instead of waiting forever on the queue."""
+    images, labels = data(10)
+    calls = []
+
+    def put(batch):
+        calls.append(1)
+        if len(calls) == 3:
+            raise Boom("device full")
+        return batch
+
+    got, error = _consume_in_thread(
+        batches(images, labels, 2, shuffle=False, put=put, prefetch=prefetch)
+    )
+    assert len(got) == 2
+    assert isinstance(error, Boom) and str(error) == "device full"
+
+
+def test_a_failing_read_raises_in_the_consumer() -> None:
+    """The images themselves fail to load (a broken memory map, say) inside the thread."""
+
+    class Broken:
+        def __len__(self) -> int:
+            return 8
+
+        def __getitem__(self, index):
+            raise OSError("read error")
+
+    got, error = _consume_in_thread(
+        batches(Broken(), np.arange(8), 4, order=np.arange(8), prefetch=2)
+    )
+    assert got == [] and isinstance(error, OSError) and "read error" in str(error)
+
+
+def test_prefetch_thread_stops_when_the_consumer_stops() -> None:
+    produced = []
+
+    def endless():
+        i = 0
+        while True:
+            produced.append(i)
+            yield i
+            i += 1
+
+    it = prefetched(endless(), 2)
+    assert [next(it), next(it)] == [0, 1]
+    it.close()
+    time.sleep(0.3)  # the producer notices the stop within one 0.05 s put timeout
+    count = len(produced)
+    time.sleep(0.3)
+    assert len(produced) == count  # no longer producing
+    assert count <= 2 + 2 + 1  # consumed, queued, and at most one in hand
 
 
 # --------------------------------------------------------------------------- augmentation

@@ -10,8 +10,10 @@ imported, so each device count needs its own process::
 It trains the course CNN for a few steps on a fixed synthetic global batch in the runs asked
 for: ``ref`` (plain single-device ``jcnn.train.make_train_step``, process 0 only), ``dp``
 (replicated params), ``fsdp`` (params split), ``ckpt`` (save with ``jcnn.checkpoint`` from every
-process, restore), ``bn`` (one step of a BatchNorm net), and writes every result to an ``.npz``
-keyed ``"<run>/<param path>"``. The comparisons are in the tests.
+process, restore), ``bn`` (one step of a BatchNorm net), ``fit`` (two epochs of
+``jcnn.distributed.fit_sharded``, i.e. ``jcnn.fit.fit`` through the sharded step factory, of a
+small dense net on those batches, and plain ``fit`` on process 0), and writes every result to an
+``.npz`` keyed ``"<run>/<param path>"``. The comparisons are in the tests.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--ckpt", default=None, help="checkpoint folder (save and restore)")
     parser.add_argument("--optimize", action="store_true", help="default XLA -O level")
     parser.add_argument(
-        "--runs", default="ref,dp,fsdp,bn", help="comma list of ref, dp, fsdp, bn, ckpt"
+        "--runs", default="ref,dp,fsdp,bn", help="comma list of ref, dp, fsdp, bn, ckpt, fit"
     )
     return parser.parse_args(argv)
 
@@ -144,6 +146,22 @@ def main(argv: list[str]) -> None:
         record("bn_dp_state", bn_ts.state)
         record("bn_dp_params", bn_ts.params)
         out["bn_x"] = bx
+
+    if "fit" in runs:
+        # The one training loop on the mesh: each process loads its rows of every global batch.
+        from jcnn.fit import fit
+
+        fit_net, fit_opt = L.serial(L.Flatten(), L.Dense(10)), optax.sgd(0.1)
+        data = (xs.reshape(-1, 28, 28, 1), ys.reshape(-1))  # steps * batch examples
+        kwargs = dict(optimizer=fit_opt, epochs=2, batch_size=args.batch, seed=3)
+        fit_ts, history = D.fit_sharded(fit_net, data, mesh=mesh, **kwargs)
+        record("fit_dp", fit_ts.params)
+        out["fit_dp/train_loss"] = np.asarray(history["train_loss"])
+        out["fit_dp/step"] = D.host_value(fit_ts.step)
+        if first:
+            ref = fit(fit_net, data, on_device=False, progress=False, **kwargs)
+            record("fit_ref", ref.train_state.params)
+            out["fit_ref/train_loss"] = np.asarray(ref.history["train_loss"])
 
     np.savez(args.out, **out)
     if args.num_processes > 1:

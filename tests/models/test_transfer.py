@@ -13,8 +13,9 @@ from jcnn import layers as L
 from jcnn import models
 from jcnn.fit import fit
 from jcnn.losses import softmax_cross_entropy
-from jcnn.models.transfer import replace_head, transfer_setup
-from jcnn.train import make_train_step
+from jcnn.models.transfer import replace_head
+from jcnn.train import create_train_state, init_key, make_train_step
+from jcnn.transfer import transfer_setup
 
 SHAPE = (8, 8, 1)
 
@@ -135,3 +136,21 @@ def test_transfer_rejects_params_of_another_input(pretrained):
     _, other, other_state = jcnn.init_shapes(net, (8, 8, 2))  # 2 input channels
     with pytest.raises(ValueError, match="do not fit"):
         transfer_setup(net, L.Dense(3), SHAPE, other, other_state, optax.sgd(0.1))
+
+
+def test_transfer_uses_create_train_states_keys_and_fresh_state(pretrained):
+    """The head is initialised with create_train_state's init key, the step keys are its stream,
+    and ``state=None`` gives the body's freshly initialised state."""
+    net, params, _ = pretrained
+    opt = optax.sgd(0.1)
+    setup = transfer_setup(net, L.Dense(3), SHAPE, params, None, opt, seed=4)
+    ts = setup.train_state
+    body_out = jcnn.output_shape(L.serial(*[c.named(k) for k, c in net.children[:-1]]), SHAPE)
+    _, head_params, _ = L.Dense(3).init(init_key(4), body_out)
+    assert _same(ts.params["head"], head_params)
+    np.testing.assert_array_equal(ts.rng, create_train_state(setup.net, SHAPE, opt, seed=4).rng)
+    assert int(ts.step) == 0
+    _, _, fresh = net.init(jax.random.key(0), SHAPE)
+    assert _same(ts.state["BatchNorm_0"], fresh["BatchNorm_0"])  # mean 0, var 1: no trained stats
+    other = transfer_setup(net, L.Dense(3), SHAPE, params, None, opt, seed=5).train_state
+    assert not _same(other.params["head"], ts.params["head"])
