@@ -18,7 +18,11 @@ assertion on the output), so the arithmetic cannot drift from what XLA computes.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
 
 PaddingLike = str | int | Sequence[int | tuple[int, int]]
 Pads = tuple[tuple[int, int], ...]
@@ -34,25 +38,58 @@ class ShapeError(ValueError):
     """A shape, size or hyper-parameter that cannot work; the message says why, with numbers."""
 
 
+def is_int(value: Any) -> bool:
+    """True for Python and NumPy integers (not bools)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def as_int(value: Any, name: str) -> int:
+    """``value`` as a Python int (NumPy integers accepted); the error names the argument.
+
+    Example:
+        >>> as_int(np.int64(3), "kernel_size")
+        3
+    """
+    if not is_int(value):
+        raise ShapeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
+    return int(value)
+
+
+def positive_int(value: Any, name: str) -> int:
+    """``as_int`` that also requires ``value >= 1`` (channels, features, groups, counts)."""
+    value = as_int(value, name)
+    if value < 1:
+        raise ShapeError(f"{name} must be a positive int, got {value}")
+    return value
+
+
+def spatial_rank(value: Any, default: int = 2) -> int:
+    """Number of spatial dims a window argument means: ``default`` for an int, else its length."""
+    return default if is_int(value) else len(tuple(value))
+
+
 def as_tuple(value: int | Sequence[int], ndim: int, name: str = "value") -> tuple[int, ...]:
     """Broadcasts an int to ``ndim`` ints, or checks that a sequence has ``ndim`` ints.
 
+    NumPy integers are accepted and become Python ints.
+
     Raises:
-        ShapeError: the sequence has the wrong length or holds non-integers.
+        ShapeError: the sequence has the wrong length or holds non-integers (floats included).
+
+    Example:
+        >>> as_tuple(3, 2, "kernel_size"), as_tuple([np.int32(1), 2], 2, "stride")
+        ((3, 3), (1, 2))
     """
-    if isinstance(value, int) and not isinstance(value, bool):
-        return (value,) * ndim
+    expected = f"{name} must be an int or a sequence of {ndim} ints"
+    if is_int(value):
+        return (int(value),) * ndim
     try:
         values = tuple(value)  # type: ignore[arg-type]
     except TypeError:
-        raise ShapeError(
-            f"{name} must be an int or a sequence of {ndim} ints, got {value!r}"
-        ) from None
-    if len(values) != ndim or not all(
-        isinstance(v, int) and not isinstance(v, bool) for v in values
-    ):
-        raise ShapeError(f"{name} must be an int or a sequence of {ndim} ints, got {value!r}")
-    return values
+        raise ShapeError(f"{expected}, got {value!r} ({type(value).__name__})") from None
+    if len(values) != ndim or not all(is_int(v) for v in values):
+        raise ShapeError(f"{expected}, got {value!r}")
+    return tuple(int(v) for v in values)
 
 
 def check_positive(values: Sequence[int], name: str) -> None:
@@ -104,8 +141,8 @@ def resolve_padding(
         if mode == "FULL":
             return tuple((d * (k - 1),) * 2 for k, d in zip(kernel, dilation))
         raise ShapeError(f"unknown padding {padding!r}; accepted: {PADDING_FORMS}")
-    if isinstance(padding, int) and not isinstance(padding, bool):
-        return ((padding, padding),) * ndim
+    if is_int(padding):
+        return ((int(padding), int(padding)),) * ndim
     try:
         items = list(padding)
     except TypeError:
@@ -117,13 +154,13 @@ def resolve_padding(
         )
     pads = []
     for item in items:
-        if isinstance(item, int) and not isinstance(item, bool):
-            pads.append((item, item))
+        if is_int(item):
+            pads.append((int(item), int(item)))
             continue
         pair = tuple(item) if isinstance(item, (tuple, list)) else None
-        if pair is None or len(pair) != 2 or not all(isinstance(p, int) for p in pair):
+        if pair is None or len(pair) != 2 or not all(is_int(p) for p in pair):
             raise ShapeError(f"malformed padding {padding!r}; accepted: {PADDING_FORMS}")
-        pads.append((pair[0], pair[1]))
+        pads.append((int(pair[0]), int(pair[1])))
     return tuple(pads)
 
 
@@ -159,16 +196,18 @@ def conv_output_size(
     check_positive((dilation,), "dilation")
     if isinstance(padding, tuple):
         padding = [padding]
-    elif isinstance(padding, int) and not isinstance(padding, bool):
-        padding = [(padding, padding)]
+    elif is_int(padding):
+        padding = [(int(padding), int(padding))]
     ((lo, hi),) = resolve_padding(padding, (n,), (kernel,), (stride,), (dilation,))
     span = n + lo + hi - dilated_size(kernel, dilation)
     out = span // stride + 1
     if span < 0 or out < 1:
-        raise ShapeError(
+        err = ShapeError(
             f"window does not fit: {FORMULA} = floor(({n} + {lo} + {hi} - {dilation}*({kernel}-1)"
             f" - 1) / {stride}) + 1 = {out} <= 0 (kernel larger than the padded input)"
         )
+        err.size = out
+        raise err
     return out
 
 
@@ -185,7 +224,9 @@ def conv_output_shape(
         try:
             out.append(conv_output_size(n, k, s, p, d))
         except ShapeError as err:
-            raise ShapeError(f"spatial dim {axis}: {err}") from None
+            located = ShapeError(f"spatial dim {axis}: {err}")
+            located.axis, located.size = axis, getattr(err, "size", None)
+            raise located from None
     return tuple(out)
 
 

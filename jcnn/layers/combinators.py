@@ -28,6 +28,7 @@ from jcnn.layers.core import (
     split_key,
 )
 from jcnn.layers.dense import Identity
+from jcnn.shapes import positive_int
 
 
 def _keyed(layers: Sequence[Layer], where: str) -> list[tuple[str, Layer]]:
@@ -169,8 +170,7 @@ def _fan_out_rule(layer: Layer) -> Fns:
 
 def fan_out(num: int) -> Layer:
     """Copies the input into a tuple of ``num`` references. Shapes: ``x -> (x,) * num``."""
-    if not isinstance(num, int) or num < 1:
-        raise ValueError(f"fan_out num must be a positive int, got {num!r}")
+    num = positive_int(num, "fan_out num")
     return leaf(_fan_out_rule, "fan_out", {"num": num})
 
 

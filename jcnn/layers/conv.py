@@ -21,17 +21,38 @@ from jcnn import shapes
 from jcnn.layers.core import Fns, Layer, Window, check_rank, layer_error, leaf, per_channel
 
 
-def _kernel_rank(kernel_size: int | Sequence[int]) -> int:
-    return 2 if isinstance(kernel_size, int) else len(tuple(kernel_size))
+def check_params(
+    layer: str,
+    params: Any,
+    expected: dict[str, tuple[int, ...]],
+    *,
+    input_shape: tuple[int, ...] | None = None,
+    in_axis: int | None = None,
+    groups: int = 1,
+) -> None:
+    """Raises when params do not have exactly the leaves and shapes this layer and input need.
 
-
-def check_params(layer: str, params: Any, expected: dict[str, tuple[int, ...]]) -> None:
-    """Raises when params do not have exactly the leaves and shapes this layer and input need."""
+    With ``input_shape`` and ``in_axis`` (the kernel axis that counts input channels or
+    features), a kernel that differs only there is reported as what it is: the input has
+    another number of channels than the shape ``init`` was given.
+    """
     if not isinstance(params, dict) or set(params) != set(expected):
         got = sorted(params) if isinstance(params, dict) else type(params).__name__
         raise ValueError(
             f"{layer}: params from another architecture: expected keys {sorted(expected)}, got {got}"
         )
+    kernel, want = tuple(getattr(params.get("kernel"), "shape", ())), expected.get("kernel")
+    if in_axis is not None and want and len(kernel) == len(want) and kernel != want:
+        others = [(a, b) for i, (a, b) in enumerate(zip(kernel, want)) if i != in_axis % len(want)]
+        if all(a == b for a, b in others):
+            made_for = kernel[in_axis] * groups
+            raise layer_error(
+                layer,
+                input_shape,
+                f"the input has {input_shape[-1]} channels (last axis) but the params were made "
+                f"for {made_for} (kernel {kernel}): init with the shape of the data you apply, "
+                "channels last, e.g. (H, W, C) for an image",
+            )
     for name, shape in expected.items():
         if tuple(params[name].shape) != shape:
             raise ValueError(
@@ -42,18 +63,22 @@ def check_params(layer: str, params: Any, expected: dict[str, tuple[int, ...]]) 
 
 def _window_hparams(
     kind: str, out_channels: int, kernel_size: Any, stride: Any, dilation: Any
-) -> tuple[int, tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
-    """Rank, window, strides and dilations of a conv, validated (shared by both convs)."""
-    rank = _kernel_rank(kernel_size)
+) -> tuple[int, int, tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """Out channels, rank, window, strides and dilations of a conv, validated (both convs)."""
+    try:
+        rank = shapes.spatial_rank(kernel_size)
+    except TypeError:
+        raise shapes.ShapeError(
+            f"{kind} kernel_size must be an int or a sequence of ints, got {kernel_size!r}"
+        ) from None
     window = shapes.as_tuple(kernel_size, rank, f"{kind} kernel_size")
     strides = shapes.as_tuple(stride, rank, f"{kind} stride")
     dilations = shapes.as_tuple(dilation, rank, f"{kind} dilation")
     shapes.check_positive(window, f"{kind} kernel_size")
     shapes.check_positive(strides, f"{kind} stride")
     shapes.check_positive(dilations, f"{kind} dilation")
-    if not isinstance(out_channels, int) or isinstance(out_channels, bool) or out_channels < 1:
-        raise shapes.ShapeError(f"{kind} out_channels must be a positive int, got {out_channels!r}")
-    return rank, window, strides, dilations
+    out_channels = shapes.positive_int(out_channels, f"{kind} out_channels")
+    return out_channels, rank, window, strides, dilations
 
 
 def _conv_like(
@@ -76,6 +101,8 @@ def _conv_like(
 
     def output_shape(input_shape):
         check_rank(kind, input_shape, rank + 1, "(*spatial, C)")
+        if input_shape[-1] < 1:
+            raise layer_error(kind, input_shape, "the input has no channels (C = 0)")
         try:
             return (*out_spatial(tuple(input_shape)), out_channels)
         except shapes.ShapeError as err:
@@ -98,7 +125,10 @@ def _conv_like(
     def apply(params, state, x, *, key=None, train=False):
         del key, train
         out_shape = output_shape(x.shape)
-        check_params(kind, params, expected_params(x.shape[-1]))
+        expected = expected_params(x.shape[-1])
+        check_params(
+            kind, params, expected, input_shape=x.shape, in_axis=-2, groups=hp.get("groups", 1)
+        )
         y = compute(x, params["kernel"].astype(x.dtype))
         if use_bias:
             y = y + per_channel(params["bias"].astype(y.dtype), y.ndim)
@@ -190,11 +220,12 @@ def Conv(
         ((24, 24, 8), (5, 5, 1, 8))
     """
     kind = "Conv"
-    rank, window, strides, dilations = _window_hparams(
+    out_channels, rank, window, strides, dilations = _window_hparams(
         kind, out_channels, kernel_size, stride, dilation
     )
     kind = f"Conv{rank}D" if rank != 2 else "Conv"
-    if not isinstance(groups, int) or groups < 1 or out_channels % groups:
+    groups = shapes.positive_int(groups, "Conv groups")
+    if out_channels % groups:
         raise shapes.ShapeError(
             f"Conv groups={groups!r} must be a positive int dividing out_channels={out_channels}"
         )
@@ -239,9 +270,24 @@ def _conv_transpose_rule(layer: Layer) -> Fns:
             precision=hp["precision"],
         )[0]
 
+    def out_spatial(input_shape):
+        spatial = input_shape[:-1]
+        try:
+            return shapes.conv_transpose_output_shape(spatial, window, strides, pads, dilations)
+        except shapes.ShapeError as err:  # say it in the user's (torch) terms, not internal pads
+            axis = err.axis
+            crop = shapes.resolve_padding(hp["padding"], spatial, window, strides, dilations)
+            (lo, hi), s, d, k = crop[axis], strides[axis], dilations[axis], window[axis]
+            raise shapes.ShapeError(
+                f"spatial dim {axis}: output size (n-1)*s - p_lo - p_hi + d*(k-1) + "
+                f"output_padding + 1 = ({spatial[axis]}-1)*{s} - {lo} - {hi} + {d}*({k}-1) + "
+                f"{hp['output_padding'][axis]} + 1 = {err.size} <= 0: "
+                f"padding={hp['padding']!r} crops more than the full output; use less padding"
+            ) from None
+
     return _conv_like(
         layer,
-        lambda s: shapes.conv_transpose_output_shape(s[:-1], window, strides, pads, dilations),
+        out_spatial,
         lambda c_in: (*window, c_in, hp["out_channels"]),
         # PyTorch's fan-in for a transposed conv weight (in, out, *k) is out * prod(k).
         lambda kernel: hp["out_channels"] * shapes.flat_size(window),
@@ -290,7 +336,7 @@ def ConvTranspose(
         (16, 16, 4)
     """
     kind = "ConvTranspose"
-    rank, window, strides, dilations = _window_hparams(
+    out_channels, rank, window, strides, dilations = _window_hparams(
         kind, out_channels, kernel_size, stride, dilation
     )
     kind = f"ConvTranspose{rank}D" if rank != 2 else "ConvTranspose"

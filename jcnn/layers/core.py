@@ -223,7 +223,12 @@ class Layer:
         fns = self.rule(self)
         for wrapper in self.wrappers:
             fns = wrapper.wrap(fns)
-        return fns
+        init, kind = fns.init, self.kind
+
+        def checked_init(key, input_shape):
+            return init(key, example_shape(kind, input_shape))
+
+        return fns._replace(init=checked_init)
 
     @property
     def init(self) -> InitFn:
@@ -241,7 +246,7 @@ class Layer:
         Raises the same ShapeError as ``init`` for an input the layer cannot take. Results are
         remembered per layer value (tools such as ``summary`` ask about every subtree).
         """
-        shape = _as_shape(input_shape)
+        shape = example_shape(self.kind, input_shape)
         cache = self.__dict__.setdefault("_shapes", {})
         if shape not in cache:
             cache[shape] = self._fns.output_shape(shape)
@@ -344,7 +349,24 @@ def _as_shape(shape: Any) -> Any:
     """A shape as nested tuples of ints (lists accepted)."""
     if isinstance(shape, (tuple, list)) and any(isinstance(s, (tuple, list)) for s in shape):
         return tuple(_as_shape(s) for s in shape)
-    return tuple(shape)
+    return tuple(int(s) for s in shape)
+
+
+def example_shape(kind: str, shape: Any) -> Any:
+    """``shape`` as a tuple of ints (nested for tuple inputs), or a TypeError that says what
+    ``init`` and ``output_shape`` take: the shape of ONE example, not an array."""
+    if hasattr(shape, "shape") and hasattr(shape, "dtype"):
+        raise TypeError(
+            f"{kind}: init takes the SHAPE of one example, e.g. (28, 28, 1), not an array; got "
+            f"an array of shape {tuple(shape.shape)}: pass x.shape for one example x, or "
+            "x.shape[1:] for a batch"
+        )
+    try:
+        return _as_shape(shape)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"{kind}: an input shape is a tuple of ints (one example, channels last), got {shape!r}"
+        ) from None
 
 
 def same_shape(input_shape: Any) -> Any:
@@ -486,9 +508,27 @@ def in_child(
         raise locate(err, parent, child_key, child) from None
 
 
+def _channels_first_hint(shape: Any) -> str:
+    """A hint when ``shape`` looks like a channels-first image ``(C, H, W)``."""
+    if (
+        len(shape) == 3
+        and all(isinstance(s, int) for s in shape)
+        and shape[0] in (1, 3, 4)
+        and shape[1] == shape[2] >= 8
+    ):
+        c, h, w = shape
+        return (
+            f". jcnn is channels-last: an image is (H, W, C); {tuple(shape)} looks like "
+            f"channels-first (C, H, W): use ({h}, {w}, {c}) (np.moveaxis(x, 1, -1) on a batch)"
+        )
+    return ""
+
+
 def layer_error(layer: str, input_shape: Any, message: str) -> ShapeError:
-    """A ShapeError whose message starts with the layer and the input shape it was given."""
-    return ShapeError(f"{layer}: input shape {tuple(input_shape)}: {message}")
+    """A ShapeError whose message starts with the layer and the input shape it was given (plus a
+    hint when the shape looks channels-first)."""
+    shape = tuple(input_shape)
+    return ShapeError(f"{layer}: input shape {shape}: {message}{_channels_first_hint(shape)}")
 
 
 def check_rank(layer: str, shape: Sequence[int], rank: int, layout: str) -> None:

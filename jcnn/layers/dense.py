@@ -39,8 +39,7 @@ def Dense(
         >>> Dense(10).init(jax.random.key(0), (400,))[0]
         (10,)
     """
-    if not isinstance(out_features, int) or out_features < 1:
-        raise shapes.ShapeError(f"Dense out_features must be a positive int, got {out_features!r}")
+    out_features = shapes.positive_int(out_features, "Dense out_features")
     hparams = {
         "out_features": out_features,
         "use_bias": use_bias,
@@ -64,6 +63,8 @@ def _dense_rule(layer: Layer) -> Fns:
     def check(input_shape):
         if len(input_shape) < 1:
             raise layer_error("Dense", input_shape, "expected (..., in) with rank >= 1")
+        if input_shape[-1] < 1:
+            raise layer_error("Dense", input_shape, "the input has no features (last axis 0)")
         return (*input_shape[:-1], out_features)
 
     def init(key, input_shape):
@@ -79,7 +80,7 @@ def _dense_rule(layer: Layer) -> Fns:
     def apply(params, state, x, *, key=None, train=False):
         del key, train
         out_shape = check(x.shape)
-        check_params("Dense", params, expected_params(x.shape[-1]))
+        check_params("Dense", params, expected_params(x.shape[-1]), input_shape=x.shape, in_axis=0)
         y = jnp.matmul(x, params["kernel"].astype(x.dtype), precision=precision)
         if use_bias:
             y = y + per_channel(params["bias"].astype(y.dtype), y.ndim)

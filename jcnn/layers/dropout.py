@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import numbers
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jcnn.layers.core import Fns, Layer, check_key, leaf, same_shape
 
@@ -24,7 +27,9 @@ def Dropout(rate: float) -> Layer:
     Raises:
         ValueError: rate outside ``[0, 1)`` (at construction), or train=True without a key.
     """
-    if not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
+    is_real = isinstance(rate, numbers.Real) and not isinstance(rate, (bool, np.bool_))
+    rate = float(rate) if is_real else rate
+    if not is_real or not 0.0 <= rate < 1.0:
         raise ValueError(f"Dropout rate must be in [0, 1) (probability of dropping), got {rate!r}")
     return leaf(_dropout_rule, "Dropout", {"rate": rate}, pointwise=True)
 

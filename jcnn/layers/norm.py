@@ -90,10 +90,20 @@ def _batch_norm_rule(layer: Layer) -> Fns:
             return _normalise(params, xf - mean, var, eps, x.dtype), state
         axes = tuple(range(x.ndim - 1))
         try:
+            batch = lax.psum(1, axis_name)  # the batch size, a Python int at trace time
+            count = batch * shapes.flat_size(x.shape[:-1])
+            if count < 2:
+                raise layer_error(
+                    "BatchNorm",
+                    x.shape,
+                    f"train=True needs more than 1 value per channel, got batch {batch} x "
+                    f"{shapes.flat_size(x.shape[:-1])} positions = {count} (a batch of one after "
+                    "Flatten/Dense normalises every value to 0); use a larger batch, "
+                    "train=False, or GroupNorm/LayerNorm",
+                )
             mean = lax.pmean(jnp.mean(xf, axes, keepdims=True), axis_name)
             centred = xf - mean
             var = lax.pmean(jnp.mean(jnp.square(centred), axes, keepdims=True), axis_name)
-            count = lax.psum(1, axis_name) * shapes.flat_size(x.shape[:-1])
         except NameError as err:
             raise NameError(
                 f"BatchNorm(train=True) takes statistics over the batch axis {axis_name!r}, which "
@@ -167,8 +177,7 @@ def GroupNorm(num_groups: int = 32, *, eps: float = 1e-5) -> Layer:
         ShapeError: at init, when ``num_groups`` does not divide ``C``.
     """
 
-    if not isinstance(num_groups, int) or num_groups < 1:
-        raise ValueError(f"GroupNorm num_groups must be a positive int, got {num_groups!r}")
+    num_groups = shapes.positive_int(num_groups, "GroupNorm num_groups")
     return leaf(_group_norm_rule, "GroupNorm", {"num_groups": num_groups, "eps": eps})
 
 

@@ -23,6 +23,20 @@ from jcnn import shapes
 from jcnn.layers.core import Fns, Layer, Window, check_rank, layer_error, leaf, parameter_free
 
 
+def _check_windows_touch_input(kind, input_shape, win, strides, pads, out) -> None:
+    """Raises when a window lies wholly in the padding (its max would be -inf, its count-free
+    average 0/0). Windows move monotonically, so checking the first and the last suffices."""
+    for axis, (n, k, s, (lo, hi), o) in enumerate(zip(input_shape, win, strides, pads, out)):
+        if lo >= k or (o - 1) * s - lo >= n:
+            raise layer_error(
+                kind,
+                input_shape,
+                f"padding {(lo, hi)} on spatial dim {axis} puts whole windows of size {k} in the "
+                f"padding (no input cell to pool): use padding below the window on each side "
+                f"(PyTorch allows at most {k // 2})",
+            )
+
+
 def _pool_rule(layer: Layer) -> Fns:
     hp, kind = layer.hparams, layer.kind
     win, strides, padding = hp["window"], hp["stride"], hp["padding"]
@@ -37,6 +51,7 @@ def _pool_rule(layer: Layer) -> Fns:
             out = shapes.conv_output_shape(input_shape[:-1], win, strides, pads, ones)
         except shapes.ShapeError as err:
             raise layer_error(kind, input_shape, str(err)) from None
+        _check_windows_touch_input(kind, input_shape, win, strides, pads, out)
         return pads, (*out, input_shape[-1])
 
     def init(key, input_shape):
@@ -60,7 +75,12 @@ def _pool(
     padding: shapes.PaddingLike,
     **extra: Any,
 ) -> Layer:
-    rank = 2 if isinstance(window, int) else len(tuple(window))
+    try:
+        rank = shapes.spatial_rank(window)
+    except TypeError:
+        raise shapes.ShapeError(
+            f"{kind} window must be an int or a sequence of ints, got {window!r}"
+        ) from None
     win = shapes.as_tuple(window, rank, f"{kind} window")
     strides = win if stride is None else shapes.as_tuple(stride, rank, f"{kind} stride")
     shapes.check_positive(win, f"{kind} window")

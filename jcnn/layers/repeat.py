@@ -12,6 +12,7 @@ import jax
 from jax import lax
 
 from jcnn.layers.core import Fns, Layer, check_tree, in_child, layer_error
+from jcnn.shapes import positive_int
 
 
 def repeat(layer: Layer, n: int, *, name: str = "repeat") -> Layer:
@@ -41,8 +42,7 @@ def repeat(layer: Layer, n: int, *, name: str = "repeat") -> Layer:
     """
     if not isinstance(layer, Layer):
         raise TypeError(f"repeat: expected a Layer (call the constructor), got {layer!r}")
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"repeat: n must be a positive int, got {n!r}")
+    n = positive_int(n, "repeat n")
     return Layer(
         _repeat_rule,
         "repeat",
