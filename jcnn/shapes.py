@@ -68,6 +68,23 @@ def spatial_rank(value: Any, default: int = 2) -> int:
     return default if is_int(value) else len(tuple(value))
 
 
+def as_window(value: Any, name: str) -> tuple[int, ...]:
+    """A window argument (``kernel_size``, a pool ``window``): an int means 2-D square, else one
+    positive int per spatial dim; the rank is its length.
+
+    Example:
+        >>> as_window(3, "Conv kernel_size"), as_window((5,), "MaxPool window")
+        ((3, 3), (5,))
+    """
+    try:
+        rank = spatial_rank(value)
+    except TypeError:
+        raise ShapeError(f"{name} must be an int or a sequence of ints, got {value!r}") from None
+    window = as_tuple(value, rank, name)
+    check_positive(window, name)
+    return window
+
+
 def as_tuple(value: int | Sequence[int], ndim: int, name: str = "value") -> tuple[int, ...]:
     """Broadcasts an int to ``ndim`` ints, or checks that a sequence has ``ndim`` ints.
 

@@ -65,16 +65,10 @@ def _window_hparams(
     kind: str, out_channels: int, kernel_size: Any, stride: Any, dilation: Any
 ) -> tuple[int, int, tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
     """Out channels, rank, window, strides and dilations of a conv, validated (both convs)."""
-    try:
-        rank = shapes.spatial_rank(kernel_size)
-    except TypeError:
-        raise shapes.ShapeError(
-            f"{kind} kernel_size must be an int or a sequence of ints, got {kernel_size!r}"
-        ) from None
-    window = shapes.as_tuple(kernel_size, rank, f"{kind} kernel_size")
+    window = shapes.as_window(kernel_size, f"{kind} kernel_size")
+    rank = len(window)
     strides = shapes.as_tuple(stride, rank, f"{kind} stride")
     dilations = shapes.as_tuple(dilation, rank, f"{kind} dilation")
-    shapes.check_positive(window, f"{kind} kernel_size")
     shapes.check_positive(strides, f"{kind} stride")
     shapes.check_positive(dilations, f"{kind} dilation")
     out_channels = shapes.positive_int(out_channels, f"{kind} out_channels")

@@ -75,15 +75,9 @@ def _pool(
     padding: shapes.PaddingLike,
     **extra: Any,
 ) -> Layer:
-    try:
-        rank = shapes.spatial_rank(window)
-    except TypeError:
-        raise shapes.ShapeError(
-            f"{kind} window must be an int or a sequence of ints, got {window!r}"
-        ) from None
-    win = shapes.as_tuple(window, rank, f"{kind} window")
+    win = shapes.as_window(window, f"{kind} window")
+    rank = len(win)
     strides = win if stride is None else shapes.as_tuple(stride, rank, f"{kind} stride")
-    shapes.check_positive(win, f"{kind} window")
     shapes.check_positive(strides, f"{kind} stride")
     ones = (1,) * rank
     if not isinstance(padding, str):
