@@ -10,7 +10,9 @@ import jax
 BATCH_AXIS = "batch"
 
 
-def batched(apply: Callable[..., Any], *, axis_name: str = BATCH_AXIS) -> Callable[..., Any]:
+def batched(
+    apply: Callable[..., Any], *, axis_name: str = BATCH_AXIS, example_ndim: int | None = None
+) -> Callable[..., Any]:
     """Turns a per-example ``apply`` into one over a leading batch axis.
 
     The batch axis is named ``axis_name`` (``"batch"``), so ``BatchNorm`` takes its statistics
@@ -20,6 +22,11 @@ def batched(apply: Callable[..., Any], *, axis_name: str = BATCH_AXIS) -> Callab
     Args:
         apply: ``apply(params, state, x, *, key=None, train=False) -> (y, state)`` for ONE example.
         axis_name: name of the vmapped axis.
+        example_ndim: the rank of ONE example (3 for ``(H, W, C)`` images); when given, an input
+            of another rank is an error instead of being mapped over its first axis. Without
+            it, ``batched`` maps over the leading axis whatever it is: ONE ``(8, 8, 3)`` image
+            given to a net that takes any rank (``GlobalAvgPool`` then ``Dense``) is read as 8
+            examples of shape ``(8, 3)``.
 
     Returns:
         ``batched_apply(params, state, xs, *, key=None, train=False) -> (ys, state)``.
@@ -35,6 +42,13 @@ def batched(apply: Callable[..., Any], *, axis_name: str = BATCH_AXIS) -> Callab
         leaves = jax.tree_util.tree_leaves(xs)
         if not leaves or any(leaf.ndim < 1 for leaf in leaves):
             raise ValueError("jcnn.batched: inputs need a leading batch axis")
+        if example_ndim is not None and any(leaf.ndim != example_ndim + 1 for leaf in leaves):
+            shapes = [tuple(leaf.shape) for leaf in leaves]
+            raise ValueError(
+                f"jcnn.batched: input of shape {shapes[0] if len(shapes) == 1 else shapes} but "
+                f"examples have rank {example_ndim}: a batch is (B, *example_shape); for ONE "
+                "example x pass x[None]"
+            )
         size = leaves[0].shape[0]
 
         def one(x, k):

@@ -18,7 +18,16 @@ from jax import lax
 from jcnn import initializers as inits
 from jcnn import lowering as lowerings
 from jcnn import shapes
-from jcnn.layers.core import Fns, Layer, Window, check_rank, layer_error, leaf, per_channel
+from jcnn.layers.core import (
+    Fns,
+    Layer,
+    Window,
+    check_floating,
+    check_rank,
+    layer_error,
+    leaf,
+    per_channel,
+)
 
 
 def check_params(
@@ -51,7 +60,8 @@ def check_params(
                 input_shape,
                 f"the input has {input_shape[-1]} channels (last axis) but the params were made "
                 f"for {made_for} (kernel {kernel}): init with the shape of the data you apply, "
-                "channels last, e.g. (H, W, C) for an image",
+                "channels last, e.g. (H, W, C) for an image (if you batched ONE example, its "
+                "first axis was taken as the batch: pass x[None])",
             )
     for name, shape in expected.items():
         if tuple(params[name].shape) != shape:
@@ -118,6 +128,7 @@ def _conv_like(
 
     def apply(params, state, x, *, key=None, train=False):
         del key, train
+        check_floating(kind, x)
         out_shape = output_shape(x.shape)
         expected = expected_params(x.shape[-1])
         check_params(

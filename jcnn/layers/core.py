@@ -42,6 +42,7 @@ from functools import cached_property
 from typing import Any, NamedTuple, Protocol
 
 import jax
+import jax.numpy as jnp
 
 from jcnn.shapes import ShapeError
 
@@ -539,6 +540,17 @@ def check_rank(layer: str, shape: Sequence[int], rank: int, layout: str) -> None
             shape,
             f"expected rank {rank} {layout} for ONE example (batch with jcnn.batched / vmap), "
             f"got rank {len(shape)}",
+        )
+
+
+def check_floating(layer: str, x: Any) -> None:
+    """Raises TypeError unless ``x`` has a floating dtype (layers with weights compute in it:
+    an integer input would cast the weights to integers and give zeros)."""
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(
+            f"{layer}: input dtype {x.dtype}: expected floating-point data; integer pixels "
+            "would cast the weights to integers. Convert first: x.astype(np.float32) / 255 "
+            "(or jcnn.data.normalize)"
         )
 
 

@@ -12,7 +12,16 @@ from jax import lax
 from jcnn import initializers as inits
 from jcnn import shapes
 from jcnn.layers.conv import check_params
-from jcnn.layers.core import Fns, Layer, layer_error, leaf, parameter_free, per_channel, same_shape
+from jcnn.layers.core import (
+    Fns,
+    Layer,
+    check_floating,
+    layer_error,
+    leaf,
+    parameter_free,
+    per_channel,
+    same_shape,
+)
 
 
 def Dense(
@@ -79,6 +88,7 @@ def _dense_rule(layer: Layer) -> Fns:
 
     def apply(params, state, x, *, key=None, train=False):
         del key, train
+        check_floating("Dense", x)
         out_shape = check(x.shape)
         check_params("Dense", params, expected_params(x.shape[-1]), input_shape=x.shape, in_axis=0)
         y = jnp.matmul(x, params["kernel"].astype(x.dtype), precision=precision)
