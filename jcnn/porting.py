@@ -319,13 +319,22 @@ def torch_leaves(net: Any, input_shape: Sequence[int]) -> list[TorchLeaf]:
             if unknown:
                 raise ValueError(f"porting: {path} has leaves {sorted(unknown)} with no torch name")
             out.append(TorchLeaf(path, layer, shape, flat[0], p, s))
-        if layer.kind == "Flatten" and len(shape) >= 2:
+        if _flattens(layer, shape):
             flat[0] = tuple(shape)
         elif not (layer.pointwise and not p):
             flat[0] = None
 
     walk(net, tuple(input_shape), "", params, state)
     return out
+
+
+def _flattens(layer: Any, shape: tuple[int, ...]) -> bool:
+    """A non-pointwise, unwindowed leaf that maps a spatial map to a vector of the same size: a
+    row-major flatten (``Flatten``, ``Reshape((-1,))``), read from its facts, not its kind."""
+    if layer.pointwise or layer.window is not None or layer.children or len(shape) < 2:
+        return False
+    out = layer.output_shape(shape)
+    return len(out) == 1 and out[0] == int(np.prod(shape))
 
 
 def _kernel_converters(leaf: TorchLeaf) -> tuple[Any, Any]:

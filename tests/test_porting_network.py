@@ -67,6 +67,16 @@ def test_paths_follow_the_layers_facts():
     assert [leaf.flattened_from for leaf in leaves][-2:] == [(3, 3, 5), None]
 
 
+def test_any_row_major_flatten_is_recognised_by_its_facts():
+    """Reshape((-1,)) flattens like Flatten: the Dense after it gets torch's column order."""
+    layers = [c for _, c in net().children]
+    reshaped = L.serial(*layers[:7], L.Reshape((-1,)), *layers[8:])
+    params, state = porting.from_torch(reshaped, (8, 8, 2), STATE_DICT)
+    with jax.default_matmul_precision("highest"):
+        y, _ = jcnn.batched(reshaped.apply)(params, state, porting.nchw_to_nhwc(X))
+    np.testing.assert_allclose(np.asarray(y), Y, rtol=1e-5, atol=1e-5)
+
+
 def test_to_torch_is_the_exact_inverse():
     params, state = porting.from_torch(net(), (8, 8, 2), STATE_DICT)
     back = porting.to_torch(net(), (8, 8, 2), params, state, prefixes=TORCH_MODULES)
