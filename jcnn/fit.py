@@ -14,6 +14,11 @@ call it). Its hooks, all keyword-only and optional:
   (default: the eval step over ``val`` in batches), recorded as ``val_<name>``.
 * ``on_epoch_end(epoch, record)``: after every epoch; returning True stops the run there.
 
+``fit`` checks its arguments and data before it compiles anything (integer images, labels
+outside the network's classes, NaN/inf values, mismatched lengths and shapes, counts that are
+not positive ints: see :func:`fit`) and stops with a :class:`NonFiniteLossError` at the first
+NaN or inf training loss.
+
 Example:
     >>> from jcnn.fit import fit
     >>> rng = np.random.default_rng(0)
@@ -32,6 +37,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -47,7 +53,8 @@ from tqdm.auto import tqdm
 from jcnn.checkpoint import Checkpointer
 from jcnn.data.batching import batches, data_rng, epoch_permutation
 from jcnn.layers.core import Layer
-from jcnn.losses import softmax_cross_entropy
+from jcnn.losses import check_labels, softmax_cross_entropy, takes_integer_labels
+from jcnn.shapes import is_int
 from jcnn.train import (
     MetricsFn,
     StepFactory,
@@ -94,11 +101,141 @@ class Chunk(NamedTuple):
     train_state: TrainState
 
 
+class NonFiniteLossError(FloatingPointError):
+    """The training loss of a step of :func:`fit` was NaN or inf (``stop_on_nonfinite=True``).
+
+    Raised after the chunk of steps holding that step, before anything of the chunk is
+    checkpointed or handed to ``on_chunk_end``.
+
+    Attributes:
+        step: optimiser steps taken before the bad step (the train state's ``step`` then).
+        epoch: its epoch, counted from 0.
+        index: its index within the epoch, counted from 0.
+        loss: the loss value (``nan``, ``inf`` or ``-inf``).
+    """
+
+    def __init__(self, message: str, *, step: int, epoch: int, index: int, loss: float) -> None:
+        super().__init__(message)
+        self.step, self.epoch, self.index, self.loss = step, epoch, index, loss
+
+
+def _count(where: str, name: str, value: Any, *, minimum: int = 1, optional: bool = False) -> Any:
+    """``value`` as a Python int >= ``minimum`` (NumPy ints accepted; bools, floats refused)."""
+    if value is None and optional:
+        return None
+    if not is_int(value) or value < minimum:
+        what = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+        raise ValueError(
+            f"{where}: {name} must be {what}{' or None' if optional else ''}, got {value!r} "
+            f"({type(value).__name__})"
+        )
+    return int(value)
+
+
+def _arrays(where: str, name: str, data: Any) -> Arrays:
+    """``data`` as ``(x, y)``: two arrays of the same, non-zero length, ``x`` floating-point."""
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        got = type(data).__name__ + (f" of shape {data.shape}" if hasattr(data, "shape") else "")
+        raise TypeError(f"{where}: {name} must be a pair (x, y) of arrays, got a {got}")
+    x, y = data
+    for part, a in (("x", x), ("y", y)):
+        if not hasattr(a, "shape") or not hasattr(a, "dtype"):
+            raise TypeError(
+                f"{where}: {name} {part} must be an array (NumPy, a memory map or JAX), got a "
+                f"{type(a).__name__}: convert it with np.asarray"
+            )
+        if len(a.shape) == 0:
+            raise ValueError(f"{where}: {name} {part} is a scalar; examples go along axis 0")
+    if len(x) != len(y):
+        raise ValueError(
+            f"{where}: {name} has {len(x)} examples (x {tuple(x.shape)}) but {len(y)} labels "
+            f"(y {tuple(y.shape)}): give one label per example"
+        )
+    if len(x) == 0:
+        raise ValueError(
+            f"{where}: {name} is empty (x {tuple(x.shape)}): give at least one example"
+        )
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(
+            f"{where}: {name} x has dtype {x.dtype}; a network takes floating-point inputs "
+            "(integer pixels would make Conv and Dense compute in integers). Convert first: "
+            "x.astype(np.float32) / 255 for 0..255 pixels (or jcnn.data.normalize(x)), "
+            "x.astype(np.float32) for other numbers"
+        )
+    return x, y
+
+
+#: Elements per piece of :func:`_first_nonfinite`'s pass (bounds its temporary memory).
+_PIECE = 1 << 20
+
+
+def _first_nonfinite(a: Any) -> int | None:
+    """Index of the first example of ``a`` holding a NaN or inf (None: none), in one pass."""
+    if not jnp.issubdtype(a.dtype, jnp.inexact):
+        return None
+    rows = max(1, _PIECE // max(1, math.prod(a.shape[1:])))
+    for lo in range(0, len(a), rows):
+        ok = np.isfinite(np.asarray(a[lo : lo + rows])).reshape(min(rows, len(a) - lo), -1)
+        if not ok.all():
+            return lo + int(np.argmin(ok.all(axis=1)))
+    return None
+
+
+def _check_finite(where: str, name: str, x: Any, y: Any) -> None:
+    """Raises ValueError naming the first example of ``x`` (then ``y``) with a NaN or inf."""
+    for part, a in (("x", x), ("y", y)):
+        i = _first_nonfinite(a)
+        if i is None:
+            continue
+        example = np.asarray(a[i])
+        at = np.unravel_index(int(np.argmin(np.isfinite(example))), example.shape)
+        value = example[at]
+        inside = f" at {tuple(int(j) for j in at)}" if example.ndim else ""
+        raise ValueError(
+            f"{where}: {name} {part}[{i}] holds {value}{inside}: example {i} is the first with a "
+            "NaN or inf, which would make the loss and then every parameter NaN. Drop or repair "
+            f"such examples (keep = np.isfinite({part}.reshape(len({part}), -1)).all(axis=1); "
+            "x, y = x[keep], y[keep]), or pass stop_on_nonfinite=False"
+        )
+
+
+def _check_class_labels(where: str, name: str, y: Any, output: Any) -> None:
+    """For a loss of integer labels: ``y`` of shape ``(N,)``, integers in ``[0, K)``."""
+    if not isinstance(output, tuple) or not all(is_int(k) for k in output):
+        check_labels(f"{where}: {name} set", y)  # an unusual output: the loss says what it takes
+        return
+    check_labels(f"{where}: {name} set", y, (len(y), *output))
+    classes = int(output[0])
+    labels = np.asarray(y)
+    bad = (labels < 0) | (labels >= classes)
+    if not bad.any():
+        return
+    i = int(np.argmax(bad))
+    lo, hi = int(labels.min()), int(labels.max())
+    if lo < 0:
+        hint = "; drop the examples of negative labels (keep = y >= 0) or remap them"
+    elif lo == 1 and hi == classes:
+        hint = f"; labels 1..{classes}? use y - 1"
+    else:
+        hint = f"; for {hi + 1} classes give the last layer {hi + 1} outputs"
+    raise ValueError(
+        f"{where}: {name} label y[{i}] = {labels[i]} is not a class of this network: its output "
+        f"per example is ({classes},), so a label is a class index in 0..{classes - 1}, but the "
+        f"labels span {lo}..{hi} ({int(bad.sum())} of {len(labels)} outside){hint}"
+    )
+
+
 def evaluate(
     eval_step: Callable[[TrainState, Any], dict], ts: TrainState, data: Arrays, batch_size: int
 ) -> dict[str, float]:
-    """Metrics of ``data`` (all of it, the last batch may be smaller), weighted by batch size."""
-    x, y = data
+    """Metrics of ``data`` (all of it, the last batch may be smaller), weighted by batch size.
+
+    Raises:
+        TypeError: ``data`` not a pair of arrays, or non-floating ``x`` (see :func:`fit`).
+        ValueError: lengths that differ, no examples, or a ``batch_size`` that is not >= 1.
+    """
+    x, y = _arrays("evaluate", "data", data)
+    batch_size = _count("evaluate", "batch_size", batch_size)
     totals: dict[str, float] = {}
     for i in range(0, len(x), batch_size):
         metrics = eval_step(ts, (x[i : i + batch_size], y[i : i + batch_size]))
@@ -108,10 +245,92 @@ def evaluate(
     return {k: v / len(x) for k, v in totals.items()}
 
 
-def _positive(name: str, value: int | None) -> int | None:
-    if value is not None and (not isinstance(value, int) or value < 1):
-        raise ValueError(f"fit: {name} must be a positive int or None, got {value!r}")
-    return value
+def _nonfinite_loss(
+    losses: Any,
+    *,
+    step_after: int,
+    first: int,
+    epoch: int,
+    epochs: int,
+    steps: int,
+    mean_before: float | None,
+    saved: str,
+) -> NonFiniteLossError | None:
+    """The error for the first non-finite loss of a chunk (None when every loss is finite)."""
+    values = np.asarray(losses, dtype=np.float64).reshape(-1)
+    bad = np.flatnonzero(~np.isfinite(values))
+    if not bad.size:  # finite losses whose sum overflowed
+        return None
+    j = int(bad[0])
+    step, index, value = step_after - len(values) + j, first + j, float(values[j])
+    before = ", ".join(f"{v:.4g}" for v in values[max(0, j - 3) : j])
+    if before:
+        before = f", after losses {before}"
+    elif mean_before is not None:
+        before = f", after a mean loss of {mean_before:.4g} over the epoch's earlier steps"
+    return NonFiniteLossError(
+        f"fit: the training loss is {value} at global step {step + 1} (epoch {epoch + 1}/"
+        f"{epochs}, step {index + 1}/{steps} of the epoch; counted from 1)"
+        + before
+        + f". Training stopped; nothing of this chunk was checkpointed{saved}. Likely causes: "
+        "a learning rate too high (try one 10x lower), NaN/inf in the data (check "
+        "np.isfinite(x).all()), or an operation such as log(0) or x / 0 in the loss or a "
+        'layer; jax.config.update("jax_debug_nans", True) raises at the first operation that '
+        "makes a NaN. Pass stop_on_nonfinite=False to train on regardless",
+        step=step,
+        epoch=epoch,
+        index=index,
+        loss=value,
+    )
+
+
+def _check_train_state(ts: Any, optimizer: optax.GradientTransformation, frozen: bool) -> None:
+    """A TrainState whose optimiser state ``optimizer`` can update (unless re-made: frozen)."""
+    if not isinstance(ts, TrainState):
+        raise TypeError(
+            f"fit: train_state must be a jcnn.train.TrainState (create_train_state, a FitResult's "
+            f"train_state, or TrainState.create(params, state, optimizer)), got a "
+            f"{type(ts).__name__}"
+        )
+    if frozen:
+        return
+    expected = jax.eval_shape(optimizer.init, ts.params)
+    if jax.tree.structure(expected) != jax.tree.structure(ts.opt_state):
+
+        def kinds(tree: Any) -> str:
+            parts = tree if isinstance(tree, tuple) and not hasattr(tree, "_fields") else (tree,)
+            return "(" + ", ".join(type(p).__name__ for p in parts) + ")"
+
+        raise ValueError(
+            f"fit: train_state.opt_state was made by another optimiser: it holds "
+            f"{kinds(ts.opt_state)}, this optimizer's state is {kinds(expected)}. Pass the "
+            "optimizer the state was made with, or start it afresh: "
+            "train_state._replace(opt_state=optimizer.init(train_state.params))"
+        )
+
+
+def _check_per_step(metrics: Mapping[str, Any], num_steps: int) -> None:
+    """Each metric of a chunk is ``(num_steps,)``: one scalar per step (shapes only, free)."""
+    shapes = {k: np.shape(v) for k, v in metrics.items() if np.shape(v) != (num_steps,)}
+    if shapes:
+        raise ValueError(
+            f"fit: a chunk of {num_steps} steps returned metrics of shapes {shapes}, expected "
+            f"({num_steps},): one scalar per step. The loss and every metric of metrics_fn must "
+            "be ONE scalar for the batch, e.g. jnp.mean over the examples"
+        )
+
+
+def _validated(validate: ValidateFn, ts: TrainState) -> dict[str, float]:
+    """``validate(ts)`` as ``{"val_<name>": float}``; it must return a mapping of scalars."""
+    got = validate(ts)
+    if not isinstance(got, Mapping):
+        raise TypeError(
+            f"fit: validate must return a mapping {{name: scalar}}, got a {type(got).__name__}"
+        )
+    shapes = {k: np.shape(v) for k, v in got.items() if np.ndim(v) != 0}
+    if shapes:
+        raise ValueError(f"fit: validate returned non-scalar values {shapes}: return scalars")
+    return {f"val_{k}": float(v) for k, v in got.items()}
 
 
 #: ``run(ts, start, num_steps) -> (ts, metrics stacked per step)``: steps ``start ..
@@ -207,65 +426,153 @@ def fit(
     on_chunk_end: Callable[[Chunk], None] | None = None,
     log_every: int | None = None,
     prefetch: int = 2,
+    stop_on_nonfinite: bool = True,
 ) -> FitResult:
     """Trains ``layer`` on ``train = (images, labels)`` for ``epochs`` epochs.
 
+    The data are checked before anything is compiled, each set in one pass on the host:
+
+    * ``x`` and ``y`` are arrays (NumPy, memory maps or JAX) of the same, non-zero length, and
+      ``val``'s examples have the shape of ``train``'s.
+    * ``x`` is floating-point: integer images (raw ``uint8`` pixels) are refused, since Conv and
+      Dense would compute in integers. Convert them first: ``x.astype(np.float32) / 255`` (or
+      ``jcnn.data.normalize(x)``).
+    * With a loss of integer class labels (:func:`jcnn.losses.takes_integer_labels`, such as
+      the default :func:`jcnn.losses.softmax_cross_entropy`), ``y`` is ``(N,)`` integers in
+      ``[0, K)``, K the size of the network's output ``layer.output_shape(example_shape) ==
+      (K,)``. Float labels are refused: cast them with ``y.astype(np.int32)``.
+    * With ``stop_on_nonfinite`` (default), every value of ``x`` (and of a float ``y``) is
+      finite, and training stops with a :class:`NonFiniteLossError` after the first chunk of
+      steps in which a training loss is NaN or inf (read from the per-step losses each chunk
+      brings back anyway; the chunk is not checkpointed).
+
     Args:
         layer: the network (per-example ``Layer``).
-        train: ``(x, y)`` numpy arrays, ``x: (N, *example_shape)``.
+        train: ``(x, y)`` arrays, ``x: (N, *example_shape)`` floating-point (see above).
         val: optional ``(x, y)`` evaluated after each epoch with ``train=False``.
-        optimizer: any optax optimiser, schedules included (default ``adam(1e-3)``).
-        loss_fn, metrics_fn: ``loss_fn(outputs, y)``; extra metrics (default accuracy).
+        optimizer: any optax optimiser, schedules included (default ``adam(1e-3)``), called:
+            ``optax.adam(1e-3)``, not ``optax.adam``.
+        loss_fn, metrics_fn: ``loss_fn(outputs, y)``, a floating scalar; ``metrics_fn(outputs,
+            y) -> {name: scalar}``, extra metrics (default accuracy).
         epochs, batch_size, seed: the run; each epoch drops its last partial batch.
         on_device: ``True`` runs each epoch as one compiled ``lax.scan`` over data resident on
             the device; ``False`` runs one compiled call per step with host batches prefetched.
             Both give the same result for the same seed (same permutations, same step keys).
-        frozen: parameter path patterns to keep fixed (see :func:`jcnn.train.freeze`).
-        train_state: start from this state instead of initialising (transfer learning).
+        frozen: parameter path patterns to keep fixed (see :func:`jcnn.train.freeze`); each
+            must match a parameter.
+        train_state: start from this state instead of initialising (transfer learning); its
+            ``opt_state`` must be ``optimizer``'s (unless ``frozen`` makes it afresh).
         checkpoint_dir: where to save; if it holds a checkpoint, training RESUMES from it.
-        checkpoint_every: save every N steps (and at the end of every epoch); default: each epoch.
-        keep_checkpoints: how many recent checkpoints to keep.
+        checkpoint_every: save every N steps (and at the end of every epoch); default: each
+            epoch. Needs ``checkpoint_dir``.
+        keep_checkpoints: how many recent checkpoints to keep (at least 1).
         transform: ``transform(key, x_batch)`` applied to every training batch (augmentation).
         eval_batch_size: batch size of evaluation.
         progress: show a tqdm bar with loss and accuracy.
         on_epoch_end: called with ``(epoch, record)`` after each epoch (``epoch`` from 0,
             ``record`` the epoch's history entries); returning True stops training there.
         steps: the step factory, ``steps(StepSpec) -> Steps`` (module docstring).
-        validate: ``validate(train_state) -> {name: value}`` after each epoch, recorded as
+        validate: ``validate(train_state) -> {name: scalar}`` after each epoch, recorded as
             ``val_<name>``; default: the eval step over ``val`` in batches of
             ``eval_batch_size`` (give ``val`` or ``validate``, not both).
         on_chunk_end: called with a :class:`Chunk` after every chunk of steps.
         log_every: steps per chunk (progress-bar update, ``on_chunk_end`` call; one compiled
             call of the on-device loop); chunks also end at checkpoints and epoch ends.
             Default: up to the next checkpoint or the end of the epoch.
-        prefetch: host batches prepared ahead by a background thread (host loop).
+        prefetch: host batches prepared ahead by a background thread (host loop); 0 prepares
+            each batch when it is needed, in the calling thread.
+        stop_on_nonfinite: check the data for NaN/inf up front and stop at the first
+            non-finite training loss (above); False trains on regardless.
 
     Returns:
         :class:`FitResult` with the final state and ``history`` (lists per epoch: ``epoch``,
         ``train_loss``, ``train_accuracy``, ``val_loss``, ``val_accuracy``, ``seconds``).
 
     Raises:
-        ValueError: fewer examples than ``batch_size``, ``transform`` with the host loop,
-            both ``val`` and ``validate``, or a factory without the loop asked for.
+        ValueError: a count (``epochs``, ``batch_size``, ``eval_batch_size``,
+            ``keep_checkpoints``, ``checkpoint_every``, ``log_every``, ``prefetch``) that is
+            not an int >= 1 (``prefetch`` >= 0), fewer examples than ``batch_size``, lengths
+            that differ, an empty set, ``val`` examples of another shape, labels outside
+            ``[0, K)``, a NaN or inf in the data, ``checkpoint_every`` without
+            ``checkpoint_dir``, ``transform`` with the host loop, both ``val`` and
+            ``validate``, a ``train_state`` of another optimiser, or a factory without the
+            loop asked for.
+        TypeError: data that are not pairs of arrays, non-floating ``x``, non-integer labels
+            for an integer-label loss, an optimiser that is not an optax transformation, a
+            loss that is not a floating scalar.
+        NonFiniteLossError: a NaN or inf training loss (``stop_on_nonfinite``).
     """
-    x_train, y_train = train
-    n = len(x_train)
-    if len(y_train) != n:
-        raise ValueError(f"fit: {n} training images but {len(y_train)} labels")
-    steps_per_epoch = n // batch_size
-    if steps_per_epoch == 0:
-        raise ValueError(f"fit: {n} training examples are fewer than batch_size={batch_size}")
+    epochs = _count("fit", "epochs", epochs)
+    batch_size = _count("fit", "batch_size", batch_size)
+    eval_batch_size = _count("fit", "eval_batch_size", eval_batch_size)
+    keep_checkpoints = _count("fit", "keep_checkpoints", keep_checkpoints)
+    checkpoint_every = _count("fit", "checkpoint_every", checkpoint_every, optional=True)
+    log_every = _count("fit", "log_every", log_every, optional=True)
+    prefetch = _count("fit", "prefetch", prefetch, minimum=0)
+    if not is_int(seed):
+        raise ValueError(f"fit: seed must be an int, got {seed!r} ({type(seed).__name__})")
+    if checkpoint_every is not None and checkpoint_dir is None:
+        raise ValueError(
+            f"fit: checkpoint_every={checkpoint_every} but no checkpoint_dir, so nothing would "
+            "be saved: give checkpoint_dir=... (or use log_every to cut the chunks)"
+        )
+    if optimizer is None:
+        optimizer = optax.adam(1e-3)
+    elif not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
+        name = getattr(optimizer, "__qualname__", None) or type(optimizer).__name__
+        hint = (
+            f": {name} looks like an optimiser factory; call it, e.g. optimizer=optax.adam(1e-3)"
+            if callable(optimizer)
+            else ""
+        )
+        raise TypeError(
+            f"fit: optimizer must be an optax.GradientTransformation (with init and update), "
+            f"got {optimizer!r}{hint}"
+        )
+    hooks = dict(
+        loss_fn=loss_fn,
+        metrics_fn=metrics_fn,
+        steps=steps,
+        transform=transform,
+        validate=validate,
+        on_epoch_end=on_epoch_end,
+        on_chunk_end=on_chunk_end,
+    )
+    for name, fn in hooks.items():
+        if fn is not None and not callable(fn):
+            raise TypeError(f"fit: {name} must be callable, got {fn!r}")
     if transform is not None and not on_device:
         raise ValueError("fit: transform is supported by the on-device loop only")
     if val is not None and validate is not None:
         raise ValueError("fit: give val (evaluated by the eval step) or validate, not both")
-    _positive("checkpoint_every", checkpoint_every)
-    _positive("log_every", log_every)
 
-    optimizer = optimizer or optax.adam(1e-3)
+    train = x_train, y_train = _arrays("fit", "train", train)
+    n = len(x_train)
+    steps_per_epoch = n // batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(f"fit: {n} training examples are fewer than batch_size={batch_size}")
+    example_shape = tuple(x_train.shape[1:])
+    output = layer.output_shape(example_shape)  # a ShapeError now, by integer arithmetic
+    sets = {"train": train}
+    if val is not None:
+        val = _arrays("fit", "val", val)
+        if tuple(val[0].shape[1:]) != example_shape:
+            raise ValueError(
+                f"fit: val examples have shape {tuple(val[0].shape[1:])} but train examples "
+                f"{example_shape}: the network is built for the training examples' shape; give "
+                "validation examples of that shape"
+            )
+        sets["val"] = val
+    for name, (x, y) in sets.items():
+        if takes_integer_labels(loss_fn):
+            _check_class_labels("fit", name, y, output)
+        if stop_on_nonfinite:
+            _check_finite("fit", name, x, y)
+
     if train_state is None:
-        ts = create_train_state(layer, x_train.shape[1:], optimizer, seed=seed)
+        ts = create_train_state(layer, example_shape, optimizer, seed=seed)
     else:
+        _check_train_state(train_state, optimizer, frozen=bool(frozen))
         ts = train_state
     if frozen:
         optimizer = freeze(optimizer, ts.params, frozen)
@@ -290,45 +597,66 @@ def fit(
     history: dict[str, list[float]] = {}
     total = (epochs - start_epoch) * steps_per_epoch - start_index
     bar = tqdm(total=max(total, 0), disable=not progress, unit="step", dynamic_ncols=True)
-    for epoch in range(start_epoch, epochs):
-        t0 = time.perf_counter()
-        sums: dict[str, float] = {}
-        index = start_index if epoch == start_epoch else 0
-        counted = 0
-        run = epoch_runner(epoch, index)
-        while index < steps_per_epoch:
-            chunk = min([steps_per_epoch - index] + [p - index % p for p in periods])
-            first = index
-            ts, metrics = run(ts, index, chunk)
-            for k, v in metrics.items():
-                sums[k] = sums.get(k, 0.0) + float(jnp.sum(v))
-            index += chunk
-            counted += chunk
-            bar.update(chunk)
-            bar.set_postfix(epoch=epoch + 1, **{k: f"{v / counted:.4f}" for k, v in sums.items()})
-            done = index == steps_per_epoch
-            at_checkpoint = checkpoint_every is not None and index % checkpoint_every == 0
-            if ckpt is not None and (done or at_checkpoint):
-                meta = {"epoch": epoch + 1 if done else epoch, "index": 0 if done else index}
-                ckpt.save(int(ts.step), ts, meta=meta)
-            if on_chunk_end is not None:
-                on_chunk_end(Chunk(epoch, first, chunk, int(ts.step), metrics, ts))
-        record = {f"train_{k}": v / max(counted, 1) for k, v in sums.items()}
-        if validate is not None:
-            record.update({f"val_{k}": float(v) for k, v in validate(ts).items()})
-        record["seconds"] = time.perf_counter() - t0
-        history.setdefault("epoch", []).append(epoch + 1)
-        for k, v in record.items():
-            history.setdefault(k, []).append(v)
-        if progress:
-            bar.write(
-                f"epoch {epoch + 1}/{epochs}: "
-                + ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k != "seconds")
-                + f" ({record['seconds']:.1f} s)"
-            )
-        if on_epoch_end is not None and on_epoch_end(epoch, record):
-            break
-    bar.close()
-    if ckpt is not None:
-        ckpt.close()
+    try:
+        for epoch in range(start_epoch, epochs):
+            t0 = time.perf_counter()
+            sums: dict[str, float] = {}
+            index = start_index if epoch == start_epoch else 0
+            counted = 0
+            run = epoch_runner(epoch, index)
+            while index < steps_per_epoch:
+                chunk = min([steps_per_epoch - index] + [p - index % p for p in periods])
+                first = index
+                ts, metrics = run(ts, index, chunk)
+                _check_per_step(metrics, chunk)
+                chunk_sums = {k: float(jnp.sum(v)) for k, v in metrics.items()}
+                if stop_on_nonfinite and not math.isfinite(chunk_sums.get("loss", 0.0)):
+                    latest = ckpt.latest_step() if ckpt is not None else None
+                    saved = "" if latest is None else f" (the last saved is step {latest})"
+                    error = _nonfinite_loss(
+                        metrics["loss"],
+                        step_after=int(ts.step),
+                        first=first,
+                        epoch=epoch,
+                        epochs=epochs,
+                        steps=steps_per_epoch,
+                        mean_before=sums["loss"] / counted if counted else None,
+                        saved=saved,
+                    )
+                    if error is not None:
+                        raise error
+                for k, v in chunk_sums.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                index += chunk
+                counted += chunk
+                bar.update(chunk)
+                bar.set_postfix(
+                    epoch=epoch + 1, **{k: f"{v / counted:.4f}" for k, v in sums.items()}
+                )
+                done = index == steps_per_epoch
+                at_checkpoint = checkpoint_every is not None and index % checkpoint_every == 0
+                if ckpt is not None and (done or at_checkpoint):
+                    meta = {"epoch": epoch + 1 if done else epoch, "index": 0 if done else index}
+                    ckpt.save(int(ts.step), ts, meta=meta)
+                if on_chunk_end is not None:
+                    on_chunk_end(Chunk(epoch, first, chunk, int(ts.step), metrics, ts))
+            record = {f"train_{k}": v / max(counted, 1) for k, v in sums.items()}
+            if validate is not None:
+                record.update(_validated(validate, ts))
+            record["seconds"] = time.perf_counter() - t0
+            history.setdefault("epoch", []).append(epoch + 1)
+            for k, v in record.items():
+                history.setdefault(k, []).append(v)
+            if progress:
+                bar.write(
+                    f"epoch {epoch + 1}/{epochs}: "
+                    + ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k != "seconds")
+                    + f" ({record['seconds']:.1f} s)"
+                )
+            if on_epoch_end is not None and on_epoch_end(epoch, record):
+                break
+    finally:
+        bar.close()
+        if ckpt is not None:
+            ckpt.close()  # also when a step raised: the checkpoints saved before it are kept
     return FitResult(train_state=ts, history=history)

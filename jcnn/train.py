@@ -23,7 +23,7 @@ exactly what an uninterrupted run does.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from fnmatch import fnmatch
 from typing import Any, NamedTuple
 
@@ -64,6 +64,7 @@ __all__ = [
     "host_batches",
     "init_key",
     "loss_and_grads",
+    "loss_and_metrics",
     "make_epoch",
     "make_eval_step",
     "make_train_step",
@@ -174,6 +175,51 @@ def default_metrics(logits: jax.Array, labels: jax.Array) -> dict[str, jax.Array
     return {}
 
 
+def _name(fn: Callable[..., Any]) -> str:
+    return getattr(fn, "__name__", None) or repr(fn)
+
+
+def loss_and_metrics(
+    loss_fn: LossFn, metrics_fn: Callable[..., dict], outputs: Any, y: Any
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """``loss_fn(outputs, y)`` and ``{"loss": loss, **metrics_fn(outputs, y)}``, checked.
+
+    The checks read shapes and dtypes when the step is traced (nothing runs in the compiled
+    program): the loss must be a floating-point scalar (the mean over the batch) and the metrics
+    a mapping (of scalars for :func:`jcnn.fit.fit`, which averages them over steps and checks
+    that; a hand-written loop may return arrays).
+
+    Raises:
+        TypeError: a loss that is not a floating scalar, or metrics that are not a mapping.
+
+    Example:
+        >>> per_example = lambda out, y: jnp.sum(out, axis=1)
+        >>> out, y = jnp.ones((4, 2)), jnp.zeros(4, int)
+        >>> loss_and_metrics(per_example, default_metrics, out, y)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        TypeError: loss_fn <lambda> returned shape (4,): a loss must be ONE floating-point scalar...
+        >>> cross_entropy = jcnn.losses.softmax_cross_entropy
+        >>> loss, metrics = loss_and_metrics(cross_entropy, default_metrics, out, y)
+        >>> sorted(metrics)
+        ['accuracy', 'loss']
+    """
+    loss = loss_fn(outputs, y)
+    shape, dtype = jnp.shape(loss), jnp.result_type(loss)
+    if shape != () or not jnp.issubdtype(dtype, jnp.floating):
+        got = f"shape {shape}" if shape != () else f"a scalar of dtype {dtype}"
+        raise TypeError(
+            f"loss_fn {_name(loss_fn)} returned {got}: a loss must be ONE floating-point scalar, "
+            "the mean over the batch (e.g. jnp.mean of the per-example losses)"
+        )
+    metrics = metrics_fn(outputs, y)
+    if not isinstance(metrics, Mapping):
+        raise TypeError(
+            f"metrics_fn {_name(metrics_fn)} returned {type(metrics).__name__}: it must return a "
+            "mapping {name: scalar} (or {} for no metrics)"
+        )
+    return loss, {"loss": loss, **metrics}
+
+
 def loss_and_grads(
     apply: Callable[..., Any],
     loss_fn: LossFn,
@@ -196,8 +242,8 @@ def loss_and_grads(
 
     def objective(p):
         out, new_state = batched(apply)(p, state, x, key=key, train=train)
-        loss = loss_fn(out, y)
-        return loss, (new_state, {"loss": loss, **metrics_fn(out, y)})
+        loss, metrics = loss_and_metrics(loss_fn, metrics_fn, out, y)
+        return loss, (new_state, metrics)
 
     return jax.value_and_grad(objective, has_aux=True)(params)
 
@@ -336,7 +382,7 @@ def make_eval_step(
     def evaluate(ts, batch):
         x, y = batch
         out, _ = batched(apply)(ts.params, ts.state, x, train=False)
-        return {"loss": loss_fn(out, y), **metrics_fn(out, y)}
+        return loss_and_metrics(loss_fn, metrics_fn, out, y)[1]
 
     return jax.jit(evaluate)
 
@@ -533,14 +579,44 @@ def freeze(
     globs, and a pattern also matches everything below it (``"features"`` freezes the whole
     sub-network named ``features``). Frozen leaves get zero updates (``optax.set_to_zero``) and
     no optimiser state. Built on ``optax.multi_transform``.
+
+    Raises:
+        TypeError: ``frozen`` is a string (a sequence of patterns is expected).
+        ValueError: a pattern that matches no parameter path and no layer without params (a
+            typo would freeze nothing).
     """
-    labels = param_labels(params, frozen)
-    if frozen and "frozen" not in jax.tree_util.tree_leaves(labels):
-        paths = [param_path(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+    _check_patterns(frozen)
+    paths = [param_path(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+
+    # A layer without params (Relu_0: {}) is a name a pattern may hold too (a whole body).
+    def no_params(v: Any) -> bool:
+        return isinstance(v, dict) and not v
+
+    empty = jax.tree_util.tree_flatten_with_path(params, is_leaf=no_params)[0]
+    names = paths + [param_path(p) for p, v in empty if no_params(v)]
+    unmatched = [pat for pat in frozen if not any(_matches(p, pat) for p in names)]
+    if unmatched:
+        shown = ", ".join(paths[:12]) + (f", ... ({len(paths)} in all)" if len(paths) > 12 else "")
         raise ValueError(
-            f"freeze: no parameter path matches {list(frozen)}; paths are {paths[:8]}..."
+            f"freeze: {unmatched} match no parameter path, so they would freeze nothing; paths "
+            f"are {shown} (patterns are fnmatch globs; a pattern also matches everything below "
+            "it, e.g. 'features' freezes features/...)"
         )
+    labels = param_labels(params, frozen)
     return optax.multi_transform({"train": optimizer, "frozen": optax.set_to_zero()}, labels)
+
+
+def _check_patterns(frozen: Sequence[str]) -> None:
+    if isinstance(frozen, str):
+        raise TypeError(
+            f"frozen must be a sequence of path patterns, got the string {frozen!r} (which "
+            f"would be read letter by letter): use [{frozen!r}]"
+        )
+
+
+def _matches(path: str, pattern: str) -> bool:
+    """Whether ``pattern`` matches the parameter ``path`` or a folder above it."""
+    return fnmatch(path, pattern) or fnmatch(path, pattern.rstrip("/") + "/*")
 
 
 def param_path(path: Sequence[Any]) -> str:
@@ -556,9 +632,10 @@ def param_path(path: Sequence[Any]) -> str:
 def param_labels(params: Any, frozen: Sequence[str]) -> Any:
     """``"frozen"`` or ``"train"`` per leaf, by path pattern (see :func:`freeze`)."""
 
+    _check_patterns(frozen)
+
     def label(path, _):
         p = param_path(path)
-        hit = any(fnmatch(p, pat) or fnmatch(p, pat.rstrip("/") + "/*") for pat in frozen)
-        return "frozen" if hit else "train"
+        return "frozen" if any(_matches(p, pat) for pat in frozen) else "train"
 
     return jax.tree_util.tree_map_with_path(label, params)

@@ -1,11 +1,13 @@
 """jcnn.fit.fit: on-device epoch == host loop, determinism, history, evaluation, checkpoints,
-optax schedules, freezing by path, augmentation inside the compiled epoch, errors."""
+optax schedules, freezing by path, augmentation inside the compiled epoch, errors (the catalogue
+of misuse is tests/bad_inputs/cases_training.py)."""
 
 from __future__ import annotations
 
 import functools
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -14,7 +16,7 @@ from jcnn import layers as L
 from jcnn import train as T
 from jcnn.checkpoint import Checkpointer
 from jcnn.data import augment
-from jcnn.fit import fit
+from jcnn.fit import NonFiniteLossError, evaluate, fit
 from jcnn.losses import softmax_cross_entropy
 
 HISTORY_KEYS = {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds"}
@@ -323,3 +325,83 @@ def test_continue_from_a_given_train_state():
 def test_too_few_examples_for_one_batch():
     with pytest.raises(ValueError, match="fewer than batch_size"):
         fit(TINY_NET, (TINY_TRAIN[0][:10], TINY_TRAIN[1][:10]), batch_size=16, progress=False)
+
+
+# --------------------------------------------------------------------------- misuse
+
+
+def _log_of_target_loss(out, y):
+    """A regression loss that is -inf exactly for the batches holding a target of 0."""
+    return jnp.mean(jnp.square(out[:, 0] - y)) + jnp.log(jnp.min(y))
+
+
+# Example BAD is the 6th of step 3 (counted from 0) of epoch 0 for seed 0 and batch 16.
+PERM0 = np.asarray(T.epoch_permutation(T.data_rng(0), 0, len(TINY_TRAIN[0])))
+BAD = int(PERM0[3 * 16 + 5])
+ZERO_TARGET = (TINY_TRAIN[0], np.where(np.arange(96) == BAD, 0.0, 1.0).astype(np.float32))
+
+
+@pytest.mark.parametrize("on_device", [True, False])
+def test_a_non_finite_loss_stops_at_its_step_before_checkpointing_it(tmp_path, on_device):
+    chunks = []
+    with pytest.raises(NonFiniteLossError) as info:
+        fit(
+            TINY_NET,
+            ZERO_TARGET,
+            loss_fn=_log_of_target_loss,
+            epochs=2,
+            batch_size=16,
+            on_device=on_device,
+            checkpoint_dir=tmp_path / "ckpt",
+            checkpoint_every=2,
+            on_chunk_end=lambda c: chunks.append(c.start),
+            progress=False,
+        )
+    error = info.value
+    assert isinstance(error, FloatingPointError)
+    assert (error.step, error.epoch, error.index, error.loss) == (3, 0, 3, -np.inf)
+    assert "loss is -inf at global step 4 (epoch 1/2, step 4/6 of the epoch" in str(error)
+    assert "after losses" in str(error)  # step 2 of the same chunk of 2 (steps 2, 3)
+    assert chunks == [0]  # the chunk of steps 2..3 reached neither on_chunk_end ...
+    assert Checkpointer(tmp_path / "ckpt").all_steps() == [2]  # ... nor the checkpoint
+
+
+def test_stop_on_nonfinite_false_trains_on():
+    result = fit(
+        TINY_NET,
+        ZERO_TARGET,
+        loss_fn=_log_of_target_loss,
+        epochs=1,
+        batch_size=16,
+        progress=False,
+        stop_on_nonfinite=False,
+    )
+    assert int(result.train_state.step) == 6
+    assert result.history["train_loss"] == [-np.inf]
+
+
+def test_the_data_are_checked_before_anything_is_made():
+    made = []
+
+    def factory(spec):
+        made.append(spec)
+        return T.default_steps(spec)
+
+    x, y = TINY_TRAIN
+    for bad in [(x, y.astype(np.float32)), (x, y + 1), (np.where(x > 2, np.nan, x), y)]:
+        with pytest.raises((TypeError, ValueError)):
+            fit(TINY_NET, bad, steps=factory, progress=False)
+    assert made == []
+
+
+def test_evaluate_checks_its_data_and_batch_size():
+    ts = T.create_train_state(TINY_NET, (6, 6, 1), optax.adam(1e-2))
+    step = T.make_eval_step(TINY_NET.apply, softmax_cross_entropy)
+    x, y = TINY_VAL
+    with pytest.raises(ValueError, match="evaluate: data is empty"):
+        evaluate(step, ts, (x[:0], y[:0]), 8)
+    with pytest.raises(ValueError, match="evaluate: batch_size must be a positive int"):
+        evaluate(step, ts, (x, y), 0)
+    with pytest.raises(TypeError, match="evaluate: data x has dtype int32"):
+        evaluate(step, ts, (x.astype(np.int32), y), 8)
+    assert set(evaluate(step, ts, (x, y), np.int64(8))) == {"loss", "accuracy"}

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from jcnn import losses
+from jcnn.shapes import ShapeError
 
 
 def _np_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -142,3 +146,43 @@ def test_label_shape_errors(fn, logits_shape, labels_shape):
 def test_mse_refuses_to_broadcast(a, b):
     with pytest.raises(ValueError, match="shapes differ"):
         losses.mse(jnp.zeros(a), jnp.zeros(b))
+
+
+@pytest.mark.parametrize(
+    "labels_shape, words",
+    [((5,), "batch sizes differ"), ((4, 1), "labels.reshape(-1)"), ((4, 3), "one-hot rows?")],
+)
+def test_label_shape_errors_say_what_to_do(labels_shape, words):
+    with pytest.raises(ShapeError, match=re.escape(words)):
+        losses.softmax_cross_entropy(jnp.zeros((4, 3)), jnp.zeros(labels_shape, jnp.int32))
+
+
+@pytest.mark.parametrize(
+    "fn", [losses.softmax_cross_entropy, losses.accuracy, losses.top_k_accuracy]
+)
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bool_])
+@pytest.mark.parametrize("jit", [False, True])
+def test_non_integer_labels_are_refused_when_traced(fn, dtype, jit):
+    call = jax.jit(fn) if jit else fn  # under jit: raised while tracing, nothing compiled
+    with pytest.raises(TypeError, match=r"labels have dtype .*astype\(np.int32\)"):
+        call(jnp.zeros((4, 3)), jnp.zeros(4, dtype))
+
+
+@pytest.mark.parametrize("k", [0, 4, 2.0, True])
+def test_top_k_needs_an_int_k_within_the_classes(k):
+    with pytest.raises(ValueError, match=r"k must be an int in 1\.\.3"):
+        losses.top_k_accuracy(jnp.zeros((4, 3)), jnp.zeros(4, jnp.int32), k=k)
+
+
+def test_which_functions_take_integer_labels():
+    marked = [losses.softmax_cross_entropy, losses.accuracy, losses.top_k_accuracy]
+    marked += [losses.classification_metrics, functools.partial(losses.top_k_accuracy, k=2)]
+    assert all(losses.takes_integer_labels(fn) for fn in marked)
+    assert not losses.takes_integer_labels(losses.mse)
+    assert not losses.takes_integer_labels(lambda logits, labels: 0.0)
+
+    @losses.integer_labels
+    def mine(logits, labels):
+        return losses.softmax_cross_entropy(logits, labels)
+
+    assert losses.takes_integer_labels(mine)

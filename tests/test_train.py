@@ -470,3 +470,68 @@ def test_freeze_gives_zero_updates_to_frozen_leaves():
             np.testing.assert_array_equal(u, np.zeros_like(u))
         else:
             np.testing.assert_array_equal(u, -np.ones_like(u))
+
+
+@pytest.mark.parametrize(
+    "patterns, unmatched",
+    [(["nope"], ["nope"]), (["head", "features/Conv_2", "hed"], ["features/Conv_2", "hed"])],
+)
+def test_freeze_names_every_pattern_that_matches_nothing(patterns, unmatched):
+    with pytest.raises(ValueError) as info:
+        T.freeze(optax.sgd(1.0), _nested_params(), patterns)
+    message = str(info.value)
+    assert message.startswith(f"freeze: {unmatched} match no parameter path")
+    assert "features/Conv_0/kernel" in message  # the paths there are
+
+
+def test_freeze_accepts_the_name_of_a_layer_without_params():
+    """A whole body (jcnn.transfer) names its Flatten too: not a typo, it exists, with no params."""
+    params = _nested_params()
+    T.freeze(optax.sgd(1.0), params, ["features", "Flatten_0"])
+    assert _frozen_paths(params, ["features", "Flatten_0"]) == ALL[:4]
+    with pytest.raises(ValueError, match=r"\['Flatten_1'\] match no parameter path"):
+        T.freeze(optax.sgd(1.0), params, ["features", "Flatten_1"])
+
+
+@pytest.mark.parametrize("fn", [T.freeze, T.param_labels])
+def test_frozen_as_a_string_is_refused(fn):
+    args = (optax.sgd(1.0), _nested_params()) if fn is T.freeze else (_nested_params(),)
+    with pytest.raises(TypeError, match=r"got the string 'head'.*use \['head'\]"):
+        fn(*args, "head")
+
+
+# --------------------------------------------------------------------------- loss checks
+
+
+TINY = L.serial(L.Flatten(), L.Dense(3))
+
+
+def _per_example(out, y):
+    return optax.softmax_cross_entropy_with_integer_labels(out, y)
+
+
+@pytest.mark.parametrize(
+    "loss_fn, metrics_fn, error, words",
+    [
+        (_per_example, T.default_metrics, TypeError, "loss_fn _per_example returned shape (4,)"),
+        (lambda out, y: jnp.sum(y), T.default_metrics, TypeError, "scalar of dtype int32"),
+        (softmax_cross_entropy, lambda out, y: 1.0, TypeError, "returned float: it must return"),
+    ],
+)
+@pytest.mark.parametrize("make", ["train", "eval"])
+def test_steps_check_the_loss_and_metrics_when_traced(make, loss_fn, metrics_fn, error, words):
+    if make == "train":
+        step = T.make_train_step(TINY.apply, loss_fn, optax.sgd(0.1), metrics_fn=metrics_fn)
+    else:
+        step = T.make_eval_step(TINY.apply, loss_fn, metrics_fn=metrics_fn)
+    ts = T.create_train_state(TINY, (2,), optax.sgd(0.1))
+    with pytest.raises(error) as info:
+        step(ts, (jnp.ones((4, 2)), jnp.zeros(4, jnp.int32)))
+    assert words in str(info.value)
+
+
+def test_hand_written_loops_may_return_array_metrics(rng):
+    """Only fit needs scalar metrics (it averages them); a step may return arrays."""
+    step = T.make_eval_step(TINY.apply, softmax_cross_entropy, metrics_fn=lambda o, y: {"o": o})
+    ts = T.create_train_state(TINY, (2,), optax.sgd(0.1))
+    assert step(ts, (jnp.ones((4, 2)), jnp.zeros(4, jnp.int32)))["o"].shape == (4, 3)
