@@ -50,10 +50,11 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
+from jcnn import checks
 from jcnn.checkpoint import Checkpointer
 from jcnn.data.batching import batches, data_rng, epoch_permutation
 from jcnn.layers.core import Layer
-from jcnn.losses import check_labels, softmax_cross_entropy, takes_integer_labels
+from jcnn.losses import softmax_cross_entropy, takes_integer_labels
 from jcnn.shapes import is_int
 from jcnn.train import (
     MetricsFn,
@@ -119,112 +120,6 @@ class NonFiniteLossError(FloatingPointError):
         self.step, self.epoch, self.index, self.loss = step, epoch, index, loss
 
 
-def _count(where: str, name: str, value: Any, *, minimum: int = 1, optional: bool = False) -> Any:
-    """``value`` as a Python int >= ``minimum`` (NumPy ints accepted; bools, floats refused)."""
-    if value is None and optional:
-        return None
-    if not is_int(value) or value < minimum:
-        what = "a positive int" if minimum == 1 else f"an int >= {minimum}"
-        raise ValueError(
-            f"{where}: {name} must be {what}{' or None' if optional else ''}, got {value!r} "
-            f"({type(value).__name__})"
-        )
-    return int(value)
-
-
-def _arrays(where: str, name: str, data: Any) -> Arrays:
-    """``data`` as ``(x, y)``: two arrays of the same, non-zero length, ``x`` floating-point."""
-    if not isinstance(data, (tuple, list)) or len(data) != 2:
-        got = type(data).__name__ + (f" of shape {data.shape}" if hasattr(data, "shape") else "")
-        raise TypeError(f"{where}: {name} must be a pair (x, y) of arrays, got a {got}")
-    x, y = data
-    for part, a in (("x", x), ("y", y)):
-        if not hasattr(a, "shape") or not hasattr(a, "dtype"):
-            raise TypeError(
-                f"{where}: {name} {part} must be an array (NumPy, a memory map or JAX), got a "
-                f"{type(a).__name__}: convert it with np.asarray"
-            )
-        if len(a.shape) == 0:
-            raise ValueError(f"{where}: {name} {part} is a scalar; examples go along axis 0")
-    if len(x) != len(y):
-        raise ValueError(
-            f"{where}: {name} has {len(x)} examples (x {tuple(x.shape)}) but {len(y)} labels "
-            f"(y {tuple(y.shape)}): give one label per example"
-        )
-    if len(x) == 0:
-        raise ValueError(
-            f"{where}: {name} is empty (x {tuple(x.shape)}): give at least one example"
-        )
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise TypeError(
-            f"{where}: {name} x has dtype {x.dtype}; a network takes floating-point inputs "
-            "(integer pixels would make Conv and Dense compute in integers). Convert first: "
-            "x.astype(np.float32) / 255 for 0..255 pixels (or jcnn.data.normalize(x)), "
-            "x.astype(np.float32) for other numbers"
-        )
-    return x, y
-
-
-#: Elements per piece of :func:`_first_nonfinite`'s pass (bounds its temporary memory).
-_PIECE = 1 << 20
-
-
-def _first_nonfinite(a: Any) -> int | None:
-    """Index of the first example of ``a`` holding a NaN or inf (None: none), in one pass."""
-    if not jnp.issubdtype(a.dtype, jnp.inexact):
-        return None
-    rows = max(1, _PIECE // max(1, math.prod(a.shape[1:])))
-    for lo in range(0, len(a), rows):
-        ok = np.isfinite(np.asarray(a[lo : lo + rows])).reshape(min(rows, len(a) - lo), -1)
-        if not ok.all():
-            return lo + int(np.argmin(ok.all(axis=1)))
-    return None
-
-
-def _check_finite(where: str, name: str, x: Any, y: Any) -> None:
-    """Raises ValueError naming the first example of ``x`` (then ``y``) with a NaN or inf."""
-    for part, a in (("x", x), ("y", y)):
-        i = _first_nonfinite(a)
-        if i is None:
-            continue
-        example = np.asarray(a[i])
-        at = np.unravel_index(int(np.argmin(np.isfinite(example))), example.shape)
-        value = example[at]
-        inside = f" at {tuple(int(j) for j in at)}" if example.ndim else ""
-        raise ValueError(
-            f"{where}: {name} {part}[{i}] holds {value}{inside}: example {i} is the first with a "
-            "NaN or inf, which would make the loss and then every parameter NaN. Drop or repair "
-            f"such examples (keep = np.isfinite({part}.reshape(len({part}), -1)).all(axis=1); "
-            "x, y = x[keep], y[keep]), or pass stop_on_nonfinite=False"
-        )
-
-
-def _check_class_labels(where: str, name: str, y: Any, output: Any) -> None:
-    """For a loss of integer labels: ``y`` of shape ``(N,)``, integers in ``[0, K)``."""
-    if not isinstance(output, tuple) or not all(is_int(k) for k in output):
-        check_labels(f"{where}: {name} set", y)  # an unusual output: the loss says what it takes
-        return
-    check_labels(f"{where}: {name} set", y, (len(y), *output))
-    classes = int(output[0])
-    labels = np.asarray(y)
-    bad = (labels < 0) | (labels >= classes)
-    if not bad.any():
-        return
-    i = int(np.argmax(bad))
-    lo, hi = int(labels.min()), int(labels.max())
-    if lo < 0:
-        hint = "; drop the examples of negative labels (keep = y >= 0) or remap them"
-    elif lo == 1 and hi == classes:
-        hint = f"; labels 1..{classes}? use y - 1"
-    else:
-        hint = f"; for {hi + 1} classes give the last layer {hi + 1} outputs"
-    raise ValueError(
-        f"{where}: {name} label y[{i}] = {labels[i]} is not a class of this network: its output "
-        f"per example is ({classes},), so a label is a class index in 0..{classes - 1}, but the "
-        f"labels span {lo}..{hi} ({int(bad.sum())} of {len(labels)} outside){hint}"
-    )
-
-
 def evaluate(
     eval_step: Callable[[TrainState, Any], dict], ts: TrainState, data: Arrays, batch_size: int
 ) -> dict[str, float]:
@@ -234,8 +129,8 @@ def evaluate(
         TypeError: ``data`` not a pair of arrays, or non-floating ``x`` (see :func:`fit`).
         ValueError: lengths that differ, no examples, or a ``batch_size`` that is not >= 1.
     """
-    x, y = _arrays("evaluate", "data", data)
-    batch_size = _count("evaluate", "batch_size", batch_size)
+    x, y = checks.data_pair("evaluate", "data", data)
+    batch_size = checks.count("evaluate", "batch_size", batch_size)
     totals: dict[str, float] = {}
     for i in range(0, len(x), batch_size):
         metrics = eval_step(ts, (x[i : i + batch_size], y[i : i + batch_size]))
@@ -282,42 +177,6 @@ def _nonfinite_loss(
         index=index,
         loss=value,
     )
-
-
-def _check_train_state(ts: Any, optimizer: optax.GradientTransformation, frozen: bool) -> None:
-    """A TrainState whose optimiser state ``optimizer`` can update (unless re-made: frozen)."""
-    if not isinstance(ts, TrainState):
-        raise TypeError(
-            f"fit: train_state must be a jcnn.train.TrainState (create_train_state, a FitResult's "
-            f"train_state, or TrainState.create(params, state, optimizer)), got a "
-            f"{type(ts).__name__}"
-        )
-    if frozen:
-        return
-    expected = jax.eval_shape(optimizer.init, ts.params)
-    if jax.tree.structure(expected) != jax.tree.structure(ts.opt_state):
-
-        def kinds(tree: Any) -> str:
-            parts = tree if isinstance(tree, tuple) and not hasattr(tree, "_fields") else (tree,)
-            return "(" + ", ".join(type(p).__name__ for p in parts) + ")"
-
-        raise ValueError(
-            f"fit: train_state.opt_state was made by another optimiser: it holds "
-            f"{kinds(ts.opt_state)}, this optimizer's state is {kinds(expected)}. Pass the "
-            "optimizer the state was made with, or start it afresh: "
-            "train_state._replace(opt_state=optimizer.init(train_state.params))"
-        )
-
-
-def _check_per_step(metrics: Mapping[str, Any], num_steps: int) -> None:
-    """Each metric of a chunk is ``(num_steps,)``: one scalar per step (shapes only, free)."""
-    shapes = {k: np.shape(v) for k, v in metrics.items() if np.shape(v) != (num_steps,)}
-    if shapes:
-        raise ValueError(
-            f"fit: a chunk of {num_steps} steps returned metrics of shapes {shapes}, expected "
-            f"({num_steps},): one scalar per step. The loss and every metric of metrics_fn must "
-            "be ONE scalar for the batch, e.g. jnp.mean over the examples"
-        )
 
 
 def _validated(validate: ValidateFn, ts: TrainState) -> dict[str, float]:
@@ -502,13 +361,13 @@ def fit(
             loss that is not a floating scalar.
         NonFiniteLossError: a NaN or inf training loss (``stop_on_nonfinite``).
     """
-    epochs = _count("fit", "epochs", epochs)
-    batch_size = _count("fit", "batch_size", batch_size)
-    eval_batch_size = _count("fit", "eval_batch_size", eval_batch_size)
-    keep_checkpoints = _count("fit", "keep_checkpoints", keep_checkpoints)
-    checkpoint_every = _count("fit", "checkpoint_every", checkpoint_every, optional=True)
-    log_every = _count("fit", "log_every", log_every, optional=True)
-    prefetch = _count("fit", "prefetch", prefetch, minimum=0)
+    epochs = checks.count("fit", "epochs", epochs)
+    batch_size = checks.count("fit", "batch_size", batch_size)
+    eval_batch_size = checks.count("fit", "eval_batch_size", eval_batch_size)
+    keep_checkpoints = checks.count("fit", "keep_checkpoints", keep_checkpoints)
+    checkpoint_every = checks.count("fit", "checkpoint_every", checkpoint_every, optional=True)
+    log_every = checks.count("fit", "log_every", log_every, optional=True)
+    prefetch = checks.count("fit", "prefetch", prefetch, minimum=0)
     if not is_int(seed):
         raise ValueError(f"fit: seed must be an int, got {seed!r} ({type(seed).__name__})")
     if checkpoint_every is not None and checkpoint_dir is None:
@@ -546,7 +405,7 @@ def fit(
     if val is not None and validate is not None:
         raise ValueError("fit: give val (evaluated by the eval step) or validate, not both")
 
-    train = x_train, y_train = _arrays("fit", "train", train)
+    train = x_train, y_train = checks.data_pair("fit", "train", train)
     n = len(x_train)
     steps_per_epoch = n // batch_size
     if steps_per_epoch == 0:
@@ -555,7 +414,7 @@ def fit(
     output = layer.output_shape(example_shape)  # a ShapeError now, by integer arithmetic
     sets = {"train": train}
     if val is not None:
-        val = _arrays("fit", "val", val)
+        val = checks.data_pair("fit", "val", val)
         if tuple(val[0].shape[1:]) != example_shape:
             raise ValueError(
                 f"fit: val examples have shape {tuple(val[0].shape[1:])} but train examples "
@@ -565,14 +424,14 @@ def fit(
         sets["val"] = val
     for name, (x, y) in sets.items():
         if takes_integer_labels(loss_fn):
-            _check_class_labels("fit", name, y, output)
+            checks.check_class_labels("fit", name, y, output)
         if stop_on_nonfinite:
-            _check_finite("fit", name, x, y)
+            checks.check_finite("fit", name, x, y)
 
     if train_state is None:
         ts = create_train_state(layer, example_shape, optimizer, seed=seed)
     else:
-        _check_train_state(train_state, optimizer, frozen=bool(frozen))
+        checks.check_train_state(train_state, optimizer, frozen=bool(frozen))
         ts = train_state
     if frozen:
         optimizer = freeze(optimizer, ts.params, frozen)
@@ -608,7 +467,7 @@ def fit(
                 chunk = min([steps_per_epoch - index] + [p - index % p for p in periods])
                 first = index
                 ts, metrics = run(ts, index, chunk)
-                _check_per_step(metrics, chunk)
+                checks.check_per_step(metrics, chunk)
                 chunk_sums = {k: float(jnp.sum(v)) for k, v in metrics.items()}
                 if stop_on_nonfinite and not math.isfinite(chunk_sums.get("loss", 0.0)):
                     latest = ckpt.latest_step() if ckpt is not None else None
