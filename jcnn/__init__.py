@@ -9,7 +9,11 @@ Layers are ``(init, apply)`` pairs written for one example and batched with ``vm
     out_shape, params, state = net.init(jax.random.key(0), (28, 28, 1))
     ys, state = jcnn.batched(net.apply)(params, state, xs)
 
-Modules loaded on demand: ``jcnn.train`` and ``jcnn.fit`` (training), ``jcnn.transfer``
+The training loop is at the top level too: ``jcnn.fit(net, (x, y), ...)``, ``jcnn.evaluate``,
+``jcnn.create_train_state`` (``jcnn.fit`` is the function; its module is ``jcnn.fit``'s home,
+reached with ``from jcnn.fit import ...``).
+
+Modules loaded on demand: ``jcnn.train`` (steps, train state), ``jcnn.transfer``
 (transfer learning), ``jcnn.checkpoint``, ``jcnn.data``, ``jcnn.viz``, ``jcnn.distributed``,
 ``jcnn.precision``, ``jcnn.remat``, ``jcnn.receptive``, ``jcnn.localization``, ``jcnn.porting``,
 ``jcnn.lowering``.
@@ -17,15 +21,22 @@ Modules loaded on demand: ``jcnn.train`` and ``jcnn.fit`` (training), ``jcnn.tra
 
 from jcnn import initializers, layers, losses, models, shapes, signal
 from jcnn.batch import batched
+from jcnn.fit import FitResult, evaluate, fit
 from jcnn.layers import Layer
 from jcnn.summary import count_params, init_shapes, output_shape, summary
+from jcnn.train import TrainState, create_train_state
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "FitResult",
     "Layer",
+    "TrainState",
     "batched",
     "count_params",
+    "create_train_state",
+    "evaluate",
+    "fit",
     "init_shapes",
     "initializers",
     "layers",

@@ -14,6 +14,7 @@ It prints ``resuming from step N`` (N = latest checkpoint, or 0) before training
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 import time
@@ -23,7 +24,6 @@ import jax
 import numpy as np
 import optax
 
-import jcnn.fit
 from jcnn import layers as L
 from jcnn.checkpoint import Checkpointer
 from jcnn.train import param_path
@@ -78,8 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     latest = Checkpointer(args.ckpt).latest_step() if Path(args.ckpt).exists() else None
     print(f"resuming from step {latest or 0}", flush=True)
     SlowCheckpointer.pause = args.pause
-    jcnn.fit.Checkpointer = SlowCheckpointer  # the module-level name fit() instantiates
-    result = jcnn.fit.fit(
+    # The module (``jcnn.fit`` as an attribute is the function): the name fit() instantiates.
+    fit_module = importlib.import_module("jcnn.fit")
+    fit_module.Checkpointer = SlowCheckpointer
+    result = fit_module.fit(
         network(),
         data(),
         optimizer=optax.adam(1e-2),
