@@ -48,6 +48,7 @@ except ImportError:  # jax < 0.5: every mesh axis is "auto"
 from jcnn.fit import fit
 from jcnn.layers.core import Layer
 from jcnn.losses import softmax_cross_entropy
+from jcnn.shapes import is_int
 from jcnn.train import (
     Batch,
     LossFn,
@@ -69,6 +70,34 @@ ENV_PROCESS_ID = "JCNN_PROCESS_ID"
 def _on_tpu_vm() -> bool:
     """True when libtpu is installed (a Cloud TPU VM), found without starting a JAX backend."""
     return importlib.util.find_spec("libtpu") is not None
+
+
+def _env_int(name: str) -> int:
+    """The environment variable ``name`` as an int; ValueError naming it otherwise."""
+    text = os.environ[name]
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(
+            f"jcnn.distributed.initialize: {name}={text!r} is not an integer; set it to a whole "
+            "number (or unset it)"
+        ) from None
+
+
+def _optional_int(
+    name: str, value: Any, *, minimum: int, caller: str = "jcnn.distributed"
+) -> int | None:
+    """None, or ``value`` checked by :func:`_int`."""
+    return None if value is None else _int(name, value, minimum=minimum, caller=caller)
+
+
+def _int(name: str, value: Any, *, minimum: int, caller: str = "jcnn.distributed") -> int:
+    """``value`` as an int >= ``minimum`` (NumPy ints too; bools and floats refused)."""
+    if not is_int(value):
+        raise TypeError(f"{caller}: {name} must be an int, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{caller}: {name} must be an int >= {minimum}, got {int(value)}")
+    return int(value)
 
 
 def initialize(
@@ -102,23 +131,34 @@ def initialize(
         True when ``jax.distributed`` was initialised (now or earlier), False for one process.
 
     Raises:
-        ValueError: a multi-process run without a coordinator address or process id.
+        ValueError: a multi-process run without a coordinator address or process id, an
+            environment variable that is not an int, a ``process_id`` outside
+            ``0 .. num_processes - 1``, or ``num_processes`` < 1.
     """
     if jax.distributed.is_initialized():
         return True
     env = os.environ
     coordinator_address = coordinator_address or env.get(ENV_COORDINATOR) or None
     if num_processes is None and env.get(ENV_NUM_PROCESSES):
-        num_processes = int(env[ENV_NUM_PROCESSES])
+        num_processes = _env_int(ENV_NUM_PROCESSES)
     if process_id is None and env.get(ENV_PROCESS_ID):
-        process_id = int(env[ENV_PROCESS_ID])
+        process_id = _env_int(ENV_PROCESS_ID)
+    caller = "jcnn.distributed.initialize"
+    num_processes = _optional_int("num_processes", num_processes, minimum=1, caller=caller)
+    process_id = _optional_int("process_id", process_id, minimum=0, caller=caller)
     nothing_given = coordinator_address is None and num_processes is None and process_id is None
     if nothing_given:
         if not _on_tpu_vm():
             return False
         jax.distributed.initialize(initialization_timeout=initialization_timeout)
         return True
-    if num_processes is not None and num_processes <= 1:
+    if num_processes is not None and process_id is not None and process_id >= num_processes:
+        raise ValueError(
+            f"jcnn.distributed.initialize: process_id {process_id} is not in 0..{num_processes - 1}"
+            f" (num_processes={num_processes}; from the arguments or {ENV_PROCESS_ID} / "
+            f"{ENV_NUM_PROCESSES}); give each process its index 0 .. num_processes - 1"
+        )
+    if num_processes == 1:
         return False
     if coordinator_address is None or process_id is None:
         raise ValueError(
@@ -144,11 +184,66 @@ def data_mesh(devices: Sequence[jax.Device] | None = None, *, axis_name: str = D
     Devices keep their order (``jax.devices()`` lists them process by process), so each
     process's devices hold consecutive rows of the batch (see :func:`process_batch_slice`).
     The gradient all-reduce spans the whole axis, so the order does not change its cost.
+
+    Raises:
+        ValueError: ``devices`` is empty or lists a device twice.
+        TypeError: an entry of ``devices`` is not a ``jax.Device``, or ``axis_name`` is not a
+            string.
+
+    Example:
+        >>> mesh = data_mesh(jax.devices()[:1])
+        >>> mesh.axis_names, mesh.size
+        (('data',), 1)
     """
-    devices = np.asarray(list(jax.devices() if devices is None else devices))
+    if not isinstance(axis_name, str) or not axis_name:
+        raise TypeError(f"data_mesh: axis_name must be a non-empty str, got {axis_name!r}")
+    listed = list(jax.devices() if devices is None else devices)
+    if not listed:
+        raise ValueError(
+            "data_mesh: devices is empty; pass at least one device (e.g. jax.devices()), or "
+            "leave devices unset to use every device"
+        )
+    bad = [d for d in listed if not isinstance(d, jax.Device)]
+    if bad:
+        raise TypeError(
+            f"data_mesh: devices must be jax.Device objects (from jax.devices()), got "
+            f"{type(bad[0]).__name__} {bad[0]!r}"
+        )
+    twice = sorted({str(d) for d in listed if listed.count(d) > 1})
+    if twice:
+        raise ValueError(
+            f"data_mesh: devices lists {twice} more than once; a mesh holds each device once "
+            f"(got {len(listed)} entries for {len(set(listed))} devices)"
+        )
+    array = np.asarray(listed)
     if AxisType is None:
-        return Mesh(devices, (axis_name,))
-    return Mesh(devices, (axis_name,), axis_types=(AxisType.Auto,))
+        return Mesh(array, (axis_name,))
+    return Mesh(array, (axis_name,), axis_types=(AxisType.Auto,))
+
+
+def _axis_size(mesh: Mesh, axis_name: str, caller: str) -> int:
+    """The size of ``mesh``'s axis ``axis_name``; ValueError listing the axes if it has none."""
+    if not isinstance(mesh, Mesh):
+        raise TypeError(f"{caller}: mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
+    if axis_name not in mesh.shape:
+        raise ValueError(
+            f"{caller}: the mesh has no axis {axis_name!r}; its axes are {tuple(mesh.axis_names)}"
+            " (pass axis_name=... or build the mesh with data_mesh())"
+        )
+    return int(mesh.shape[axis_name])
+
+
+def _indivisible(caller: str, subject: str, rows: int, n: int, devices: str) -> ValueError:
+    """The error for ``subject`` (``rows`` rows) that does not split over ``n`` ``devices``."""
+    lower, upper = rows // n * n, -(-rows // n) * n
+    fix = f"use a batch size that is a multiple of {n} (e.g. {upper})"
+    if lower:
+        fix = f"use a batch size that is a multiple of {n} (e.g. {lower} or {upper}), or drop "
+        fix += f"the last {rows % n} rows"
+    return ValueError(
+        f"{caller}: {subject} does not split over the {n} {devices} ({rows} is not a multiple "
+        f"of {n}); {fix}"
+    )
 
 
 def batch_sharding(mesh: Mesh, *, axis_name: str = DATA_AXIS) -> NamedSharding:
@@ -173,6 +268,7 @@ def fsdp_spec(
         >>> fsdp_spec((5, 5, 64, 128), 8, min_size=0)
         P(None, None, None, 'data')
     """
+    num_shards = _int("num_shards", num_shards, minimum=1, caller="fsdp_spec")
     size = int(np.prod(shape, dtype=np.int64))
     divisible = [i for i, n in enumerate(shape) if n % num_shards == 0 and n >= num_shards]
     if num_shards <= 1 or size < min_size or not divisible:
@@ -190,7 +286,7 @@ def train_state_shardings(
     optimiser's moments have the params' shapes, so they are split the same way); layer state,
     step and rng stay replicated. Works on any pytree of arrays (or ``ShapeDtypeStruct``).
     """
-    n = mesh.shape[axis_name]
+    n = _axis_size(mesh, axis_name, "train_state_shardings")
 
     def spec(leaf):
         return NamedSharding(
@@ -241,14 +337,22 @@ def process_batch_slice(global_batch_size: int, mesh: Mesh, *, axis_name: str = 
     devices together (as :func:`data_mesh` does).
 
     Raises:
-        ValueError: the batch does not split evenly over the devices, or this process's rows
-            are not contiguous (a mesh that interleaves processes).
+        ValueError: the batch is not positive or does not split evenly over the devices (the
+            message names both and the fix), or this process's rows are not contiguous (a mesh
+            that interleaves processes).
+        TypeError: ``global_batch_size`` is not an int.
     """
-    n = mesh.shape[axis_name]
+    n = _axis_size(mesh, axis_name, "process_batch_slice")
+    global_batch_size = _int(
+        "global_batch_size", global_batch_size, minimum=1, caller="process_batch_slice"
+    )
     if global_batch_size % n:
-        raise ValueError(
-            f"process_batch_slice: global batch {global_batch_size} does not split over {n} "
-            f"devices on axis {axis_name!r}"
+        raise _indivisible(
+            "process_batch_slice",
+            f"the global batch of {global_batch_size}",
+            global_batch_size,
+            n,
+            f"devices of mesh axis {axis_name!r}",
         )
     index_map = batch_sharding(mesh, axis_name=axis_name).addressable_devices_indices_map(
         (global_batch_size,)
@@ -258,6 +362,31 @@ def process_batch_slice(global_batch_size: int, mesh: Mesh, *, axis_name: str = 
     if sum(b - a for a, b in rows) != stop - start:
         raise ValueError(f"process_batch_slice: this process's rows {rows} are not contiguous")
     return slice(start, stop)
+
+
+def _check_batch(batch: Any, n: int, caller: str, devices: str) -> None:
+    """ValueError unless every leaf of ``batch`` has the same number of rows, a multiple of n."""
+    leaves = jax.tree_util.tree_flatten_with_path(batch)[0]
+    if not leaves:
+        raise ValueError(f"{caller}: the batch holds no arrays")
+    rows = {}
+    for path, leaf in leaves:
+        name = jax.tree_util.keystr(path) or "the batch"
+        shape = np.shape(leaf)
+        if not shape:
+            raise ValueError(
+                f"{caller}: batch leaf {name} is a scalar; every leaf of a batch needs a leading "
+                "batch axis"
+            )
+        rows[name] = shape[0]
+    if len(set(rows.values())) > 1:
+        raise ValueError(
+            f"{caller}: the leaves of the batch have different numbers of rows {rows}; images "
+            "and labels must come from the same rows"
+        )
+    count = next(iter(rows.values()))
+    if count % n:
+        raise _indivisible(caller, f"the batch of {count} rows", count, n, devices)
 
 
 def shard_batch(local_batch: Any, mesh: Mesh, *, axis_name: str = DATA_AXIS) -> Any:
@@ -271,8 +400,24 @@ def shard_batch(local_batch: Any, mesh: Mesh, *, axis_name: str = DATA_AXIS) -> 
 
     Shapes:
         each leaf ``(B_local, ...)`` -> global ``(B_local * num_processes, ...)``.
+
+    Raises:
+        ValueError: the leaves' row counts differ, a leaf has no batch axis, ``mesh`` has no
+            axis ``axis_name``, or ``B_local`` is not a multiple of this process's devices on
+            the axis (the message names the batch size, the device count and the fix).
+
+    Example:
+        >>> batch = shard_batch((np.zeros((3, 2)), np.zeros(3)), data_mesh(jax.devices()[:1]))
+        >>> batch[0].shape
+        (3, 2)
     """
+    n = _axis_size(mesh, axis_name, "shard_batch")
     sharding = batch_sharding(mesh, axis_name=axis_name)
+    local = n * len(sharding.addressable_devices) // mesh.size  # this process's share of n
+    devices = f"devices of mesh axis {axis_name!r}"
+    if local != n:
+        devices = f"devices of this process on mesh axis {axis_name!r} ({n} in all)"
+    _check_batch(local_batch, local, "shard_batch", devices)
     return jax.tree.map(
         lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_batch
     )
@@ -323,7 +468,10 @@ def make_sharded_train_step(
             )
         return compiled[key]
 
+    n = _axis_size(mesh, axis_name, "make_sharded_train_step")
+
     def step(ts: TrainState, batch: Batch) -> tuple[TrainState, dict]:
+        _check_batch(batch, n, "sharded train step", f"devices of mesh axis {axis_name!r}")
         return jitted(ts)(ts, batch)
 
     # step.lower(ts, batch).compile().memory_analysis(): per-device bytes of the compiled step.
@@ -367,9 +515,19 @@ def sharded_steps(
         2
     """
 
+    n = _axis_size(mesh, axis_name, "sharded_steps")
+
     def factory(spec: StepSpec) -> Steps:
         if spec.transform is not None:
             raise ValueError("sharded_steps: transform needs the on-device loop, which it lacks")
+        if spec.batch_size % n:
+            raise _indivisible(
+                "sharded_steps",
+                f"batch_size {spec.batch_size}",
+                spec.batch_size,
+                n,
+                f"devices of mesh axis {axis_name!r}",
+            )
         return Steps(
             train_step=make_sharded_train_step(
                 spec.apply,

@@ -1,5 +1,8 @@
 """jcnn.checkpoint: round trips, last-N, clear errors for other architectures and damaged files,
-no pickles, and exact resumption of a run killed with SIGKILL (host loop and on-device loop)."""
+no pickles, and exact resumption of a run killed with SIGKILL (host loop and on-device loop).
+
+The misuse cases (arguments, meta values, planted pickles, a save killed mid-write...) are in
+the catalogue, tests/bad_inputs/cases_checkpoints.py, which reuses the helpers defined here."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import re
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import jax
@@ -200,6 +204,50 @@ def test_damaged_checkpoint_is_a_checkpoint_error(tmp_path, damage):
         return
     # No error: the restore must then at least be exact, never silent garbage.
     assert _identical(restored, saved), f"{damage.__name__}: restored different values, no error"
+
+
+def test_restores_checkpoints_written_before_json_meta(tmp_path):
+    """Checkpoints of the earlier layout (meta as arrays only, no meta_json) still restore."""
+    import orbax.checkpoint as ocp
+
+    saved = _trained_like(_state(), 4)
+    item = {
+        "train_state": saved,
+        "meta": {"epoch": np.asarray(3), "index": np.asarray(2)},
+        "checksums": np.asarray(
+            [zlib.crc32(np.asarray(leaf).tobytes()) for leaf in jax.tree.leaves(saved)],
+            dtype=np.uint32,
+        ),
+    }
+    options = ocp.CheckpointManagerOptions(enable_async_checkpointing=False)
+    with ocp.CheckpointManager(
+        tmp_path / "old", options=options, item_handlers=ocp.StandardCheckpointHandler()
+    ) as manager:
+        manager.save(4, args=ocp.args.StandardSave(item))
+    restored, meta = Checkpointer(tmp_path / "old").restore(_state(seed=1))
+    assert _identical(restored, saved)
+    assert meta == {"epoch": 3, "index": 2} and all(type(v) is int for v in meta.values())
+
+
+def test_a_failed_save_leaves_a_usable_checkpointer(tmp_path, monkeypatch):
+    ckpt = Checkpointer(tmp_path / "ck")
+    ckpt.save(1, _state())
+    real_save = ckpt.manager.save
+
+    def disk_full(step, *args, **kwargs):  # what orbax leaves when a write fails midway
+        partial = ckpt.directory / f"{step}.orbax-checkpoint-tmp-1234"
+        (partial / "state").mkdir(parents=True)
+        (partial / "state" / "chunk").write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ckpt.manager, "save", disk_full)
+    with pytest.raises(CheckpointError, match="saving checkpoint 2.*No space left.*intact"):
+        ckpt.save(2, _state())
+    monkeypatch.setattr(ckpt.manager, "save", real_save)
+    assert ckpt.all_steps() == [1] and sorted(os.listdir(tmp_path / "ck")) == ["1"]
+    ckpt.save(2, _trained_like(_state(), 2), meta={"note": "retried"})  # the same step again
+    restored, meta = Checkpointer(tmp_path / "ck").restore(_state())
+    assert _identical(restored, _trained_like(_state(), 2)) and meta == {"note": "retried"}
 
 
 def test_nothing_is_pickled(tmp_path, monkeypatch):

@@ -143,6 +143,39 @@ def test_initialize_reads_env_and_validates(monkeypatch):
     assert (called[-1]["coordinator_address"], called[-1]["process_id"]) == ("h:1", 3)
 
 
+def test_initialize_checks_its_settings_before_starting(monkeypatch):
+    """Misuse (see tests/bad_inputs/cases_distributed.py) never reaches jax.distributed."""
+    called = []
+    monkeypatch.setattr(jax.distributed, "initialize", lambda *a, **k: called.append(k))
+    monkeypatch.setattr(D, "_on_tpu_vm", lambda: False)
+    for name in (D.ENV_COORDINATOR, D.ENV_NUM_PROCESSES, D.ENV_PROCESS_ID):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ValueError, match="process_id 1 is not in 0..0"):
+        D.initialize("h:1", 1, 1, cpu_collectives=None)
+    with pytest.raises(TypeError, match="num_processes must be an int, got float 2.0"):
+        D.initialize("h:1", 2.0, 1, cpu_collectives=None)
+    monkeypatch.setenv(D.ENV_PROCESS_ID, "first")
+    with pytest.raises(ValueError, match="JCNN_PROCESS_ID='first' is not an integer"):
+        D.initialize("h:1", 2, cpu_collectives=None)
+    assert called == []
+    monkeypatch.delenv(D.ENV_PROCESS_ID)
+    assert D.initialize("h:1", np.int64(2), np.int64(1), cpu_collectives=None) is True
+    assert (called[-1]["num_processes"], called[-1]["process_id"]) == (2, 1)
+    assert type(called[-1]["num_processes"]) is int
+
+
+def test_sharded_step_checks_the_batch_before_compiling():
+    mesh = D.data_mesh()
+    net = L.serial(L.Dense(2))
+    opt = optax.sgd(0.1)
+    step = D.make_sharded_train_step(net.apply, lambda o, y: jnp.mean(o), opt, mesh)
+    ts = D.replicate(create_train_state(net, (3,), opt), mesh)
+    with pytest.raises(ValueError, match=r"different numbers of rows \{'\[0\]': 4, '\[1\]': 3\}"):
+        step(ts, (np.ones((4, 3), np.float32), np.zeros(3, np.int32)))
+    with pytest.raises(ValueError, match="the mesh has no axis 'model'"):
+        D.sharded_steps(mesh, axis_name="model")
+
+
 def test_initialize_on_tpu_autodetects(monkeypatch):
     for name in (D.ENV_COORDINATOR, D.ENV_NUM_PROCESSES, D.ENV_PROCESS_ID):
         monkeypatch.delenv(name, raising=False)

@@ -11,6 +11,10 @@ asked for):
 4. a download (only with ``download=True``) from the dataset's canonical mirrors into the user
    cache folder of step 3.
 
+``data_dir`` and ``$JCNN_DATA_DIR``, when given, must name existing folders: a path that does not
+exist raises ``FileNotFoundError`` and a file ``NotADirectoryError`` (a typo is never skipped
+silently). An existing folder without the files falls through to the next source.
+
 ``<dataset>`` is a subfolder name from :data:`SUBDIRS` (``mnist``, ``fashion_mnist``,
 ``cifar10`` ...). Since MNIST and Fashion-MNIST use the same file names, give each its own folder
 (or its own ``data_dir``) when both are stored.
@@ -18,8 +22,17 @@ asked for):
 Downloads use only :mod:`urllib` with a short timeout (:data:`DEFAULT_TIMEOUT`), stream into a
 temporary file in the destination folder while hashing, and are moved into place with
 ``os.replace`` only when the SHA256 matches :data:`SHA256`; on a mismatch the temporary file is
-deleted and the file is refused. Files that are already on disk are not re-hashed (they are
-user-provided; the format readers validate their structure). Nothing downloaded is ever
+deleted and the file is refused.
+
+Files found on disk (in the cache, ``data_dir`` or ``$JCNN_DATA_DIR``) whose name has a known
+SHA256 are verified too, once per version of the file (:func:`verify_file`): the verified digest,
+size, mtime, ctime and inode are kept in a small JSON marker written atomically -- next to the
+file in the cache (``<file>.verified.json``), and under ``<cache>/verified/`` for files elsewhere
+(nothing is ever written into the user's folders). The file is hashed again when the marker is
+missing or unreadable, or the file changed (size, mtime, ctime or inode). A file whose digest
+differs raises :class:`ChecksumMismatchError` naming the file, both digests and the fix (delete
+it to re-download); the file is left in place. Files without a known SHA256 (e.g. the extracted
+CIFAR-10 ``.bin`` batches) are checked only by the format readers. Nothing read is ever
 unpickled: the readers parse the raw IDX / CIFAR-10 binary formats.
 
 When a dataset is neither on disk nor downloadable, :class:`DatasetUnavailableError` says which
@@ -29,6 +42,7 @@ files were looked for, where, why the download failed, and how to provide the fi
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 import urllib.error
@@ -50,6 +64,9 @@ __all__ = [
     "ensure_files",
     "find_local",
     "sha256_file",
+    "verify_file",
+    "verify_known",
+    "write_atomic",
 ]
 
 ENV_VAR = "JCNN_DATA_DIR"
@@ -106,7 +123,15 @@ class DatasetUnavailableError(RuntimeError):
 
 
 class ChecksumMismatchError(ValueError):
-    """A downloaded file's SHA256 differs from the expected one; the file was deleted."""
+    """A file's SHA256 differs from the expected one.
+
+    Raised for a download (the file was deleted) and for a file found on disk (it is left in
+    place, refused; the message says to delete it to re-download).
+    """
+
+
+MARKER_SUFFIX = ".verified.json"
+"""Suffix of the marker recording a verified file's SHA256, size and mtime (see the module doc)."""
 
 
 def cache_dir(dataset: str | None = None) -> Path:
@@ -124,6 +149,15 @@ def cache_dir(dataset: str | None = None) -> Path:
     return root / SUBDIRS.get(dataset, dataset) if dataset else root
 
 
+def _require_folder(path: Path, what: str, fix: str) -> None:
+    """FileNotFoundError / NotADirectoryError unless ``path`` is an existing folder."""
+    if path.is_dir():
+        return
+    if path.exists():
+        raise NotADirectoryError(f"{what} {path} is a file, not a folder; {fix}")
+    raise FileNotFoundError(f"{what} {path} does not exist; {fix}")
+
+
 def candidate_dirs(
     dataset: str, data_dir: str | os.PathLike[str] | None = None
 ) -> list[tuple[str, Path]]:
@@ -136,15 +170,30 @@ def candidate_dirs(
     Returns:
         ``[(label, folder), ...]``: ``data_dir/<sub>``, ``data_dir``, ``$JCNN_DATA_DIR/<sub>``,
         ``$JCNN_DATA_DIR``, cache folder (entries for unset sources are left out).
+
+    Raises:
+        FileNotFoundError: ``data_dir`` or ``$JCNN_DATA_DIR`` does not exist.
+        NotADirectoryError: ``data_dir`` or ``$JCNN_DATA_DIR`` is a file.
     """
     sub = SUBDIRS.get(dataset, dataset)
     out: list[tuple[str, Path]] = []
     if data_dir is not None:
         base = Path(data_dir).expanduser()
+        _require_folder(
+            base,
+            "data_dir",
+            "pass the folder holding the dataset files (data_dir=<folder>, --data-dir <folder>), "
+            f"or leave it unset to use ${ENV_VAR}, the cache or a download",
+        )
         out += [("data_dir argument", base / sub), ("data_dir argument", base)]
     env = os.environ.get(ENV_VAR)
     if env:
         base = Path(env).expanduser()
+        _require_folder(
+            base,
+            f"${ENV_VAR}={env!r}: the path",
+            f"set {ENV_VAR} to the folder holding the dataset files, or unset it",
+        )
         out += [(f"${ENV_VAR}", base / sub), (f"${ENV_VAR}", base)]
     out.append(("user cache", cache_dir(dataset)))
     return out
@@ -155,7 +204,11 @@ def find_local(
 ) -> Path | None:
     """The first folder (in lookup order) that holds every file of ``filenames``, or None.
 
-    Never touches the network.
+    Never touches the network and only checks that the files exist (see :func:`ensure_files`
+    for the checksums).
+
+    Raises:
+        FileNotFoundError, NotADirectoryError: see :func:`candidate_dirs`.
     """
     for _, folder in candidate_dirs(dataset, data_dir):
         if all((folder / name).is_file() for name in filenames):
@@ -170,6 +223,116 @@ def sha256_file(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:
         for chunk in iter(lambda: f.read(chunk_size), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Writes ``data`` to ``path`` atomically: a temporary file in its folder, then ``os.replace``.
+
+    Readers never see a half-written file; on any error the temporary file is removed. The
+    folder is created if needed.
+
+    Example:
+        >>> import tempfile
+        >>> p = write_atomic(Path(tempfile.mkdtemp()) / "a" / "x.txt", b"hi")
+        >>> p.read_bytes(), sorted(q.name for q in p.parent.iterdir())
+        (b'hi', ['x.txt'])
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _marker_path(path: Path) -> Path:
+    """Where the verification marker of ``path`` lives (never inside the user's own folders)."""
+    root = cache_dir().absolute()
+    if path.parent.parent == root:  # a dataset folder of the cache: next to the file
+        return path.with_name(path.name + MARKER_SUFFIX)
+    key = hashlib.sha256(str(path).encode()).hexdigest()[:32]
+    return root / "verified" / f"{key}.json"
+
+
+def _version(path: Path) -> dict[str, int]:
+    """What changes whenever the file is rewritten: size, mtime, ctime, inode."""
+    st = path.stat()
+    return {
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "ctime_ns": st.st_ctime_ns,
+        "inode": st.st_ino,
+    }
+
+
+def _write_marker(path: Path, digest: str, version: dict[str, int]) -> None:
+    """Records that ``path`` at ``version`` has SHA256 ``digest``; skipped if unwritable."""
+    record = {"path": str(path), "sha256": digest, **version}
+    try:
+        write_atomic(_marker_path(path), json.dumps(record).encode())
+    except OSError:
+        pass  # a read-only cache: the file is simply hashed again next time
+
+
+def verify_file(path: str | os.PathLike[str], sha256: str, *, what: str | None = None) -> Path:
+    """Checks that ``path`` has SHA256 ``sha256``, hashing it only once per version of the file.
+
+    A marker (see the module docstring) records the verified digest with the file's size,
+    mtime, ctime and inode; while they are unchanged the file is not hashed again.
+
+    Args:
+        path: the file.
+        sha256: the expected hex digest.
+        what: what the file is, for the message (e.g. ``"the mnist file t10k-labels..."``).
+
+    Returns:
+        ``path`` as an absolute Path.
+
+    Raises:
+        ChecksumMismatchError: the digest differs; the message names the file, both digests and
+            the fix. The file is left in place.
+    """
+    path = Path(path).absolute()
+    expected = sha256.lower()
+    version = _version(path)
+    try:
+        if json.loads(_marker_path(path).read_bytes()) == {
+            "path": str(path),
+            "sha256": expected,
+            **version,
+        }:
+            return path
+    except (OSError, ValueError):
+        pass  # no marker, or an unreadable one: verify
+    actual = sha256_file(path)
+    if actual != expected:
+        raise ChecksumMismatchError(
+            f"{path}: SHA256 mismatch{f' for {what}' if what else ''}: expected {expected}, got "
+            f"{actual}; the file is damaged, truncated or not the published one. Delete it "
+            "(jcnn then looks in the next folder or downloads a verified copy into the cache, "
+            f"{cache_dir()}), or replace it with the original file."
+        )
+    if _version(path) == version:  # not rewritten while it was being hashed
+        _write_marker(path, actual, version)
+    return path
+
+
+def verify_known(dataset: str, path: str | os.PathLike[str]) -> Path:
+    """:func:`verify_file` when :data:`SHA256` knows ``path``'s name for ``dataset``; else a no-op.
+
+    Raises:
+        ChecksumMismatchError: see :func:`verify_file`.
+    """
+    path = Path(path)
+    expected = SHA256.get(dataset, {}).get(path.name)
+    if expected is None:
+        return path
+    return verify_file(path, expected, what=f"the {dataset} file {path.name}")
 
 
 def _progress_bar(total: int | None, desc: str):  # pragma: no cover - cosmetic
@@ -232,6 +395,8 @@ def download_file(
                 "the file was refused and deleted"
             )
         os.replace(tmp, dest)
+        # Verified: not hashed again when next loaded.
+        _write_marker(dest.absolute(), actual, _version(dest.absolute()))
     finally:
         tmp.unlink(missing_ok=True)
     return dest
@@ -270,14 +435,20 @@ def ensure_files(
         description: what was looked for, for the error message (default: the file names).
 
     Returns:
-        The folder containing every file.
+        The folder containing every file, each file with a known SHA256 verified
+        (:func:`verify_known`).
 
     Raises:
         DatasetUnavailableError: no searched folder holds all the files and the download was
             disabled or failed (network error, checksum mismatch, unknown file).
+        ChecksumMismatchError: a file found on disk does not have its known SHA256.
+        FileNotFoundError, NotADirectoryError: ``data_dir`` or ``$JCNN_DATA_DIR`` is not a
+            folder.
     """
     found = find_local(dataset, filenames, data_dir)
     if found is not None:
+        for name in filenames:
+            verify_known(dataset, found / name)
         return found
 
     searched = "\n".join(
@@ -316,6 +487,8 @@ def ensure_files(
                 failures.append(f"{name}: no mirror known for dataset {dataset!r}")
             break
     if all((target / name).is_file() for name in filenames):
+        for name in filenames:
+            verify_known(dataset, target / name)
         return target
     reasons = "\n".join(f"  - {f}" for f in failures)
     raise DatasetUnavailableError(
