@@ -224,10 +224,10 @@ class Layer:
         fns = self.rule(self)
         for wrapper in self.wrappers:
             fns = wrapper.wrap(fns)
-        init, kind = fns.init, self.kind
+        init, label = fns.init, self.name
 
         def checked_init(key, input_shape):
-            return init(key, example_shape(kind, input_shape))
+            return init(key, example_shape(label, input_shape))
 
         return fns._replace(init=checked_init)
 
@@ -247,7 +247,7 @@ class Layer:
         Raises the same ShapeError as ``init`` for an input the layer cannot take. Results are
         remembered per layer value (tools such as ``summary`` ask about every subtree).
         """
-        shape = example_shape(self.kind, input_shape)
+        shape = example_shape(self.name, input_shape)
         cache = self.__dict__.setdefault("_shapes", {})
         if shape not in cache:
             cache[shape] = self._fns.output_shape(shape)
@@ -353,12 +353,12 @@ def _as_shape(shape: Any) -> Any:
     return tuple(int(s) for s in shape)
 
 
-def example_shape(kind: str, shape: Any) -> Any:
+def example_shape(layer: str, shape: Any) -> Any:
     """``shape`` as a tuple of ints (nested for tuple inputs), or a TypeError that says what
     ``init`` and ``output_shape`` take: the shape of ONE example, not an array."""
     if hasattr(shape, "shape") and hasattr(shape, "dtype"):
         raise TypeError(
-            f"{kind}: init takes the SHAPE of one example, e.g. (28, 28, 1), not an array; got "
+            f"{layer}: init takes the SHAPE of one example, e.g. (28, 28, 1), not an array; got "
             f"an array of shape {tuple(shape.shape)}: pass x.shape for one example x, or "
             "x.shape[1:] for a batch"
         )
@@ -366,7 +366,7 @@ def example_shape(kind: str, shape: Any) -> Any:
         return _as_shape(shape)
     except (TypeError, ValueError):
         raise TypeError(
-            f"{kind}: an input shape is a tuple of ints (one example, channels last), got {shape!r}"
+            f"{layer}: an input shape is a tuple of ints (one example, channels last), got {shape!r}"
         ) from None
 
 

@@ -102,7 +102,7 @@ CASES = [
     # --- init -----------------------------------------------------------------------------
     Case("layers", "init_with_array", "init(key, jnp.zeros((28, 28, 1))): the Flax habit",
          lambda _: _init(models.cnn(), jnp.zeros((28, 28, 1))), TypeError,
-         ["init takes the SHAPE of one example", "(28, 28, 1)", "x.shape[1:]"]),
+         ["cnn: init takes the SHAPE of one example", "(28, 28, 1)", "x.shape[1:]"]),
     Case("layers", "init_with_batch_shape", "init with a batch shape (32, 28, 28, 1)",
          lambda _: _init(models.cnn(), (32, 28, 28, 1)), ShapeError,
          ["cnn/Conv_0: input shape (32, 28, 28, 1)", "expected rank 3", "ONE example"]),
