@@ -16,7 +16,7 @@ with the number of maps, so option_two_32 compares both options at the same widt
 dense head mixes all maps anyway, so option one is not deprived of mixing altogether; what it
 lacks is mixing *before* the nonlinearity and pooling.
 
-    python -m experiments.channel_mixing --data-dir ../shared/data/mnist
+    python -m experiments.channel_mixing --data-dir <folder>
     python -m experiments.channel_mixing --quick
 
 Writes ``results.json``, ``accuracy.png`` and ``learning_curves.png`` in ``--out``.

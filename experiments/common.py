@@ -1,4 +1,4 @@
-"""Shared plumbing of the experiment scripts: flags, output folder, MNIST with a fallback."""
+"""Shared plumbing of the experiment scripts: flags, output folder, data, training helpers."""
 
 from __future__ import annotations
 
@@ -14,22 +14,41 @@ from typing import Any
 
 import numpy as np
 
+from jcnn.data import ChecksumMismatchError, DatasetUnavailableError, load_mnist_or_fallback
 
-def parser(name: str, description: str) -> argparse.ArgumentParser:
-    """An argument parser with the flags every experiment shares."""
+
+def parser(
+    name: str, description: str, *, data: bool = True, seed: bool | str = True
+) -> argparse.ArgumentParser:
+    """An argument parser with the flags an experiment uses.
+
+    Every experiment has ``--out``. Those that read MNIST (``data=True``) also have
+    ``--data-dir``, ``--offline``, ``--quick`` and ``--no-progress``; ``seed`` adds ``--seed``
+    (a string: its help text, saying what it seeds). Scripts that compute without data or
+    training (``data=False``) get no flags that would do nothing.
+    """
     p = argparse.ArgumentParser(prog=f"python -m experiments.{name}", description=description)
-    p.add_argument(
-        "--data-dir",
-        default=None,
-        help="folder with MNIST idx(.gz) files (default: $JCNN_DATA_DIR, the cache, a download)",
-    )
+    if data:
+        p.add_argument(
+            "--data-dir",
+            default=None,
+            help="folder with the MNIST idx .gz files; it must hold them (default: "
+            "$JCNN_DATA_DIR, the cache, a download, else scikit-learn's 8x8 digits)",
+        )
     p.add_argument("--out", default=f"runs/{name}", help="output folder for the JSON and PNGs")
-    p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--quick", action="store_true", help="a CI-sized run (seconds, not minutes)")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    p.add_argument(
-        "--offline", action="store_true", help="never download; use local files or the fallback"
-    )
+    if seed:
+        p.add_argument(
+            "--seed",
+            type=int,
+            default=0,
+            help=seed if isinstance(seed, str) else "random seed (default 0)",
+        )
+    if data:
+        p.add_argument("--quick", action="store_true", help="a CI-sized run (seconds, not minutes)")
+        p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+        p.add_argument(
+            "--offline", action="store_true", help="never download; use local files or the fallback"
+        )
     return p
 
 
@@ -67,64 +86,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return value.tolist()
     return str(value)
-
-
-def _digits_as_mnist() -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's 8x8 digits resized to 20x20 and centred on a 28x28 canvas, like MNIST."""
-    import jax
-
-    from jcnn.data import load_digits_fallback
-
-    images, labels = load_digits_fallback()
-    small = np.asarray(jax.image.resize(images, (len(images), 20, 20, 1), "linear"))
-    canvas = np.zeros((len(images), 28, 28, 1), np.float32)
-    canvas[:, 4:24, 4:24] = np.clip(small, 0.0, 1.0)
-    return canvas, labels
-
-
-def load_mnist_or_fallback(
-    data_dir: str | None,
-    *,
-    offline: bool = False,
-    n_train: int | None = None,
-    n_val: int | None = None,
-) -> dict[str, Any]:
-    """MNIST splits (see ``jcnn.data.load_mnist_splits``), or scikit-learn's digits if unavailable.
-
-    The fallback (1,797 real handwritten digits shipped with scikit-learn) is resized to 28x28 so
-    the same models run; it is split 60/40 into train and validation (val = test). It prints
-    why it fell back. ``n_val`` (optional) is passed to ``load_mnist_splits``; in the fallback it
-    keeps the first ``n_val`` validation images.
-    """
-    from jcnn.data import DatasetUnavailableError, load_mnist_splits
-
-    try:
-        if n_val is None:
-            return load_mnist_splits(data_dir, n_train=n_train, download=not offline)
-        return load_mnist_splits(data_dir, n_train=n_train, n_val=n_val, download=not offline)
-    except DatasetUnavailableError as err:
-        first = str(err).splitlines()[0]
-        print(
-            f"MNIST is not available ({first}).\nFalling back to scikit-learn's 8x8 digits "
-            "(1,797 images, resized to 28x28). Pass --data-dir with the MNIST idx files to "
-            "train on MNIST.",
-            file=sys.stderr,
-        )
-    images, labels = _digits_as_mnist()
-    order = np.random.default_rng(0).permutation(len(images))
-    cut = int(0.6 * len(images))
-    train = (images[order[:cut]], labels[order[:cut]])
-    val = (images[order[cut:]], labels[order[cut:]])
-    if n_train is not None:
-        train = (train[0][:n_train], train[1][:n_train])
-    if n_val is not None:
-        val = (val[0][:n_val], val[1][:n_val])
-    return {
-        "train": train,
-        "val": val,
-        "test": val,
-        "source": f"sklearn-digits fallback ({len(train[0])} train, {len(val[0])} val = test)",
-    }
 
 
 # Training helpers shared by the course experiments ------------------------------------------------
@@ -168,29 +129,49 @@ def add_training_args(
     return p
 
 
+DATA_ERRORS: tuple[type[Exception], ...] = (
+    FileNotFoundError,
+    NotADirectoryError,
+    DatasetUnavailableError,
+    ChecksumMismatchError,
+)
+"""What :func:`load_data` turns into a one-line error and exit status 2 (a bad ``--data-dir``)."""
+
+
 def load_data(
     args: argparse.Namespace,
     *,
     n_train: int | None = 5000,
     n_val: int | None = 5000,
     quick_train: int = 1000,
-    quick_val: int = 500,
+    quick_val: int | None = 500,
 ) -> dict[str, Any]:
-    """The experiments' data: ``n_train`` / ``n_val`` MNIST images (``--quick``: fewer).
+    """The experiments' data: ``jcnn.data.load_mnist_or_fallback`` with the flags of ``args``.
 
-    With only the t10k files (``/work/shared/data/mnist``) the defaults are the course's split,
-    the first 5,000 t10k images for training and the last 5,000 for validation; with the full
-    MNIST they are 5,000 random training images and the last 5,000 of the training file. Falls
-    back to scikit-learn's digits (see :func:`load_mnist_or_fallback`). ``--quick`` keeps a
-    random ``quick_train`` of the training images and the first ``quick_val`` validation images.
+    ``n_train`` / ``n_val`` MNIST images (None: the loader's default). With only the t10k files
+    the defaults are the course's split, the first 5,000 t10k images for training and the last
+    5,000 for validation; with the full MNIST they are 5,000 random training images and the last
+    5,000 of the training file. ``--quick`` keeps at most ``quick_train`` random training images
+    and the last ``quick_val`` validation images (None: all). Without MNIST (and without
+    ``--data-dir``) it falls back to scikit-learn's digits and says why on stderr. The returned
+    ``source`` says exactly which images were used.
+
+    Raises:
+        SystemExit: (status 2) ``--data-dir`` (or ``$JCNN_DATA_DIR``) does not exist, is a
+            file or holds no MNIST files, or a file fails its checksum: the message, which
+            names the path, is printed to stderr without a traceback.
     """
     if args.quick:
         n_train = quick_train if n_train is None else min(n_train, quick_train)
-    data = load_mnist_or_fallback(args.data_dir, offline=args.offline, n_train=n_train, n_val=n_val)
-    if args.quick:
-        x, y = data["val"]
-        data = {**data, "val": (x[:quick_val], y[:quick_val])}
-    return data
+        if quick_val is not None:
+            n_val = quick_val if n_val is None else min(n_val, quick_val)
+    try:
+        return load_mnist_or_fallback(
+            args.data_dir, download=not args.offline, n_train=n_train, n_val=n_val
+        )
+    except DATA_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 @contextlib.contextmanager
@@ -382,6 +363,9 @@ def accuracy_plot(
 ) -> Path:
     """Final validation accuracy per model: one dot per seed, the mean and ± one std as a bar.
 
+    A legend says what the marks are: "dots: one per seed (N seeds)" and "square and bar: mean ±
+    sample std over the N seeds" (std 0 for a single seed).
+
     Args:
         summary: :func:`compare_models`' summary.
         path: PNG file to write.
@@ -389,10 +373,20 @@ def accuracy_plot(
     """
     from jcnn.viz import plt  # the Agg backend
 
-    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(summary), 3.6))
+    counts = sorted({len(entry["final_val_accuracy"]) for entry in summary.values()})
+    n = "/".join(str(c) for c in counts)
+    seeds = f"{n} seed{'s' if counts != [1] else ''}"
+    fig, ax = plt.subplots(figsize=(2.6 + 1.6 * len(summary), 3.8))
     for i, entry in enumerate(summary.values()):
         finals = entry["final_val_accuracy"]
-        ax.plot([i] * len(finals), finals, "o", alpha=0.5, color="C0")
+        ax.plot(
+            [i] * len(finals),
+            finals,
+            "o",
+            alpha=0.5,
+            color="C0",
+            label=f"one seed's final val accuracy ({seeds})" if i == 0 else None,
+        )
         ax.errorbar(
             [i + 0.15],
             [entry["mean_val_accuracy"]],
@@ -400,13 +394,16 @@ def accuracy_plot(
             fmt="s",
             color="C3",
             capsize=4,
+            label=f"mean ± sample std over the {seeds}" if i == 0 else None,
         )
     ax.set_xticks(range(len(summary)))
     ax.set_xticklabels(
         [f"{name}\n{entry['params']:,} params" for name, entry in summary.items()], fontsize=8
     )
+    ax.set_xlim(-0.5, len(summary) - 0.5)
     ax.set_ylabel("final validation accuracy")
     ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
     if title:
         ax.set_title(title, fontsize=9)
     return save_figure(fig, path)

@@ -12,11 +12,13 @@
    ``z = T(y) x`` with the 8x3 ``T(y)``), from ``conv_matrix(..., flip=True)``.
 4. LTI systems: the response to a unit impulse is the kernel (the impulse response); every
    output is the sum of shifted, scaled impulse responses; linearity and time invariance hold;
-   convolution commutes and correlation does not.
+   convolution commutes and correlation does not (that check's difference is expected to be
+   large: swapping the arguments of a correlation reverses it, which is checked too).
 
-    python -m experiments.convolution_math
+    python -m experiments.convolution_math [--seed N] [--out DIR]
 
-Prints the tables; writes ``results.json`` and ``convolution_math.png`` (the moving averages,
+Nothing is trained and no data are read: only ``--out`` and ``--seed`` (the random signals of
+the LTI checks) are taken. Prints the tables; writes ``results.json`` and ``convolution_math.png`` (the moving averages,
 the pmf of Z, the Toeplitz matrix T(x) and an impulse response) in ``--out``.
 """
 
@@ -40,6 +42,15 @@ P_X = {1: Fraction(1, 4), 2: Fraction(1, 2), 3: Fraction(1, 4)}
 P_Y = {k: Fraction(1, 6) for k in range(1, 7)}
 POLY_X = [2, -1, 3]  # x0 + x1 t + x2 t^2
 POLY_Y = [1, 4, 0, -2, 5, 1]  # y0 + ... + y5 t^5
+
+
+NONZERO_EXPECTED = {
+    "correlation_commutes": "correlation does not commute: swapping its arguments reverses "
+    "the result, as the next check shows",
+}
+"""The LTI checks whose expected max |difference| is not 0, and why."""
+ZERO_BELOW = 1e-9  # float64 round-off of these small sums is ~1e-16
+NONZERO_ABOVE = 1e-3
 
 
 def frac(v: float) -> str:
@@ -171,17 +182,38 @@ def lti(rng: np.random.Generator) -> dict[str, Any]:
                     - np.asarray(signal.correlate(g, x1, "full"))
                 ).max()
             ),
+            "correlation_swapped_is_reversed": float(
+                np.abs(
+                    np.asarray(signal.correlate(x1, g, "full"))[::-1]
+                    - np.asarray(signal.correlate(g, x1, "full"))
+                ).max()
+            ),
         }
-    return {"h": h.tolist(), "impulse_response": response.tolist(), "max_errors": errors}
+    expected = {k: "non-zero" if k in NONZERO_EXPECTED else "0" for k in errors}
+    as_expected = {
+        k: v > NONZERO_ABOVE if expected[k] == "non-zero" else v < ZERO_BELOW
+        for k, v in errors.items()
+    }
+    return {
+        "h": h.tolist(),
+        "impulse_response": response.tolist(),
+        "max_errors": errors,
+        "expected": expected,
+        "as_expected": as_expected,
+        "all_as_expected": all(as_expected.values()),
+        "note": NONZERO_EXPECTED["correlation_commutes"],
+    }
 
 
 def plot(ma: list[dict], dice_: dict, poly: dict, lti_: dict, path: Any) -> None:
-    """Four panels: moving averages, pmf of Z, T(x), impulse response."""
+    """Four panels (2x2): moving averages, pmf of Z, T(x), impulse response."""
+    from matplotlib.ticker import MaxNLocator
+
     from jcnn.viz import plt
 
-    fig, axes = plt.subplots(1, 4, figsize=(18, 3.8))
-    ax = axes[0]
-    ax.plot(range(1, len(X_MA) + 1), X_MA, "k.-", label="x")
+    fig, axes = plt.subplots(2, 2, figsize=(11.5, 8.2), layout="constrained")
+    ax = axes[0, 0]
+    ax.plot(range(1, len(X_MA) + 1), X_MA, "k.-", label=f"x = {X_MA}")
     for row in ma:
         ax.plot(
             range(1, len(row["values"]) + 1),
@@ -189,35 +221,62 @@ def plot(ma: list[dict], dice_: dict, poly: dict, lti_: dict, path: Any) -> None
             "o-",
             label=f"P={row['padding']}, S={row['stride']}: length {len(row['values'])}",
         )
-    ax.set_title("moving average h = [1 1 1]/3")
-    ax.set_xlabel("t")
-    ax.legend(fontsize=7)
-    ax = axes[1]
+    ax.set_title("moving average y = x * h, h = [1 1 1]/3\n(padding P, stride S)", fontsize=10)
+    ax.set_xlabel("index t (from 1, as in the course's tables)")
+    ax.set_ylabel("value")
+    ax.legend(fontsize=8, loc="lower right")
+    ax = axes[0, 1]
     support = dice_["support"]
     ax.bar(support, [dice_["pmf"][t] for t in support])
     for t in support:
         ax.text(t, dice_["pmf"][t], dice_["pmf_fractions"][t], ha="center", va="bottom", fontsize=8)
-    ax.set_title("pmf of Z = X + Y (X in {1,2,3}, Y a die)")
+    ax.set_title(
+        "pmf of Z = X + Y = p_X * p_Y\n(X pays 1, 2, 3 w.p. 1/4, 1/2, 1/4; Y a fair die)",
+        fontsize=10,
+    )
     ax.set_xlabel("z")
-    ax = axes[2]
+    ax.set_ylabel("probability p(z)")
+    ax.set_ylim(0, max(dice_["pmf"].values()) * 1.15)
+    ax = axes[1, 0]
     t_x = np.asarray(poly["T_x"])
-    ax.imshow(t_x, cmap="coolwarm", vmin=-np.abs(t_x).max(), vmax=np.abs(t_x).max())
+    bound = np.abs(t_x).max()
+    image = ax.imshow(t_x, cmap="coolwarm", vmin=-bound, vmax=bound)
     for (i, j), v in np.ndenumerate(t_x):
         ax.text(j, i, f"{v:g}", ha="center", va="center", fontsize=8)
-    ax.set_title(f"Toeplitz T(x), x = {poly['x']}: z = T(x) y")
+    ax.set_title(
+        f"Toeplitz matrix T(x), x = {poly['x']}\nz = T(x) y: coefficients of x(t) y(t)",
+        fontsize=10,
+    )
+    ax.set_xlabel("column j (multiplies y_j)")
+    ax.set_ylabel("row i (gives z_i)")
     ax.set_xticks(range(t_x.shape[1]))
     ax.set_yticks(range(t_x.shape[0]))
-    ax = axes[3]
+    fig.colorbar(image, ax=ax, shrink=0.85, label="entry of T(x)")
+    ax = axes[1, 1]
     resp = lti_["impulse_response"]
     ax.stem(range(len(resp)), resp)
-    ax.set_title(f"impulse response of y = x * h, h = {lti_['h']}")
+    ax.set_title(
+        f"impulse response of y = x * h, h = {lti_['h']}\n(the response to a unit impulse "
+        "is the kernel)",
+        fontsize=10,
+    )
     ax.set_xlabel("t")
+    ax.set_ylabel("y[t] for x = unit impulse at t = 0")
+    for ax in (axes[0, 0], axes[0, 1], axes[1, 1]):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    fig.suptitle('Worked examples of convolution ("5 Convolutional Neural Networks")')
     common.save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> dict:
     """Computes and prints the four examples; returns the summary written to ``results.json``."""
-    p = common.parser("convolution_math", __doc__.splitlines()[0])
+    p = common.parser(
+        "convolution_math",
+        __doc__.splitlines()[0],
+        data=False,
+        seed="seed of the random test signals of the LTI checks (default 0)",
+    )
     args = p.parse_args(argv)
     out = common.output_dir(args.out)
 
@@ -244,8 +303,11 @@ def main(argv: list[str] | None = None) -> dict:
         f"impulse response of y = x * h, h = {lti_['h']}: "
         f"{[round(v, 12) for v in lti_['impulse_response']]}"
     )
+    print("LTI checks: max |difference| between the two sides (float64), and what is expected")
     for k, v in lti_["max_errors"].items():
-        print(f"  {k:32s} max |difference| {v:.1e}")
+        verdict = "ok" if lti_["as_expected"][k] else "FAILED"
+        why = f" ({NONZERO_EXPECTED[k]})" if k in NONZERO_EXPECTED else ""
+        print(f"  {k:32s} {v:.1e}  expected {lti_['expected'][k]}: {verdict}{why}")
 
     plot(ma, dz, poly, lti_, out / "convolution_math.png")
     summary = {"moving_average": ma, "dice": dz, "polynomials": poly, "lti": lti_}
@@ -255,7 +317,10 @@ def main(argv: list[str] | None = None) -> dict:
         f"moving averages of lengths {lengths}; p(2), p(4), p(9) = {dz['pmf_fractions'][2]}, "
         f"{dz['pmf_fractions'][4]}, {dz['pmf_fractions'][9]} (course: 1/24, 1/6, 1/24); "
         f"T(x) {poly['T_x_shape'][0]}x{poly['T_x_shape'][1]}; impulse response = kernel to "
-        f"{lti_['max_errors']['impulse_response_minus_kernel']:.0e}; outputs in {out}"
+        f"{lti_['max_errors']['impulse_response_minus_kernel']:.0e}; LTI checks "
+        f"{'all as expected' if lti_['all_as_expected'] else 'NOT all as expected'} "
+        f"(correlation does not commute: difference "
+        f"{lti_['max_errors']['correlation_commutes']:.1f}); outputs in {out}"
     )
     return summary
 

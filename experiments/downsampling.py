@@ -15,7 +15,7 @@ sees 7x7xC. pool and stride3 have the same 9,098 parameters; stride5 has fewer c
 its larger filters fit the same budget (9,140). Each net is trained from several seeds on the
 same data; the validation accuracy after the last epoch is reported as mean ± sample std.
 
-    python -m experiments.downsampling --data-dir ../shared/data/mnist
+    python -m experiments.downsampling --data-dir <folder>
     python -m experiments.downsampling --quick
 
 Writes ``results.json``, ``accuracy.png`` (per seed and mean ± std) and ``learning_curves.png``

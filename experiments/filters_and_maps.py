@@ -8,7 +8,7 @@ maps of one validation digit after every layer up to the last pooling. Intermedi
 obtained by applying the network's children (``net.children``) one after another with their own
 params, i.e. the prefixes of the serial; the last prefix reproduces the network's logits.
 
-    python -m experiments.filters_and_maps --data-dir ../shared/data/mnist
+    python -m experiments.filters_and_maps --data-dir <folder>
 
 Writes ``results.json``, ``filters.png``, ``filters_layer2.png`` and ``feature_maps.png``.
 """

@@ -17,7 +17,7 @@ load_sample_image``, shipped with scikit-learn, read with pillow, which matplotl
 requires; no download), in grey levels. The same five kernels set as the weights of one
 ``Conv(5, 3, padding="SAME")`` layer give the same maps (the difference is printed).
 
-    python -m experiments.handcrafted_kernels --data-dir ../shared/data/mnist
+    python -m experiments.handcrafted_kernels --data-dir <folder>
 
 Writes ``results.json`` and ``kernels.png`` (one row per image: input, then each filtered map,
 shown clipped to its 1-99th percentiles).

@@ -14,7 +14,7 @@ nonlinearity (ReLU) sits between the layers. Three parts:
    linear stack is a linear classifier whatever its depth; after training it is collapsed into
    one 7x7 Conv + Dense with identical predictions.
 
-    python -m experiments.linear_collapse --data-dir ../shared/data/mnist
+    python -m experiments.linear_collapse --data-dir <folder>
     python -m experiments.linear_collapse --quick
 
 Writes ``results.json``, ``collapse.png`` (a digit through both stacks and the composed filter)

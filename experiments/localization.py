@@ -6,7 +6,7 @@ place on a 48x48 canvas; a fifth of the canvases stay empty. A small CNN with th
 ``p_c`` alone for empty canvases, on every component otherwise).
 
     python -m experiments.localization                                  # a few minutes on 2 cores
-    python -m experiments.localization --data-dir ../shared/data/mnist --quick
+    python -m experiments.localization --data-dir <folder> --quick
 
 Reports accuracy (presence right and, with a digit, class right too) and the mean IoU of the
 predicted boxes; writes ``results.json`` and ``localization.png`` (validation canvases with the

@@ -8,8 +8,9 @@ unit's field (see :mod:`jcnn.receptive`), and plots ``r`` against depth.
 
     python -m experiments.receptive_fields --out runs/receptive_fields
 
-Writes ``results.json`` and ``receptive_fields.png`` in ``--out``. Nothing is trained or
-allocated (shapes come from ``jax.eval_shape``), so ``--quick`` changes nothing.
+Writes ``results.json`` and ``receptive_fields.png`` in ``--out``, its only flag: nothing is
+trained, read or allocated (shapes come from ``jax.eval_shape``), so it takes no data, seed or
+quick-mode flags.
 """
 
 from __future__ import annotations
@@ -28,9 +29,12 @@ NETWORKS = (
 
 def plot(results: dict, path) -> None:
     """Receptive field against depth (windowed layers only), log scale, pools marked."""
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator, ScalarFormatter
+
     from jcnn.viz import plt
 
-    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    fig, ax = plt.subplots(figsize=(7.5, 4.4))
     for i, (name, entry) in enumerate(results.items()):
         rows = entry["layers"]
         depth = list(range(1, len(rows) + 1))
@@ -43,16 +47,24 @@ def plot(results: dict, path) -> None:
                 ax.plot(*zip(*points), marker, color=f"C{i}", ms=4)
         ax.axhline(entry["input_shape"][0], color=f"C{i}", ls=":", lw=0.8)
     ax.set_yscale("log")
-    ax.set_xlabel("windowed layer (o conv, s pool)")
-    ax.set_ylabel("receptive field r (input pixels)")
-    ax.set_title("receptive field vs depth; dotted: input size", fontsize=9)
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("windowed layer (conv or pool), counted from the input")
+    ax.set_ylabel("receptive field r (input pixels, log scale)")
+    ax.set_title("receptive field vs depth", fontsize=10)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    handles, _ = ax.get_legend_handles_labels()
+    handles += [
+        Line2D([], [], color="gray", marker="o", ls="", ms=4, label="conv layer"),
+        Line2D([], [], color="gray", marker="s", ls="", ms=4, label="pooling layer"),
+        Line2D([], [], color="gray", ls=":", lw=0.8, label="input size (same colour)"),
+    ]
+    ax.legend(handles=handles, fontsize=8, loc="lower right")
     common.save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = common.parser("receptive_fields", __doc__.splitlines()[0])
+    p = common.parser("receptive_fields", __doc__.splitlines()[0], data=False, seed=False)
     args = p.parse_args(argv)
     out = common.output_dir(args.out)
 

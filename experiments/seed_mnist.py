@@ -6,7 +6,7 @@ images, validates on another 5,000, with Adam (lr 0.005) and batches of 1,000, a
 validation accuracy per epoch of both. The text gives neither the number of epochs nor the final
 accuracies (only that the CNN "appears better"); 30 epochs here, as experiments/train_mnist.py.
 
-    python -m experiments.seed_mnist --data-dir ../shared/data/mnist   # t10k: 5,000 / 5,000
+    python -m experiments.seed_mnist --data-dir <folder>   # t10k: 5,000 / 5,000
     python -m experiments.seed_mnist --quick                           # seconds
 
 Writes ``results.json`` and ``learning_curves.png`` in ``--out``.

@@ -75,10 +75,62 @@ ValidateFn = Callable[[TrainState], Mapping[str, float]]
 
 @dataclass
 class FitResult:
-    """What :func:`fit` returns: the final train state and per-epoch history."""
+    """What :func:`fit` returns: the final train state and per-epoch history.
+
+    Attributes:
+        train_state: the state after the last step.
+        history: lists per epoch (``epoch``, ``train_<metric>``, ``val_<metric>``,
+            ``seconds``) of the whole run: a resumed run's history starts with the epochs
+            trained before the checkpoint (kept in its meta).
+        resumed_from: the step of the checkpoint this call resumed from; None when it started
+            afresh.
+        resume_note: what ``fit`` said about the resume (printed when ``progress`` is on), e.g.
+            ``"fit: resumed from step 10 (epoch 2 of 5 done; continuing with epoch 3) in
+            runs/x/checkpoints"``; ``""`` when not resumed.
+
+    Example:
+        >>> import tempfile
+        >>> x = np.random.default_rng(0).normal(size=(32, 4)).astype(np.float32)
+        >>> y = np.arange(32) % 2
+        >>> net, run = L.serial(L.Dense(2)), dict(batch_size=16, progress=False)
+        >>> run["checkpoint_dir"] = tempfile.mkdtemp() + "/ckpt"
+        >>> first = fit(net, (x, y), epochs=1, **run)
+        >>> more = fit(net, (x, y), epochs=3, **run)  # resumes after epoch 1
+        >>> more.resumed_from, more.history["epoch"]
+        (2, [1, 2, 3])
+        >>> again = fit(net, (x, y), epochs=3, **run)  # a finished run: nothing to train
+        >>> print(again.resume_note.split(": ")[1])
+        resumed from step 6 (epoch 3 of 3 done, epochs=3)
+        >>> again.history == more.history, int(again.train_state.step)
+        (True, 6)
+    """
 
     train_state: TrainState
     history: dict[str, list[float]] = field(default_factory=dict)
+    resumed_from: int | None = None
+    resume_note: str = ""
+
+
+def _resume_note(
+    step: int, epoch: int, index: int, epochs: int, steps_per_epoch: int, directory: Path
+) -> str:
+    """The line ``fit`` prints when it resumes from a checkpoint (see :class:`FitResult`)."""
+    where = f"resumed from step {step}"
+    if index:
+        return (
+            f"fit: {where} (epoch {epoch + 1} of {epochs}, after step {index} of its "
+            f"{steps_per_epoch}) in {directory}"
+        )
+    if epoch >= epochs:
+        done = f"epoch {epoch} of {epochs} done" if epoch == epochs else f"{epoch} epochs done"
+        return (
+            f"fit: {where} ({done}, epochs={epochs}): nothing left to train; returning the "
+            f"checkpoint's state and history ({directory})"
+        )
+    return (
+        f"fit: {where} (epoch {epoch} of {epochs} done; continuing with epoch {epoch + 1}) in "
+        f"{directory}"
+    )
 
 
 class Chunk(NamedTuple):
@@ -321,7 +373,12 @@ def fit(
             must match a parameter.
         train_state: start from this state instead of initialising (transfer learning); its
             ``opt_state`` must be ``optimizer``'s (unless ``frozen`` makes it afresh).
-        checkpoint_dir: where to save; if it holds a checkpoint, training RESUMES from it.
+        checkpoint_dir: where to save; if it holds a checkpoint, training RESUMES from it:
+            the state, the data position (same batches as an uninterrupted run) and the
+            history so far (kept in the checkpoint's meta, so the returned history covers every
+            epoch), saying so (:attr:`FitResult.resume_note`, printed when ``progress`` is on).
+            A checkpoint of a finished run (``epochs`` epochs done) returns its state and
+            history at once, training nothing; give more ``epochs`` to train on.
         checkpoint_every: save every N steps (and at the end of every epoch); default: each
             epoch. Needs ``checkpoint_dir``.
         keep_checkpoints: how many recent checkpoints to keep (at least 1).
@@ -345,7 +402,8 @@ def fit(
 
     Returns:
         :class:`FitResult` with the final state and ``history`` (lists per epoch: ``epoch``,
-        ``train_loss``, ``train_accuracy``, ``val_loss``, ``val_accuracy``, ``seconds``).
+        ``train_loss``, ``train_accuracy``, ``val_loss``, ``val_accuracy``, ``seconds``), and
+        where it resumed from (``resumed_from``, ``resume_note``).
 
     Raises:
         ValueError: a count (``epochs``, ``batch_size``, ``eval_batch_size``,
@@ -440,28 +498,43 @@ def fit(
     ts = fns.place_state(ts)  # the steps donate it: a copy (or a sharded copy) of the caller's
     if val is not None:
         validate = _validate_val(fns, val, eval_batch_size)
+
+    ckpt = Checkpointer(checkpoint_dir, keep=keep_checkpoints) if checkpoint_dir else None
+    start_epoch, start_index = 0, 0
+    history: dict[str, list[float]] = {}
+    resumed_from, note = None, ""
+    partial: dict[str, Any] = {}  # sums of the epoch a mid-epoch checkpoint cut
+    if ckpt is not None and ckpt.latest_step() is not None:
+        resumed_from = ckpt.latest_step()
+        ts, meta = ckpt.restore(ts)
+        start_epoch, start_index = int(meta["epoch"]), int(meta["index"])
+        history = {k: list(v) for k, v in meta.get("history", {}).items()}
+        partial = meta.get("partial", {}) if start_index else {}
+        note = _resume_note(
+            int(resumed_from), start_epoch, start_index, epochs, steps_per_epoch, ckpt.directory
+        )
+        if progress:
+            tqdm.write(note)
+    if start_epoch >= epochs:  # a finished run, rerun: nothing to compile, place or train
+        if ckpt is not None:
+            ckpt.close()
+        return FitResult(ts, history, resumed_from, note)
     shuffle = data_rng(seed)
     if on_device:
         epoch_runner = _device_epochs(fns, train, shuffle)
     else:
         epoch_runner = _host_epochs(fns, train, shuffle, batch_size, prefetch)
-
-    ckpt = Checkpointer(checkpoint_dir, keep=keep_checkpoints) if checkpoint_dir else None
-    start_epoch, start_index = 0, 0
-    if ckpt is not None and ckpt.latest_step() is not None:
-        ts, meta = ckpt.restore(ts)
-        start_epoch, start_index = int(meta["epoch"]), int(meta["index"])
     periods = [p for p in (checkpoint_every, log_every) if p is not None]
 
-    history: dict[str, list[float]] = {}
     total = (epochs - start_epoch) * steps_per_epoch - start_index
     bar = tqdm(total=max(total, 0), disable=not progress, unit="step", dynamic_ncols=True)
     try:
         for epoch in range(start_epoch, epochs):
-            t0 = time.perf_counter()
-            sums: dict[str, float] = {}
+            resumed = epoch == start_epoch and start_index > 0
+            t0 = time.perf_counter() - (float(partial.get("seconds", 0.0)) if resumed else 0.0)
+            sums: dict[str, float] = dict(partial.get("sums", {})) if resumed else {}
             index = start_index if epoch == start_epoch else 0
-            counted = 0
+            counted = int(partial.get("steps", 0)) if resumed else 0
             run = epoch_runner(epoch, index)
             while index < steps_per_epoch:
                 chunk = min([steps_per_epoch - index] + [p - index % p for p in periods])
@@ -494,8 +567,9 @@ def fit(
                 )
                 done = index == steps_per_epoch
                 at_checkpoint = checkpoint_every is not None and index % checkpoint_every == 0
-                if ckpt is not None and (done or at_checkpoint):
-                    meta = {"epoch": epoch + 1 if done else epoch, "index": 0 if done else index}
+                if ckpt is not None and at_checkpoint and not done:
+                    partial = {"sums": sums, "steps": counted, "seconds": time.perf_counter() - t0}
+                    meta = {"epoch": epoch, "index": index, "history": history, "partial": partial}
                     ckpt.save(int(ts.step), ts, meta=meta)
                 if on_chunk_end is not None:
                     on_chunk_end(Chunk(epoch, first, chunk, int(ts.step), metrics, ts))
@@ -506,6 +580,10 @@ def fit(
             history.setdefault("epoch", []).append(epoch + 1)
             for k, v in record.items():
                 history.setdefault(k, []).append(v)
+            if ckpt is not None:  # at the end of every epoch, with the epoch's history entry
+                ckpt.save(
+                    int(ts.step), ts, meta={"epoch": epoch + 1, "index": 0, "history": history}
+                )
             if progress:
                 bar.write(
                     f"epoch {epoch + 1}/{epochs}: "
@@ -518,4 +596,4 @@ def fit(
         bar.close()
         if ckpt is not None:
             ckpt.close()  # also when a step raised: the checkpoints saved before it are kept
-    return FitResult(train_state=ts, history=history)
+    return FitResult(ts, history, resumed_from, note)

@@ -5,6 +5,7 @@ of misuse is tests/bad_inputs/cases_training.py)."""
 from __future__ import annotations
 
 import functools
+import importlib
 
 import jax
 import jax.numpy as jnp
@@ -181,6 +182,81 @@ def test_checkpoint_chunks_do_not_change_the_result(tmp_root):
     for k in a:
         scale = max(float(np.abs(b[k]).max()), 1e-30) if a[k].dtype.kind == "f" else 1.0
         np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6 * scale, err_msg=k)
+
+
+# --------------------------------------------------------------------------- resuming
+
+
+def test_a_resume_with_more_epochs_returns_the_history_of_every_epoch(tmp_path, tmp_root, capsys):
+    """1 epoch, then the same folder with epochs=2: a history of epochs 1 and 2 that equals an
+    uninterrupted 2-epoch run's, and a line saying where it resumed from."""
+    whole, _ = _tiny_checkpointed(0, 100, tmp_root)  # 2 epochs uninterrupted, same settings
+    ckpt = tmp_path / "ckpt"
+    kwargs = dict(seed=0, checkpoint_dir=ckpt, checkpoint_every=4)
+    first = _tiny_fit(TINY_DROP_NET, epochs=1, **kwargs)
+    assert first.resumed_from is None and first.resume_note == ""
+    second = _tiny_fit(TINY_DROP_NET, epochs=2, progress=True, **kwargs)
+    printed = capsys.readouterr()
+    note = f"fit: resumed from step 6 (epoch 1 of 2 done; continuing with epoch 2) in {ckpt}"
+    assert second.resumed_from == 6 and second.resume_note == note
+    assert note in printed.out + printed.err  # progress on: said through tqdm
+    assert second.history["epoch"] == [1, 2]
+    assert set(second.history) == HISTORY_KEYS
+    assert second.history["seconds"][0] == first.history["seconds"][0]  # restored, not re-timed
+    for key in HISTORY_KEYS - {"seconds"}:
+        np.testing.assert_allclose(second.history[key], whole.history[key], rtol=1e-6, err_msg=key)
+    assert _identical(second.train_state, whole.train_state)
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_a_mid_epoch_resume_counts_the_whole_epoch(tmp_path, tmp_root):
+    """Stopped right after the checkpoint at step 4 (of 6 in epoch 1): the resumed run's epoch 1
+    averages all 6 steps, as the uninterrupted run does."""
+    whole, _ = _tiny_checkpointed(0, 100, tmp_root)
+    ckpt = tmp_path / "ckpt"
+    kwargs = dict(seed=0, checkpoint_dir=ckpt, checkpoint_every=4)
+
+    def stop_after_step_4(chunk):
+        if chunk.step == 4:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        _tiny_fit(TINY_DROP_NET, on_chunk_end=stop_after_step_4, **kwargs)
+    assert Checkpointer(ckpt).all_steps() == [4]
+    resumed = _tiny_fit(TINY_DROP_NET, **kwargs)
+    assert resumed.resume_note.startswith("fit: resumed from step 4 (epoch 1 of 2, after step 4")
+    assert resumed.history["epoch"] == [1, 2]
+    for key in HISTORY_KEYS - {"seconds"}:
+        np.testing.assert_allclose(resumed.history[key], whole.history[key], rtol=1e-6, err_msg=key)
+
+
+def test_a_finished_runs_rerun_returns_the_checkpoint_at_once(tmp_path, monkeypatch, capsys):
+    ckpt = tmp_path / "ckpt"
+    done = _tiny_fit(epochs=2, checkpoint_dir=ckpt)
+    fit_module = importlib.import_module("jcnn.fit")  # the module (jcnn.fit is also the function)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run's rerun placed data to train")
+
+    monkeypatch.setattr(fit_module, "_device_epochs", no_training)
+    monkeypatch.setattr(fit_module, "_host_epochs", no_training)
+    again = _tiny_fit(epochs=2, checkpoint_dir=ckpt, progress=True)
+    printed = capsys.readouterr()
+    assert again.resumed_from == 12
+    assert again.resume_note == (
+        "fit: resumed from step 12 (epoch 2 of 2 done, epochs=2): nothing left to train; "
+        f"returning the checkpoint's state and history ({ckpt})"
+    )
+    assert again.resume_note in printed.out + printed.err
+    assert again.history == done.history  # every value, through the checkpoint's JSON meta
+    assert _identical(again.train_state, done.train_state)
+    assert Checkpointer(ckpt).all_steps() == [6, 12]  # nothing saved
+    fewer = _tiny_fit(epochs=1, checkpoint_dir=ckpt)  # asks for less than the checkpoint has
+    assert "(2 epochs done, epochs=1): nothing left to train" in fewer.resume_note
+    assert fewer.history == done.history
 
 
 EPOCH_RECORDS: list = []

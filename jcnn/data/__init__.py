@@ -6,7 +6,9 @@ Loaders return numpy ``(images, labels)``: images ``(N, H, W, C)`` float32 in [0
 ``dtype="uint8"``, see :func:`normalize`) and int32 labels. Files are looked up in ``data_dir``,
 then ``$JCNN_DATA_DIR``, then the user cache, then downloaded with SHA256 verification (see
 :mod:`jcnn.data.download`); when that all fails a :class:`DatasetUnavailableError` explains how
-to provide the files.
+to provide the files. :func:`load_mnist_or_fallback` is MNIST when it can be found and
+scikit-learn's bundled 8x8 digits (resized to 28x28, with a printed explanation) when not, so
+that a first run works offline from any folder.
 """
 
 from jcnn.data.batching import (
@@ -30,6 +32,7 @@ from jcnn.data.datasets import (
     load_digits_fallback,
     load_fashion_mnist,
     load_mnist,
+    load_mnist_or_fallback,
     load_mnist_splits,
     normalize,
 )
@@ -63,6 +66,7 @@ __all__ = [
     "load_digits_fallback",
     "load_fashion_mnist",
     "load_mnist",
+    "load_mnist_or_fallback",
     "load_mnist_splits",
     "normalize",
     "num_batches",

@@ -5,7 +5,8 @@ float32 in [0, 1] by default (or the raw uint8 pixels with ``dtype="uint8"``, wh
 :func:`normalize` turns into the float32 form), labels int32 in 0..9.
 
 Where the files come from (explicit ``data_dir``, ``$JCNN_DATA_DIR``, the user cache, a verified
-download) is described in :mod:`jcnn.data.download`. With ``download=False`` a loader never
+download) and how files on disk are checked against their published SHA256 is described in
+:mod:`jcnn.data.download`. With ``download=False`` a loader never
 touches the network, so ``load_mnist(download=False)`` (or the cheaper :func:`is_available`) tells
 whether MNIST is on disk; a caller without MNIST can fall back to :func:`load_digits_fallback`::
 
@@ -19,6 +20,7 @@ whether MNIST is on disk; a caller without MNIST can fall back to :func:`load_di
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +35,13 @@ from jcnn.data.cifar import (
 )
 from jcnn.data.download import (
     DEFAULT_TIMEOUT,
+    ENV_VAR,
+    SUBDIRS,
     DatasetUnavailableError,
     candidate_dirs,
     ensure_files,
     find_local,
+    verify_known,
 )
 from jcnn.data.idx import read_idx
 
@@ -47,6 +52,7 @@ __all__ = [
     "load_digits_fallback",
     "load_fashion_mnist",
     "load_mnist",
+    "load_mnist_or_fallback",
     "load_mnist_splits",
     "normalize",
 ]
@@ -136,6 +142,10 @@ def load_mnist(
     Raises:
         DatasetUnavailableError: the files are neither on disk nor downloadable.
         ValueError: bad arguments, or a malformed file (the message names it).
+        ChecksumMismatchError: a file on disk (cache, ``data_dir``, ``$JCNN_DATA_DIR``) does not
+            have its published SHA256 (a ValueError; the message says which file and the fix).
+        FileNotFoundError, NotADirectoryError: ``data_dir`` or ``$JCNN_DATA_DIR`` is not an
+            existing folder.
     """
     _check_args(split, dtype)
     images, labels, _ = _load_idx_split("mnist", split, data_dir, download, timeout)
@@ -161,6 +171,10 @@ def load_fashion_mnist(
     Raises:
         DatasetUnavailableError: the files are neither on disk nor downloadable.
         ValueError: bad arguments, or a malformed file.
+        ChecksumMismatchError: a file on disk (cache, ``data_dir``, ``$JCNN_DATA_DIR``) does not
+            have its published SHA256 (a ValueError; the message says which file and the fix).
+        FileNotFoundError, NotADirectoryError: ``data_dir`` or ``$JCNN_DATA_DIR`` is not an
+            existing folder.
     """
     _check_args(split, dtype)
     images, labels, _ = _load_idx_split("fashion_mnist", split, data_dir, download, timeout)
@@ -207,6 +221,10 @@ def load_cifar10(
     Raises:
         DatasetUnavailableError: the files are neither on disk nor downloadable.
         ValueError: bad arguments, or a malformed batch file / archive.
+        ChecksumMismatchError: the archive on disk (cache, ``data_dir``, ``$JCNN_DATA_DIR``) does
+            not have its published SHA256 (a ValueError; the message says which file and the fix).
+        FileNotFoundError, NotADirectoryError: ``data_dir`` or ``$JCNN_DATA_DIR`` is not an
+            existing folder.
     """
     _check_args(split, dtype)
     source = _find_cifar_local(split, data_dir)
@@ -221,6 +239,8 @@ def load_cifar10(
             description=wanted,
         )
         source = folder / ARCHIVE_NAME
+    if source.is_file():  # the archive has a known SHA256 (the extracted .bin files have none)
+        verify_known("cifar10", source)
     images, labels = read_cifar10_split(source, split)
     return _finish(images, labels, dtype)
 
@@ -230,12 +250,18 @@ def is_available(
 ) -> bool:
     """Whether ``dataset``'s ``split`` is on disk (lookup order of :mod:`jcnn.data.download`).
 
-    Cheap: only checks that the files exist; never reads them and never touches the network.
+    Cheap: only checks that the files exist; never reads or hashes them and never touches the
+    network.
 
     Args:
         dataset: ``"mnist"``, ``"fashion_mnist"`` or ``"cifar10"``.
         split: ``"train"`` or ``"test"``.
         data_dir: explicit folder searched first.
+
+    Raises:
+        ValueError: unknown dataset or split.
+        FileNotFoundError, NotADirectoryError: ``data_dir`` or ``$JCNN_DATA_DIR`` is not an
+            existing folder.
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
@@ -259,6 +285,16 @@ def _subset(
     return images[idx], labels[idx]
 
 
+def _part(name: str, start: int, stop: int, n: int | None = None, seed: int | None = None) -> str:
+    """``"t10k[5000:10000] (5000)"``, or ``"1000 random of t10k[0:5000] (seed 0)"`` for a subset.
+
+    The words of a ``source`` string: which slice of which file, and how many images.
+    """
+    if n is None or n == stop - start:
+        return f"{name}[{start}:{stop}] ({stop - start})"
+    return f"{n} random of {name}[{start}:{stop}] (seed {seed})"
+
+
 def load_mnist_splits(
     data_dir: PathLike | None = None,
     *,
@@ -279,8 +315,8 @@ def load_mnist_splits(
       first ``60000 - n_val``. Without ``n_val`` no holdout is taken: ``val`` is the test set
       (the same arrays as ``test``).
     * **t10k-only** (``source`` starts with ``"mnist:t10k-only"``) -- only
-      ``t10k-images-idx3-ubyte.gz`` / ``t10k-labels-idx1-ubyte.gz`` exist (as in the course folder
-      ``shared/data/mnist``): the 10,000 test images are split deterministically, the first 5,000
+      ``t10k-images-idx3-ubyte.gz`` / ``t10k-labels-idx1-ubyte.gz`` exist (as in the course's data
+      folder): the 10,000 test images are split deterministically, the first 5,000
       -> ``train``, the last 5,000 -> ``val``, and ``test`` is the same arrays as ``val`` (there is
       no untouched test set in this mode). With ``n_val`` given, ``val`` = ``test`` = the last
       ``n_val`` (<= 5,000) images.
@@ -298,8 +334,13 @@ def load_mnist_splits(
         dtype: ``"float32"`` (default, in [0, 1]) or ``"uint8"``.
 
     Returns:
-        ``{"train": (x, y), "val": (x, y), "test": (x, y), "source": str}`` where ``source`` names
-        the mode, the sizes and the folder the files came from.
+        ``{"train": (x, y), "val": (x, y), "test": (x, y), "source": str}`` where ``source`` says
+        exactly what was used: the mode, each split as a slice of its file with its size (and
+        the seed of a random subset), and the folder(s) the files came from, e.g. ``"mnist:t10k-only
+        (train = 1000 random of t10k[0:5000] (seed 0), val = test = t10k[9500:10000] (500)) from
+        <folder>"`` for ``n_train=1000, n_val=500``, or ``"mnist:full (train = train[0:55000]
+        (55000), val = train[55000:60000] (5000), test = t10k[0:10000] (10000)) from <folder> and
+        <folder>"`` for ``n_val=5000``.
 
     Shapes:
         x: (N, 28, 28, 1); y: (N,) int32. t10k-only mode: N = 5,000 / 5,000 / 5,000;
@@ -307,7 +348,11 @@ def load_mnist_splits(
 
     Raises:
         DatasetUnavailableError: not even the t10k files are available.
-        ValueError: bad ``n_train`` / ``n_val`` / ``dtype``.
+        ValueError: bad ``n_train`` / ``n_val`` / ``dtype``, or a malformed file.
+        ChecksumMismatchError: a file on disk (cache, ``data_dir``, ``$JCNN_DATA_DIR``) does not
+            have its published SHA256 (a ValueError; the message says which file and the fix).
+        FileNotFoundError, NotADirectoryError: ``data_dir`` or ``$JCNN_DATA_DIR`` is not an
+            existing folder.
     """
     _check_args("train", dtype)
     try:
@@ -319,36 +364,38 @@ def load_mnist_splits(
     x_test, y_test, test_dir = _load_idx_split("mnist", "test", data_dir, download, DEFAULT_TIMEOUT)
 
     if x_train is not None and y_train is not None:
+        total, n_test = len(x_train), len(x_test)
         if n_val is not None:
-            if not 0 < n_val < len(x_train):
-                raise ValueError(f"n_val must be in 1..{len(x_train) - 1}, got {n_val}")
-            cut = len(x_train) - n_val
+            if not 0 < n_val < total:
+                raise ValueError(f"n_val must be in 1..{total - 1}, got {n_val}")
+            cut = total - n_val
             val = (x_train[cut:], y_train[cut:])
             x_train, y_train = x_train[:cut], y_train[:cut]
-            val_text = f"val = last {n_val} of train"
+            val_text = f"val = {_part('train', cut, total)}"
+            test_text = f"test = {_part('t10k', 0, n_test)}"
         else:
+            cut = total
             val = (x_test, y_test)
-            val_text = "val = test (no holdout)"
+            val_text = f"val = test = {_part('t10k', 0, n_test)}"
+            test_text = "no holdout"
         train = _subset(x_train, y_train, n_train, seed, "the full MNIST training set")
         test = (x_test, y_test)
         source = (
-            f"mnist:full ({len(train[0])} train, {val_text}, {len(x_test)} test) "
-            f"from {train_dir} and {test_dir}"
+            f"mnist:full (train = {_part('train', 0, cut, n_train, seed)}, {val_text}, "
+            f"{test_text}) from {train_dir} and {test_dir}"
         )
     else:
-        half = len(x_test) // 2
-        if n_val is not None and not 0 < n_val <= len(x_test) - half:
-            raise ValueError(
-                f"n_val must be in 1..{len(x_test) - half} in t10k-only mode, got {n_val}"
-            )
-        start = len(x_test) - n_val if n_val is not None else half
+        n_test = len(x_test)
+        half = n_test // 2
+        if n_val is not None and not 0 < n_val <= n_test - half:
+            raise ValueError(f"n_val must be in 1..{n_test - half} in t10k-only mode, got {n_val}")
+        start = n_test - n_val if n_val is not None else half
         train = _subset(x_test[:half], y_test[:half], n_train, seed, "the t10k-only split")
         val = (x_test[start:], y_test[start:])
         test = val
         source = (
-            f"mnist:t10k-only (train = first {half} of t10k"
-            f"{f' subsampled to {n_train}' if n_train is not None else ''}, "
-            f"val = test = t10k[{start}:]) from {test_dir}"
+            f"mnist:t10k-only (train = {_part('t10k', 0, half, n_train, seed)}, "
+            f"val = test = {_part('t10k', start, n_test)}) from {test_dir}"
         )
 
     def fin(pair: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -357,6 +404,148 @@ def load_mnist_splits(
     out_val = fin(val)
     out_test = out_val if test is val else fin(test)
     return {"train": fin(train), "val": out_val, "test": out_test, "source": source}
+
+
+FALLBACK_TRAIN_FRACTION = 0.6
+"""Share of the 1,797 scikit-learn digits that :func:`load_mnist_or_fallback` trains on."""
+
+
+def _require_mnist_folder(data_dir: PathLike) -> None:
+    """FileNotFoundError / NotADirectoryError unless ``data_dir`` (or its ``mnist/``) holds MNIST.
+
+    "Holds MNIST" means both files of at least one split (:data:`MNIST_FILES`).
+    """
+    candidate_dirs("mnist", data_dir)  # raises for a path that does not exist or is a file
+    base = Path(data_dir).expanduser()
+    folders = (base / SUBDIRS["mnist"], base)
+    if any(
+        all((f / n).is_file() for n in names) for f in folders for names in MNIST_FILES.values()
+    ):
+        return
+    test, train = " and ".join(MNIST_FILES["test"]), " and ".join(MNIST_FILES["train"])
+    raise FileNotFoundError(
+        f"data_dir {base} holds no MNIST files: expected {test} (the 10,000 test images; and "
+        f"{train} for the standard 60,000 / 10,000 split) in {base} or {folders[0]}. Pass the "
+        "folder that holds them (data_dir=<folder>, --data-dir <folder>), or leave data_dir "
+        f"unset to use ${ENV_VAR}, the cache, a download or the offline fallback"
+    )
+
+
+def _digits_as_mnist() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's 8x8 digits resized to 20x20 and centred on a 28x28 canvas, like MNIST."""
+    import jax  # the resize only; the loaders above need numpy alone
+
+    images, labels = load_digits_fallback()
+    small = np.asarray(jax.image.resize(images, (len(images), 20, 20, 1), "linear"))
+    canvas = np.zeros((len(images), 28, 28, 1), np.float32)
+    canvas[:, 4:24, 4:24] = np.clip(small, 0.0, 1.0)
+    return canvas, labels
+
+
+def load_mnist_or_fallback(
+    data_dir: PathLike | None = None,
+    *,
+    download: bool = True,
+    n_train: int | None = None,
+    n_val: int | None = None,
+    seed: int = 0,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """MNIST splits from :func:`load_mnist_splits`, or scikit-learn's digits when MNIST is missing.
+
+    The offline stand-in: without a ``data_dir``, when no MNIST files can be found (nor, with
+    ``download=True``, downloaded), the 1,797 real handwritten 8x8 digits shipped with
+    scikit-learn (:func:`load_digits_fallback`) are resized to 20x20 and centred on a 28x28
+    canvas, so that MNIST models run unchanged. They are permuted with
+    ``np.random.default_rng(0)`` and split 60 / 40: ``train`` = the first 1,078, ``val`` =
+    ``test`` = the other 719; ``n_train`` / ``n_val`` keep the first ``n_train`` / ``n_val`` of
+    those (all of them when there are fewer; ``source`` says how many). Falling back prints why to stderr: every line of the
+    :class:`~jcnn.data.download.DatasetUnavailableError` (the folders searched, why no download)
+    and how to provide the files (``quiet=True``: nothing printed).
+
+    A ``data_dir`` that is given is never fallen back from: it must be an existing folder
+    holding both files of an MNIST split (or a ``mnist/`` subfolder with them).
+
+    Args:
+        data_dir: folder of the MNIST idx ``.gz`` files (None: ``$JCNN_DATA_DIR``, the cache, a
+            download, then the fallback).
+        download: allow downloading missing files; when False the network is never touched.
+        n_train, n_val, seed: as in :func:`load_mnist_splits` (``seed`` draws its ``n_train``
+            subset; the fallback's order is fixed).
+        quiet: do not print the fallback's explanation.
+
+    Returns:
+        ``{"train": (x, y), "val": (x, y), "test": (x, y), "source": str}`` (float32 images in
+        [0, 1], int32 labels); ``source`` says what was used, e.g. ``"sklearn-digits fallback
+        (1797 8x8 digits resized to 28x28, permuted with seed 0: train = digits[0:1078] (1078),
+        val = test = digits[1078:1797] (719))"``, or MNIST's (:func:`load_mnist_splits`).
+
+    Shapes:
+        x: (N, 28, 28, 1); y: (N,).
+
+    Raises:
+        FileNotFoundError: ``data_dir`` (or ``$JCNN_DATA_DIR``) does not exist, or ``data_dir``
+            holds no MNIST files (the message names it and the files expected).
+        NotADirectoryError: ``data_dir`` (or ``$JCNN_DATA_DIR``) is a file.
+        DatasetUnavailableError: ``data_dir`` holds only the train files and the t10k files
+            are nowhere.
+        ValueError, ChecksumMismatchError: as :func:`load_mnist_splits`.
+
+    Example:
+        >>> import contextlib, io, tempfile
+        >>> from unittest import mock
+        >>> nowhere = {"XDG_CACHE_HOME": tempfile.mkdtemp(), "JCNN_DATA_DIR": ""}  # no MNIST
+        >>> notice = io.StringIO()
+        >>> with mock.patch.dict("os.environ", nowhere), contextlib.redirect_stderr(notice):
+        ...     data = load_mnist_or_fallback(download=False, n_val=100)
+        >>> data["train"][0].shape, data["val"][0].shape, data["val"] is data["test"]
+        ((1078, 28, 28, 1), (100, 28, 28, 1), True)
+        >>> data["source"].split(": ")[1]
+        'train = digits[0:1078] (1078), val = test = digits[1078:1178] (100))'
+        >>> print(notice.getvalue().splitlines()[0])
+        MNIST is not available, so scikit-learn's 8x8 digits are used instead:
+        >>> load_mnist_or_fallback(tempfile.mkdtemp(), download=False)
+        Traceback (most recent call last):
+        FileNotFoundError: data_dir ... holds no MNIST files: expected t10k-images-idx3-ubyte.gz ...
+    """
+    if data_dir is not None:
+        _require_mnist_folder(data_dir)
+        return load_mnist_splits(
+            data_dir, n_train=n_train, n_val=n_val, seed=seed, download=download
+        )
+    try:
+        return load_mnist_splits(n_train=n_train, n_val=n_val, seed=seed, download=download)
+    except DatasetUnavailableError as err:
+        reason = str(err)
+    images, labels = _digits_as_mnist()
+    order = np.random.default_rng(0).permutation(len(images))
+    total, cut = len(images), int(FALLBACK_TRAIN_FRACTION * len(images))
+    for name, n in (("n_train", n_train), ("n_val", n_val)):
+        if n is not None and n < 1:
+            raise ValueError(f"{name} must be >= 1, got {n}")
+    n_tr = cut if n_train is None else min(n_train, cut)
+    n_va = total - cut if n_val is None else min(n_val, total - cut)
+    train_idx, val_idx = order[:n_tr], order[cut : cut + n_va]
+    val = (images[val_idx], labels[val_idx])
+    source = (
+        f"sklearn-digits fallback ({total} 8x8 digits resized to 28x28, permuted with seed 0: "
+        f"train = {_part('digits', 0, n_tr)}, val = test = {_part('digits', cut, cut + n_va)})"
+    )
+    if not quiet:
+        print(
+            "MNIST is not available, so scikit-learn's 8x8 digits are used instead:\n"
+            f"  {source}\n"
+            f"Why: {reason}\n"
+            "To train on MNIST, pass the folder of its idx files (data_dir=<folder>, "
+            f"--data-dir <folder>) or set ${ENV_VAR}=<folder>.",
+            file=sys.stderr,
+        )
+    return {
+        "train": (images[train_idx], labels[train_idx]),
+        "val": val,
+        "test": val,
+        "source": source,
+    }
 
 
 def load_digits_fallback() -> tuple[np.ndarray, np.ndarray]:

@@ -1,13 +1,17 @@
-"""Dataset loaders, lookup order, downloads (file:// only, never the internet) and CIFAR-10 binary.
+"""Dataset loaders, lookup order, downloads (file:// only, never the internet), checksums of
+files on disk, and CIFAR-10 binary.
 
 An autouse fixture points every mirror at a missing file:// folder, clears ``JCNN_DATA_DIR`` and
 moves ``XDG_CACHE_HOME`` into ``tmp_path``, so no test can reach the network or the real cache.
+It also empties the table of known SHA256s (the fake files written here are not the published
+ones); the tests of verification put the fake files' digests in it (:func:`known`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import tarfile
 import urllib.error
@@ -25,6 +29,7 @@ from jcnn.data import (
     load_digits_fallback,
     load_fashion_mnist,
     load_mnist,
+    load_mnist_or_fallback,
     load_mnist_splits,
     normalize,
     write_idx,
@@ -44,6 +49,9 @@ NAMES = {
 }
 
 
+PUBLISHED_SHA256 = {dataset: dict(table) for dataset, table in dl.SHA256.items()}
+
+
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("JCNN_DATA_DIR", raising=False)
@@ -51,6 +59,12 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     offline = (tmp_path / "no-such-mirror").as_uri() + "/"
     for key in list(dl.MIRRORS):
         monkeypatch.setitem(dl.MIRRORS, key, (offline,))
+        monkeypatch.setitem(dl.SHA256, key, {})
+
+
+def known(monkeypatch: pytest.MonkeyPatch, dataset: str, *paths: Path) -> None:
+    """Makes ``paths`` (as they are now) the published files of ``dataset``."""
+    monkeypatch.setitem(dl.SHA256, dataset, {p.name: sha256(p) for p in paths})
 
 
 def make_mnist(folder: Path, split: str, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -103,8 +117,28 @@ def test_lookup_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(load_mnist("test", download=False)[0]) == 4  # env beats cache
     monkeypatch.delenv("JCNN_DATA_DIR")
     assert len(load_mnist("test", download=False)[0]) == 5  # cache
-    # an explicit folder without the files falls through to the next source
+    # an explicit (existing) folder without the files falls through to the next source
+    (tmp_path / "empty").mkdir()
     assert len(load_mnist("test", data_dir=tmp_path / "empty", download=False)[0]) == 5
+
+
+def test_data_dir_and_env_var_must_be_existing_folders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_mnist(cache_dir("mnist"), "test", 5)  # would be found if a bad path fell through
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(FileNotFoundError, match="data_dir .*typo.* does not exist"):
+        load_mnist("test", data_dir=tmp_path / "typo", download=False)
+    with pytest.raises(NotADirectoryError, match="data_dir .*a_file is a file, not a folder"):
+        is_available("mnist", "test", data_dir=tmp_path / "a_file")
+    monkeypatch.setenv("JCNN_DATA_DIR", str(tmp_path / "a_file"))
+    with pytest.raises(NotADirectoryError) as info:
+        load_mnist("test", download=False)
+    assert f"$JCNN_DATA_DIR='{tmp_path / 'a_file'}'" in str(info.value)
+    assert "is a file, not a folder" in str(info.value) and "unset it" in str(info.value)
+    monkeypatch.setenv("JCNN_DATA_DIR", str(tmp_path / "gone"))
+    with pytest.raises(FileNotFoundError, match=r"\$JCNN_DATA_DIR=.*gone.* does not exist"):
+        load_cifar10("test", download=False)
 
 
 def test_default_cache_is_home_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -158,11 +192,13 @@ def test_download_success_via_file_url(tmp_path: Path, monkeypatch: pytest.Monke
     server = tmp_path / "server"
     images, labels = make_mnist(server, "test", 6)
     serve(monkeypatch, "mnist", server, {n: sha256(server / n) for n in NAMES["test"]})
+    (tmp_path / "nothing-here").mkdir()
     x, y = load_mnist("test", data_dir=tmp_path / "nothing-here")
     np.testing.assert_array_equal(y, labels)
     np.testing.assert_array_equal(x[..., 0], normalize(images))
     cached = sorted(p.name for p in cache_dir("mnist").iterdir())
-    assert cached == sorted(NAMES["test"])  # no temporary files left
+    markers = [n + dl.MARKER_SUFFIX for n in NAMES["test"]]  # verified while downloading
+    assert cached == sorted([*NAMES["test"], *markers])  # no temporary files left
     # now cached: works without the network
     monkeypatch.setitem(dl.MIRRORS, "mnist", ())
     assert len(load_mnist("test", download=False)[0]) == 6
@@ -193,6 +229,9 @@ def test_offline_error_is_helpful(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         raise urllib.error.URLError("simulated: no network")
 
     monkeypatch.setattr(dl.urllib.request, "urlopen", no_network)
+    monkeypatch.setitem(dl.SHA256, "mnist", PUBLISHED_SHA256["mnist"])
+    (tmp_path / "envdir").mkdir()
+    (tmp_path / "mydir").mkdir()
     monkeypatch.setenv("JCNN_DATA_DIR", str(tmp_path / "envdir"))
     with pytest.raises(DatasetUnavailableError) as info:
         load_mnist("train", data_dir=tmp_path / "mydir")
@@ -231,11 +270,98 @@ def test_download_false_never_touches_network(
 
 
 def test_every_known_file_has_a_sha256() -> None:
-    for dataset, table in dl.SHA256.items():
+    for dataset, table in PUBLISHED_SHA256.items():
         assert dataset in dl.MIRRORS and dataset in dl.SUBDIRS
         for digest in table.values():
             assert len(digest) == 64 and int(digest, 16) >= 0
-    assert dl.SHA256["mnist"]["t10k-images-idx3-ubyte.gz"].startswith("167310007f")
+    assert PUBLISHED_SHA256["mnist"]["t10k-images-idx3-ubyte.gz"].startswith("167310007f")
+
+
+# --------------------------------------------------------------------------- files on disk
+
+
+def test_cached_file_is_verified_once_per_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = cache_dir("mnist")
+    images, labels = make_mnist(folder, "test", 4)
+    paths = [folder / n for n in NAMES["test"]]
+    known(monkeypatch, "mnist", *paths)
+    hashed: list[str] = []
+    real_sha256_file = dl.sha256_file
+
+    def counting(path: Path, *args: object) -> str:
+        hashed.append(Path(path).name)
+        return real_sha256_file(path, *args)
+
+    monkeypatch.setattr(dl, "sha256_file", counting)
+    np.testing.assert_array_equal(load_mnist("test", download=False)[1], labels)
+    assert sorted(hashed) == sorted(NAMES["test"])
+    markers = [p.with_name(p.name + dl.MARKER_SUFFIX) for p in paths]
+    record = json.loads(markers[0].read_text())
+    assert record["sha256"] == sha256(paths[0]) and record["size"] == paths[0].stat().st_size
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")]  # atomic: no temp files
+    load_mnist("test", download=False)
+    assert len(hashed) == 2  # verified once: not hashed again
+
+    # A lost marker, or a file whose mtime changed, is hashed again.
+    markers[1].unlink()
+    os.utime(paths[0], ns=(paths[0].stat().st_atime_ns, paths[0].stat().st_mtime_ns + 10**9))
+    load_mnist("test", download=False)
+    assert sorted(hashed[2:]) == sorted(NAMES["test"])
+    markers[0].write_text("{not json")  # an unreadable marker: verified again, rewritten
+    load_mnist("test", download=False)
+    assert hashed[4:] == [NAMES["test"][0]] and json.loads(markers[0].read_text())["sha256"]
+
+    # The same size, other bytes (a damaged cache entry): refused, kept, the fix said.
+    data = bytearray(paths[1].read_bytes())
+    data[-1] ^= 0xFF
+    paths[1].write_bytes(bytes(data))
+    with pytest.raises(ChecksumMismatchError) as info:
+        load_mnist("test", download=False)
+    message = str(info.value)
+    for needle in (
+        str(paths[1]),
+        "SHA256 mismatch for the mnist file t10k-labels-idx1-ubyte.gz",
+        f"expected {dl.SHA256['mnist'][NAMES['test'][1]]}",
+        f"got {sha256(paths[1])}",
+        "Delete it",
+        "downloads a verified copy",
+    ):
+        assert needle in message, needle
+    assert paths[1].exists()
+
+
+def test_data_dir_files_are_verified_and_the_folder_is_left_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user = tmp_path / "user"
+    make_mnist(user, "test", 3)
+    known(monkeypatch, "mnist", *(user / n for n in NAMES["test"]))
+    assert len(load_mnist("test", data_dir=user, download=False)[0]) == 3
+    assert sorted(p.name for p in user.iterdir()) == sorted(NAMES["test"])  # nothing written
+    assert len(list((dl.cache_dir() / "verified").iterdir())) == 2  # the markers live there
+    make_mnist(user, "test", 3, seed=1)  # other files under the published names
+    with pytest.raises(ChecksumMismatchError, match="user/t10k-images-idx3-ubyte.gz: SHA256"):
+        load_mnist_splits(user, download=False)
+
+
+def test_files_without_a_known_sha256_are_not_hashed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_mnist(tmp_path / "d", "test", 2)
+    monkeypatch.setattr(dl, "sha256_file", lambda *a: pytest.fail("hashed an unknown file"))
+    assert len(load_mnist("test", data_dir=tmp_path / "d", download=False)[0]) == 2
+
+
+def test_cifar_archive_is_verified(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_cifar(tmp_path / "c", as_archive=True)
+    archive = tmp_path / "c" / "cifar-10-binary.tar.gz"
+    known(monkeypatch, "cifar10", archive)
+    assert len(load_cifar10("test", data_dir=tmp_path / "c", download=False)[0]) == 7
+    monkeypatch.setitem(dl.SHA256, "cifar10", {archive.name: "0" * 64})
+    with pytest.raises(ChecksumMismatchError, match=f"expected {'0' * 64}"):
+        load_cifar10("test", data_dir=tmp_path / "c", download=False)
 
 
 # --------------------------------------------------------------------------- splits
@@ -275,10 +401,40 @@ def test_splits_t10k_only_mode(tmp_path: Path) -> None:
         load_mnist_splits(tmp_path, n_val=11, download=False)
 
 
+def test_split_sources_say_exactly_what_was_used(tmp_path: Path) -> None:
+    """Each split as a slice of its file with its size, the seed of a random subset."""
+    t10k, full = tmp_path / "t10k", tmp_path / "full"
+    images, labels = make_mnist(t10k, "test", 20)
+    s = load_mnist_splits(t10k, n_train=4, n_val=3, seed=5, download=False)
+    assert s["source"] == (
+        "mnist:t10k-only (train = 4 random of t10k[0:10] (seed 5), "
+        f"val = test = t10k[17:20] (3)) from {t10k}"
+    )
+    np.testing.assert_array_equal(s["val"][1], labels[17:20])  # what the words say
+    assert set(map(bytes, s["train"][0])) <= set(map(bytes, normalize(images[:10, ..., None])))
+    s = load_mnist_splits(t10k, download=False)
+    assert s["source"] == (
+        f"mnist:t10k-only (train = t10k[0:10] (10), val = test = t10k[10:20] (10)) from {t10k}"
+    )
+    make_mnist(full, "train", 30, seed=1)
+    make_mnist(full, "test", 8, seed=2)
+    s = load_mnist_splits(full, n_train=7, n_val=10, download=False)
+    assert s["source"] == (
+        "mnist:full (train = 7 random of train[0:20] (seed 0), val = train[20:30] (10), "
+        f"test = t10k[0:8] (8)) from {full} and {full}"
+    )
+    s = load_mnist_splits(full, download=False)
+    assert s["source"].startswith(
+        "mnist:full (train = train[0:30] (30), val = test = t10k[0:8] (8), no holdout) from"
+    )
+    assert [len(s[k][0]) for k in ("train", "val", "test")] == [30, 8, 8]
+
+
 @pytest.mark.skipif(
     not (REAL_MNIST / "t10k-images-idx3-ubyte.gz").is_file(), reason="no real MNIST"
 )
-def test_splits_on_the_real_folder() -> None:
+def test_splits_on_the_real_folder(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(dl.SHA256, "mnist", PUBLISHED_SHA256["mnist"])  # the real files pass
     s = load_mnist_splits(REAL_MNIST, download=False)
     assert s["source"].startswith("mnist:t10k-only")
     for key in ("train", "val", "test"):
@@ -394,3 +550,77 @@ def test_digits_fallback() -> None:
     assert y.shape == (1797,) and y.dtype == np.int32
     assert x.min() == 0.0 and x.max() == 1.0
     assert set(np.unique(y)) == set(range(10))
+
+
+def test_mnist_or_fallback_prints_the_whole_explanation(capsys: pytest.CaptureFixture) -> None:
+    # No data_dir, no $JCNN_DATA_DIR, an empty cache (the autouse fixture) and no download.
+    with pytest.raises(DatasetUnavailableError) as info:
+        load_mnist_splits(download=False)
+    reason = str(info.value).splitlines()
+    assert len(reason) >= 4  # the folders searched, why no download, how to provide the files
+    data = load_mnist_or_fallback(download=False)
+    err = capsys.readouterr().err
+    assert err.startswith("MNIST is not available, so scikit-learn's 8x8 digits are used")
+    for line in reason:  # every line of the library's explanation, none cut off
+        assert line in err, line
+    assert "--data-dir <folder>" in err and "$JCNN_DATA_DIR" in err
+    assert data["source"] == (
+        "sklearn-digits fallback (1797 8x8 digits resized to 28x28, permuted with seed 0: "
+        "train = digits[0:1078] (1078), val = test = digits[1078:1797] (719))"
+    )
+    assert data["source"] in err
+    assert data["train"][0].shape == (1078, 28, 28, 1) and data["val"] is data["test"]
+    assert data["train"][0].dtype == np.float32 and data["train"][1].dtype == np.int32
+    assert 0.0 <= data["train"][0].min() and data["train"][0].max() <= 1.0
+    # The images are the digits, permuted with seed 0 and centred on a 28x28 canvas.
+    _, labels = load_digits_fallback()
+    order = np.random.default_rng(0).permutation(len(labels))
+    np.testing.assert_array_equal(data["train"][1], labels[order[:1078]])
+    np.testing.assert_array_equal(data["val"][1], labels[order[1078:]])
+    assert data["train"][0][:, :4].max() == 0.0 and data["train"][0][:, 24:].max() == 0.0
+
+
+def test_mnist_or_fallback_sizes_and_quiet(capsys: pytest.CaptureFixture) -> None:
+    data = load_mnist_or_fallback(download=False, n_train=100, n_val=50, quiet=True)
+    assert capsys.readouterr().err == ""
+    assert data["train"][0].shape == (100, 28, 28, 1) and data["val"][0].shape == (50, 28, 28, 1)
+    assert data["source"].endswith(
+        "train = digits[0:100] (100), val = test = digits[1078:1128] (50))"
+    )
+    more = load_mnist_or_fallback(download=False, n_train=5000, quiet=True)  # more than there are
+    assert len(more["train"][0]) == 1078 and "train = digits[0:1078] (1078)" in more["source"]
+    with pytest.raises(ValueError, match="n_val must be >= 1"):
+        load_mnist_or_fallback(download=False, n_val=0, quiet=True)
+
+
+def test_mnist_or_fallback_uses_mnist_when_found(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    _, labels = make_mnist(tmp_path / "user", "test", 12)
+    data = load_mnist_or_fallback(tmp_path / "user", download=False, n_val=2)
+    assert data["source"].startswith("mnist:t10k-only (train = t10k[0:6] (6)")
+    np.testing.assert_array_equal(data["val"][1], labels[10:])
+    _, labels = make_mnist(cache_dir("mnist"), "test", 8)  # no data_dir: the cache
+    assert load_mnist_or_fallback(download=False)["source"].endswith(f"from {cache_dir('mnist')}")
+    assert capsys.readouterr().err == ""  # nothing to explain
+
+
+def test_mnist_or_fallback_never_falls_back_from_a_given_data_dir(tmp_path: Path) -> None:
+    make_mnist(cache_dir("mnist"), "test", 5)  # would be used if a bad data_dir fell through
+    with pytest.raises(FileNotFoundError, match=f"data_dir {tmp_path / 'typo'} does not exist"):
+        load_mnist_or_fallback(tmp_path / "typo", download=False)
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(NotADirectoryError, match="a_file is a file, not a folder"):
+        load_mnist_or_fallback(tmp_path / "a_file", download=False)
+    (tmp_path / "empty").mkdir()
+    make_mnist(tmp_path / "empty", "train", 3)
+    (tmp_path / "empty" / NAMES["train"][1]).unlink()  # half a split is no split
+    with pytest.raises(FileNotFoundError) as info:
+        load_mnist_or_fallback(tmp_path / "empty", download=False)
+    message = str(info.value)
+    assert f"data_dir {tmp_path / 'empty'} holds no MNIST files" in message
+    assert "t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz" in message
+    assert str(tmp_path / "empty" / "mnist") in message
+    make_mnist(tmp_path / "sub" / "mnist", "test", 4)  # the files in <folder>/mnist/ count
+    data = load_mnist_or_fallback(tmp_path / "sub", download=False)
+    assert data["source"].endswith(f"from {tmp_path / 'sub' / 'mnist'}")

@@ -29,6 +29,7 @@ from experiments import (
     seed_mnist,
 )
 from jcnn import layers as L
+from jcnn.data import load_mnist_or_fallback
 from jcnn.fit import fit
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -65,14 +66,57 @@ def last_line(capsys) -> str:
 # Flags and helpers -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("module", SCRIPTS, ids=lambda m: m.__name__.split(".")[-1])
+DATA_FLAGS = ("--data-dir", "--quick", "--no-progress", "--offline")
+
+
+@pytest.mark.parametrize(
+    "module", [m for m in SCRIPTS if m is not convolution_math], ids=lambda m: m.__name__[12:]
+)
 def test_help_lists_the_shared_flags(module, capsys):
     with pytest.raises(SystemExit) as exc:
         module.main(["--help"])
     assert exc.value.code == 0
     text = capsys.readouterr().out
-    for flag in ("--data-dir", "--out", "--quick", "--no-progress", "--offline", "--seed"):
+    for flag in ("--out", "--seed", *DATA_FLAGS):
         assert flag in text
+
+
+def test_convolution_math_takes_only_the_flags_it_uses(capsys):
+    with pytest.raises(SystemExit) as exc:
+        convolution_math.main(["--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    assert "--out" in text and "--seed" in text and "LTI checks" in text  # what --seed seeds
+    for flag in DATA_FLAGS:
+        assert flag not in text
+    for flag in (["--data-dir", "x"], ["--offline"], ["--quick"], ["--no-progress"]):
+        with pytest.raises(SystemExit) as exc:
+            convolution_math.main(flag)
+        assert exc.value.code == 2
+        assert f"unrecognized arguments: {flag[0]}" in capsys.readouterr().err
+
+
+def test_accuracy_plot_says_what_the_dots_and_bars_are(tmp_path, monkeypatch):
+    figures = []
+
+    def keep(fig, path):
+        figures.append(fig)
+        return Path(path)
+
+    monkeypatch.setattr(common, "save_figure", keep)
+    entry = {"final_val_accuracy": [0.9, 0.92, 0.94], "params": 10}
+    entry.update(mean_val_accuracy=0.92, std_val_accuracy=0.02)
+    common.accuracy_plot({"a": entry, "b": entry}, tmp_path / "acc.png", title="t")
+    (ax,) = figures[0].axes
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == [
+        "one seed's final val accuracy (3 seeds)",
+        "mean ± sample std over the 3 seeds",
+    ]
+    assert ax.get_ylabel() == "final validation accuracy"
+    common.accuracy_plot({"a": {**entry, "final_val_accuracy": [0.9]}}, tmp_path / "b.png")
+    labels = [t.get_text() for t in figures[1].axes[0].get_legend().get_texts()]
+    assert labels[0] == "one seed's final val accuracy (1 seed)"
 
 
 def test_mean_std_is_the_sample_std():
@@ -88,17 +132,21 @@ def test_mean_std_is_the_sample_std():
     assert hist == {"epoch": [1.0, 2.0], "acc": [pytest.approx(0.3), pytest.approx(0.6)]}
 
 
-def test_fallback_respects_n_train_and_n_val(monkeypatch):
-    import jcnn.data as data_mod
-
-    def unavailable(*args, **kwargs):
-        raise data_mod.DatasetUnavailableError("no MNIST here")
-
-    monkeypatch.setattr(data_mod, "load_mnist_splits", unavailable)
-    data = common.load_mnist_or_fallback(None, offline=True, n_train=100, n_val=50)
-    assert data["train"][0].shape == (100, 28, 28, 1)
-    assert data["val"][0].shape == (50, 28, 28, 1)
-    assert data["source"].startswith("sklearn-digits fallback")
+def test_load_data_quick_says_which_images_and_never_falls_back_from_data_dir(
+    tmp_path, mnist_path, capsys
+):
+    args = common.parser("x", "x").parse_args(["--data-dir", str(mnist_path), "--quick"])
+    data = common.load_data(args)
+    assert data["source"] == (
+        "mnist:t10k-only (train = 1000 random of t10k[0:5000] (seed 0), "
+        f"val = test = t10k[9500:10000] (500)) from {mnist_path}"
+    )
+    assert [len(data[k][0]) for k in ("train", "val")] == [1000, 500]
+    args.data_dir = str(tmp_path / "missing")
+    with pytest.raises(SystemExit) as exc:
+        common.load_data(args)
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.startswith(f"error: data_dir {tmp_path / 'missing'} does not")
 
 
 def test_train_seeds_is_fits_host_loop_and_equals_the_device_loop(rng):
@@ -165,7 +213,36 @@ def test_convolution_math_tables(tmp_path, capsys):
     for key in ("impulse_response_minus_kernel", "superposition", "linearity", "time_invariance"):
         assert errors[key] < 1e-12, key
     assert errors["convolution_commutes"] < 1e-12 and errors["correlation_commutes"] > 0.1
-    assert "p(2), p(4), p(9) = 1/24, 1/6, 1/24" in last_line(capsys)
+    assert errors["correlation_swapped_is_reversed"] < 1e-12
+    # The one check whose expected value is not 0 says so, in the JSON and in the output.
+    assert s["lti"]["expected"] == {
+        k: "non-zero" if k == "correlation_commutes" else "0" for k in errors
+    }
+    assert all(s["lti"]["as_expected"].values()) and s["lti"]["all_as_expected"]
+    printed = capsys.readouterr().out
+    (line,) = [ln for ln in printed.splitlines() if ln.strip().startswith("correlation_commutes")]
+    assert "2.3e+00  expected non-zero: ok (correlation does not commute" in line
+    assert sum("expected 0: ok" in ln for ln in printed.splitlines()) == len(errors) - 1
+    assert "p(2), p(4), p(9) = 1/24, 1/6, 1/24" in printed.strip().splitlines()[-1]
+    assert "LTI checks all as expected" in printed.strip().splitlines()[-1]
+
+
+def test_convolution_math_plot_has_labels_and_integer_ticks(tmp_path, monkeypatch):
+    figures = []
+    monkeypatch.setattr(common, "save_figure", lambda fig, path: figures.append(fig))
+    convolution_math.main(["--out", str(tmp_path)])
+    fig = figures[0]
+    fig.canvas.draw()
+    panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    assert len(panels) == 4
+    for ax in panels:
+        assert ax.get_title() and ax.get_xlabel() and ax.get_ylabel(), ax.get_title()
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert all(float(t).is_integer() for t in ticks), (ax.get_title(), ticks)
+    # No two panel titles overlap (constrained layout).
+    boxes = [ax.title.get_window_extent() for ax in panels]
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
+    assert any(ax.get_label() == "<colorbar>" for ax in fig.axes)  # T(x)'s value scale
 
 
 def _correlate_same(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
@@ -187,7 +264,7 @@ def test_handcrafted_kernels(tmp_path, mnist_path, capsys):
     )
     assert digit["max_difference_conv_layer"] < 1e-5
     # Independent reference: a NumPy loop over the zero-padded digit.
-    data = common.load_mnist_or_fallback(str(mnist_path), offline=True, n_train=1000, n_val=5000)
+    data = load_mnist_or_fallback(mnist_path, download=False, n_train=1000, n_val=500)
     image = data["val"][0][0, ..., 0].astype(np.float64)  # the script's digit (--index 0)
     for name, kernel in handcrafted_kernels.KERNELS.items():
         ref = _correlate_same(image, kernel.astype(np.float64))

@@ -1,4 +1,5 @@
-"""Quick-mode runs of experiments/receptive_fields.py and experiments/localization.py.
+"""Runs of experiments/receptive_fields.py (analytic: no quick mode) and a quick-mode run of
+experiments/localization.py.
 
 Each runs in-process through ``main(argv)`` with ``--out`` in a temporary folder and must write
 its ``results.json`` (equal to what ``main`` returned) and its PNG. The localization run uses the
@@ -10,8 +11,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import mnist_dir
 
+from conftest import mnist_dir
 from experiments import common, localization, receptive_fields
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -23,16 +24,29 @@ def _written(out, summary):
     return written
 
 
-@pytest.mark.parametrize("module", [receptive_fields, localization])
-def test_help(module, capsys):
+def test_help(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        module.main(["--help"])
+        localization.main(["--help"])
     assert exit_info.value.code == 0
     assert "--quick" in capsys.readouterr().out
 
 
-def test_receptive_fields_quick(tmp_path, capsys):
-    summary = receptive_fields.main(["--quick", "--out", str(tmp_path)])
+def test_receptive_fields_takes_only_out(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        receptive_fields.main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert "--out" in text
+    for flag in ("--data-dir", "--seed", "--offline", "--quick", "--no-progress"):
+        assert flag not in text
+    for argv in (["--data-dir", "x"], ["--seed", "1"], ["--offline"], ["--quick"]):
+        with pytest.raises(SystemExit) as exit_info:
+            receptive_fields.main(argv)
+        assert exit_info.value.code == 2
+
+
+def test_receptive_fields(tmp_path, capsys):
+    summary = receptive_fields.main(["--out", str(tmp_path)])
     written = _written(tmp_path, summary)
     assert (tmp_path / "receptive_fields.png").read_bytes()[:8] == PNG_MAGIC
     nets = written["networks"]
