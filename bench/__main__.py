@@ -3,6 +3,7 @@
     python -m bench                                   # every workload and framework, 3 reps
     python -m bench --workloads W1,W4 --frameworks jcnn,stax,torch --reps 5
     python -m bench --quick --frameworks jcnn,stax    # tiny sizes: a smoke test (seconds)
+    python -m bench --workloads W5 --reps 3           # DP-SGD: jcnn.privacy vs PyTorch + Opacus
 
 Each (workload, framework) pair runs in its own worker process, started and compiled one after
 another; then the timed repetitions are interleaved (A B C ... A B C ...) so that slow drifts of
@@ -40,7 +41,7 @@ from bench.workloads import FRAMEWORKS, MODULES, common
 
 ROOT = Path(__file__).resolve().parents[1]
 TAG = "@@BENCH "
-WORKLOADS = ("W1-1000", "W1-128", "W2", "W3", "W4")
+WORKLOADS = ("W1-1000", "W1-128", "W2", "W3", "W4", "W5-dp", "W5-sgd")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -174,7 +175,7 @@ def run_workload(name: str, args, log) -> dict:
     """Starts and compiles every framework's worker, then interleaves the timed reps."""
     spec = common.specs(args.quick, args.w3_size)[name]
     workers, results = {}, {}
-    for fw in args.frameworks:
+    for fw in [f for f in args.frameworks if f in spec.get("frameworks", FRAMEWORKS)]:
         w = Worker(
             ["--worker", fw, name, "--w3-size", str(args.w3_size)]
             + (["--quick"] if args.quick else []),
@@ -271,6 +272,9 @@ def target_lines(report: dict) -> list[str]:
     check("W3: PyTorch time / jcnn", ratio(med("W3", "torch"), med("W3", "jcnn")), 1.0)
     peer, name = fastest("W4", (*JAX_PEERS, "torch"))
     check(f"W4: fastest peer's loop ({name}) / jcnn epoch", ratio(peer, med("W4", "jcnn")), 1.5)
+    private, plain = med("W5-dp", "jcnn"), med("W5-sgd", "jcnn")
+    check("W5: jcnn DP-SGD step / jcnn non-private step", ratio(private, plain), 1.2, higher=False)
+    check("W5-dp: PyTorch + Opacus time / jcnn DP-SGD", ratio(med("W5-dp", "torch"), private), 1.0)
     for wl in ("W1-1000", "W1-128", "W2"):
         check(
             f"{wl}: jcnn compile / linen compile",
@@ -473,7 +477,11 @@ def write_docs(report: dict, rows, path: Path, png: Path, command: str) -> None:
         f"{specs['W2']['batch']}; W3 ResNet-18 (ImageNet stem) inference, batch "
         f"{specs['W3']['batch']} of {specs['W3']['size']}x{specs['W3']['size']}; W4 one epoch "
         f"of W1 on {specs['W4']['n']} images at batch {specs['W4']['batch']} with its loop "
-        "(jcnn: `jcnn.train.make_epoch`, one compiled call; peers: their per-step Python loop).",
+        "(jcnn: `jcnn.train.make_epoch`, one compiled call; peers: their per-step Python loop); "
+        f"W5 the W1 step at batch {specs.get('W5-dp', {}).get('batch', '?')}, DP-SGD (`W5-dp`: "
+        "per-example gradients clipped to norm 1, noise multiplier 1.1; jcnn "
+        "`jcnn.privacy.private_train_step`, PyTorch + Opacus `GradSampleModule` and `DPOptimizer`) "
+        "and the same step without privacy (`W5-sgd`), for jcnn and PyTorch only.",
         "",
         'jcnn runs its default `lowering="auto"` (on CPU: patches-matmul gradients for convs '
         "with <= 8 input channels per group, first-max mask gradient for non-overlapping max-pools;"
@@ -528,7 +536,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     default = "W1-128,W4" if args.quick else ",".join(WORKLOADS)
     for w in (args.workloads or default).split(","):
         w = w.strip().upper()
-        names = [n for n in WORKLOADS if n == w or n.split("-")[0] == w]
+        names = [n for n in WORKLOADS if n.upper() == w or n.split("-")[0] == w]
         if not names:
             p.error(f"unknown workload {w!r}; choose from {WORKLOADS} (W1 = both batch sizes)")
         wanted += [n for n in names if n not in wanted]

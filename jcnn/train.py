@@ -387,6 +387,11 @@ def make_eval_step(
     return jax.jit(evaluate)
 
 
+#: ``fold_in`` constant of the augmentation key of a step: ``fold_in(step_key, i)`` for small
+#: ``i`` equals example ``i``'s dropout key (``split(step_key, B)[i]``), so use one no batch reaches.
+TRANSFORM_FOLD = 2**32 - 2
+
+
 def make_epoch(
     apply: Callable[..., Any],
     loss_fn: LossFn,
@@ -397,25 +402,33 @@ def make_epoch(
     transform: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
     donate: bool = True,
     microbatches: int | None = None,
+    step: Callable[[TrainState, Batch], tuple[TrainState, dict]] | None = None,
 ) -> Callable[..., tuple[TrainState, dict]]:
     """A whole epoch of shuffled minibatches in ONE compiled call (``lax.scan`` over steps).
 
     The returned ``run_epoch(ts, images, labels, epoch, *, data_rng, start=0, num_steps=None)``
     draws the epoch's permutation on device, drops the remainder (``n // batch_size`` steps),
     and runs steps ``start .. start+num_steps`` of it. ``transform(key, x_batch)`` (e.g. data
-    augmentation from ``jcnn.data``) runs inside the compiled loop. ``microbatches`` splits
+    augmentation from ``jcnn.data``) runs inside the compiled loop with
+    ``key = fold_in(step_key, TRANSFORM_FOLD)``. ``microbatches`` splits
     every step's batch as in :func:`train_step` (``batch_size`` must be a multiple of it).
+    ``step(ts, batch) -> (ts, metrics)`` replaces the update itself (not jitted; default
+    :func:`train_step` with these arguments), e.g. ``jcnn.privacy``'s DP-SGD step.
 
     Returns:
         ``(ts, metrics)`` with each metric stacked per step, shape ``(num_steps,)``.
     """
+    if step is None:
+
+        def step(ts, batch):
+            return train_step(apply, loss_fn, optimizer, ts, batch, metrics_fn, microbatches)
 
     def body(ts, xs, ys, perm, i):
         idx = jax.lax.dynamic_slice_in_dim(perm, i * batch_size, batch_size)
         x, y = jnp.take(xs, idx, axis=0), jnp.take(ys, idx, axis=0)
         if transform is not None:
-            x = transform(jax.random.fold_in(step_key(ts), 1), x)
-        return train_step(apply, loss_fn, optimizer, ts, (x, y), metrics_fn, microbatches)
+            x = transform(jax.random.fold_in(step_key(ts), TRANSFORM_FOLD), x)
+        return step(ts, (x, y))
 
     if microbatches is not None and (
         not isinstance(microbatches, int) or microbatches < 1 or batch_size % microbatches

@@ -11,6 +11,9 @@ Workloads (``spec["name"]``):
     W2   CIFAR ResNet-18 training step (BatchNorm running stats, SGD 0.1 momentum 0.9), 32x32x3
     W3   ResNet-18 (ImageNet stem, 1,000 classes) inference, ``spec["size"]`` squared RGB images
     W4   one epoch of W1 on ``spec["n"]`` images at ``spec["batch"]``, the loop included
+    W5   the course CNN training step at batch 256 (Adam 0.005): ``spec["private"]`` DP-SGD
+         (per-example clipping to ``DP_CLIP``, noise ``DP_NOISE``; jcnn.privacy, PyTorch +
+         Opacus) or the same step without privacy; measured for ``spec["frameworks"]`` only
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ SGD_LR = 0.1
 SGD_MOMENTUM = 0.9
 BN_MOMENTUM = 0.9  # Flax convention: new = 0.9 * old + 0.1 * batch (PyTorch momentum=0.1)
 BN_EPS = 1e-5
+DP_CLIP = 1.0  # W5: per-example L2 clipping norm
+DP_NOISE = 1.1  # W5: noise multiplier (the TF Privacy MNIST tutorial's)
+DP_FRAMEWORKS = ("jcnn", "torch")  # W5's peers: jcnn.privacy and PyTorch + Opacus
 
 
 def specs(quick: bool, w3_size: int = 112) -> dict[str, dict]:
@@ -33,6 +39,7 @@ def specs(quick: bool, w3_size: int = 112) -> dict[str, dict]:
             "W2": {"name": "W2", "batch": 4, "size": 16, "steps": 1},
             "W3": {"name": "W3", "batch": 4, "size": 32, "steps": 1},
             "W4": {"name": "W4", "batch": 16, "n": 64, "steps": 1},
+            **_w5(batch=16, steps=2),
         }
     return {
         "W1-1000": {"name": "W1", "batch": 1000, "steps": 5},
@@ -40,7 +47,17 @@ def specs(quick: bool, w3_size: int = 112) -> dict[str, dict]:
         "W2": {"name": "W2", "batch": 128, "size": 32, "steps": 1},
         "W3": {"name": "W3", "batch": 256, "size": w3_size, "steps": 1},
         "W4": {"name": "W4", "batch": 128, "n": 5000, "steps": 1},
+        **_w5(batch=256, steps=10),
     }
+
+
+def _w5(batch: int, steps: int) -> dict[str, dict]:
+    """W5-dp (DP-SGD) and W5-sgd (the same step, not private), for jcnn and PyTorch only."""
+    return {
+        f"W5-{kind}": {"name": "W5", "batch": batch, "steps": steps, "private": kind == "dp",
+                       "frameworks": DP_FRAMEWORKS}
+        for kind in ("dp", "sgd")
+    }  # fmt: skip
 
 
 def items_per_iter(spec: dict) -> int:
@@ -54,7 +71,7 @@ def data(spec: dict, channels_first: bool = False) -> tuple[np.ndarray, np.ndarr
     """The same seeded random images and labels for every framework (NHWC, or NCHW)."""
     rng = np.random.default_rng(0)
     name = spec["name"]
-    if name in ("W1", "W4"):
+    if name in ("W1", "W4", "W5"):
         n = spec["n"] if name == "W4" else spec["batch"]
         shape, classes = (n, 28, 28, 1), 10
     elif name == "W2":

@@ -1,4 +1,5 @@
-"""jcnn: the models from jcnn.models, steps from jcnn.train (default lowerings: "auto")."""
+"""jcnn: the models from jcnn.models, steps from jcnn.train and jcnn.privacy (default lowerings:
+"auto")."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import optax
 
 import jcnn
 from bench.workloads import common
-from jcnn import models
+from jcnn import models, privacy
 from jcnn import train as T
 from jcnn.losses import softmax_cross_entropy
 
@@ -46,6 +47,16 @@ def make(spec: dict):
     if name == "W4":
         epoch = T.make_epoch(net.apply, softmax_cross_entropy, opt, spec["batch"])
         return EpochRunner(epoch, ts, jnp.asarray(x), jnp.asarray(y), spec)
+    if spec.get("private"):  # W5-dp: DP-SGD, per-example gradients (no micro-batches)
+
+        def private_step(carry, xb, yb):
+            new, _ = privacy.private_train_step(
+                net.apply, softmax_cross_entropy, opt, carry, (xb, yb),
+                l2_clip=common.DP_CLIP, noise_multiplier=common.DP_NOISE,
+            )  # fmt: skip
+            return new
+
+        return common.JaxRunner(private_step, ts, (jnp.asarray(x), jnp.asarray(y)), spec["batch"])
     micro = microbatches_for(spec["batch"])
 
     def step(carry, xb, yb):

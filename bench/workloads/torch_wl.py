@@ -1,4 +1,5 @@
-"""PyTorch eager on the CPU (channels-first), one thread per core; FLOPs from FlopCounterMode."""
+"""PyTorch eager on the CPU (channels-first), one thread per core; FLOPs from FlopCounterMode.
+W5-dp adds Opacus (per-sample gradients and its DP optimiser) when it is importable."""
 
 from __future__ import annotations
 
@@ -59,6 +60,24 @@ class ResNet18(nn.Module):
         return self.fc(self.body(x).mean(dim=(2, 3)))
 
 
+def _opacus(model: nn.Module, opt: torch.optim.Optimizer, batch: int):
+    """W5-dp: Opacus's per-sample gradients (GradSampleModule hooks) and DP optimiser (clip to
+    DP_CLIP, noise DP_NOISE, mean over the expected batch), as its PrivacyEngine builds them."""
+    try:
+        from opacus import GradSampleModule
+        from opacus.optimizers import DPOptimizer
+    except Exception as err:  # noqa: BLE001 - any import failure means "skip this peer"
+        raise ImportError(f"opacus not importable ({type(err).__name__}: {err})") from None
+    dp_model = GradSampleModule(model)
+    dp_opt = DPOptimizer(
+        opt,
+        noise_multiplier=common.DP_NOISE,
+        max_grad_norm=common.DP_CLIP,
+        expected_batch_size=batch,
+    )
+    return dp_model, dp_opt
+
+
 class Runner:
     def __init__(self, spec):
         torch.set_num_threads(os.cpu_count() or 1)
@@ -79,6 +98,8 @@ class Runner:
                 self.opt = torch.optim.SGD(params, lr=common.SGD_LR, momentum=common.SGD_MOMENTUM)
             else:
                 self.opt = torch.optim.Adam(params, lr=common.ADAM_LR)
+        if spec.get("private"):
+            self.model, self.opt = _opacus(self.model, self.opt, spec["batch"])
         self.epoch = 0
 
     def _train(self, x, y):
