@@ -16,9 +16,9 @@ peak RSS, achieved GFLOP/s (the workload's FLOPs from XLA's compiled cost analys
 FlopCounterMode when no JAX peer ran, divided by the median time) and its fraction of the f32
 matmul ceiling measured at start (a 2048^3 ``jnp.dot`` and ``torch.mm``).
 
-Outputs: a table on stdout, ``<out>/benchmarks.json``, ``<out>/benchmarks.png`` and (full runs,
-unless ``--no-docs``) ``docs/benchmarks.md``. ``--out`` defaults to ``docs/`` (``--quick``: a
-temporary folder).
+Outputs: a table on stdout, ``<out>/benchmarks.json`` and ``<out>/benchmarks.png``; ``--out``
+defaults to ``runs/bench`` (``--quick``: a temporary folder). The tracked page
+``docs/benchmarks.md`` (and its JSON and PNG beside it) is rewritten only with ``--docs``.
 """
 
 from __future__ import annotations
@@ -38,6 +38,17 @@ import time
 from pathlib import Path
 
 from bench.workloads import FRAMEWORKS, MODULES, common
+
+WORKLOAD_HELP = """workloads (--workloads; W1 = both batch sizes, W5 = both halves):
+  W1-1000, W1-128  the course CNN (conv 5x5->8, pool, conv 3x3->16, pool, dense 10), one Adam
+                   train step on 28x28x1 at batch 1,000 / 128
+  W2               CIFAR ResNet-18, one SGD train step at batch 128 on 32x32x3
+  W3               ResNet-18 inference at batch 256 (image side --w3-size)
+  W4               one epoch of the course CNN on 5,000 images, batch 128 (jcnn: on device)
+  W5-dp, W5-sgd    the course CNN at batch 256: an Adam step with DP-SGD per-example clipping
+                   and noise (jcnn.privacy; PyTorch + Opacus), and the same step not private
+frameworks (--frameworks): jcnn, stax, linen, nnx, equinox, haiku, torch; a peer that is not
+importable is reported as such (pip install -e ".[bench]" installs the JAX peers)."""
 
 ROOT = Path(__file__).resolve().parents[1]
 TAG = "@@BENCH "
@@ -515,15 +526,38 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
-    p.add_argument(
-        "--workloads", default=None, help="e.g. W1,W2 (W1 = both); default all (--quick: W1-128,W4)"
+    p = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__.split("\n")[0],
+        epilog=WORKLOAD_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--frameworks", default=",".join(FRAMEWORKS))
-    p.add_argument("--reps", type=int, default=3)
+    p.add_argument(
+        "--workloads",
+        default=None,
+        help="comma-separated, e.g. W1,W2 (see below); default all (--quick: W1-128,W4)",
+    )
+    p.add_argument(
+        "--frameworks",
+        default=",".join(FRAMEWORKS),
+        help=f"comma-separated subset of {','.join(FRAMEWORKS)} (default all)",
+    )
+    p.add_argument(
+        "--reps", type=int, default=3, help="interleaved timed repetitions per pair (default 3)"
+    )
     p.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
-    p.add_argument("--out", type=Path, default=None)
-    p.add_argument("--no-docs", action="store_true", help="do not write docs/benchmarks.md")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="folder for benchmarks.json/.png (default runs/bench; --quick: a temporary one)",
+    )
+    p.add_argument(
+        "--docs",
+        action="store_true",
+        help="also rewrite the tracked docs/benchmarks.md (+ .json, .png) from this run",
+    )
+    p.add_argument("--no-docs", action="store_true", help=argparse.SUPPRESS)  # the old default
     p.add_argument("--w3-size", type=int, default=112, help="W3 image side")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds per worker reply")
     p.add_argument("--render", type=Path, help="redo table, PNG and docs from a benchmarks.json")
@@ -567,10 +601,11 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(["", "Targets:", *target_lines(report)]))
         png = args.render.with_suffix(".png")
         plot(report, png)
-        if not args.no_docs:
+        if args.docs:
             write_docs(report, rows, ROOT / "docs" / "benchmarks.md", png, report["command"])
         return 0
-    out = args.out or (Path(tempfile.mkdtemp(prefix="bench_")) if args.quick else ROOT / "docs")
+    default_out = ROOT / "docs" if args.docs else Path("runs") / "bench"
+    out = args.out or (Path(tempfile.mkdtemp(prefix="bench_")) if args.quick else default_out)
     out.mkdir(parents=True, exist_ok=True)
 
     def log(msg: str) -> None:
@@ -601,7 +636,7 @@ def main(argv: list[str] | None = None) -> int:
     png = out / "benchmarks.png"
     plot(report, png)
     log(f"\nwrote {out / 'benchmarks.json'} and {png}")
-    if not args.quick and not args.no_docs:
+    if args.docs and not args.quick:
         docs = ROOT / "docs" / "benchmarks.md"
         if png.parent != docs.parent:
             import shutil
