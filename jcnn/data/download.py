@@ -93,7 +93,7 @@ MIRRORS: dict[str, tuple[str, ...]] = {
 """Dataset key -> base URLs tried in order; a file's URL is ``base + file name``."""
 
 # All hashes below are SHA256 (hex). MNIST: the values given in the project issue (the two t10k
-# values also match /work/shared/data/mnist/SHA256SUMS). Fashion-MNIST and CIFAR-10 binary: SHA256
+# values also match the SHA256SUMS of the course data folder). Fashion-MNIST and CIFAR-10 binary: SHA256
 # values of the same files whose MD5s the authors publish (Fashion-MNIST MD5s 8d4fb7e6...,
 # 25c81989..., bef4ecab..., bb300cfd...; cifar-10-binary.tar.gz MD5
 # c32a1d4ab5d03f1284b67883e8d87530), cross-checked against several independent public projects
