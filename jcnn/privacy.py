@@ -306,6 +306,31 @@ def private_train_step(
     return apply_gradients(ts, grads_mean, ts.state, optimizer), metrics
 
 
+def _bound_step(
+    apply: Apply,
+    loss_fn: LossFn,
+    optimizer: optax.GradientTransformation,
+    l2_clip: float,
+    noise_multiplier: float,
+    metrics_fn: Callable[..., dict],
+) -> Callable[[TrainState, Any], tuple[TrainState, dict]]:
+    """:func:`private_train_step` with everything but ``(ts, batch)`` bound (not jitted)."""
+
+    def step(ts: TrainState, batch: Any) -> tuple[TrainState, dict]:
+        return private_train_step(
+            apply,
+            loss_fn,
+            optimizer,
+            ts,
+            batch,
+            l2_clip=l2_clip,
+            noise_multiplier=noise_multiplier,
+            metrics_fn=metrics_fn,
+        )
+
+    return step
+
+
 def make_private_train_step(
     apply: Apply | Layer,
     loss_fn: LossFn,
@@ -344,18 +369,7 @@ def make_private_train_step(
     _check_clip_and_noise("make_private_train_step", l2_clip, noise_multiplier)
     apply = _unpack(apply)
 
-    def step(ts, batch):
-        return private_train_step(
-            apply,
-            loss_fn,
-            optimizer,
-            ts,
-            batch,
-            l2_clip=l2_clip,
-            noise_multiplier=noise_multiplier,
-            metrics_fn=metrics_fn,
-        )
-
+    step = _bound_step(apply, loss_fn, optimizer, l2_clip, noise_multiplier, metrics_fn)
     return jax.jit(step, donate_argnums=(0,) if donate else ())
 
 
@@ -382,18 +396,7 @@ def make_private_epoch(
     _check_clip_and_noise("make_private_epoch", l2_clip, noise_multiplier)
     apply = _unpack(apply)
 
-    def step(ts: TrainState, batch: Any) -> tuple[TrainState, dict]:
-        return private_train_step(
-            apply,
-            loss_fn,
-            optimizer,
-            ts,
-            batch,
-            l2_clip=l2_clip,
-            noise_multiplier=noise_multiplier,
-            metrics_fn=metrics_fn,
-        )
-
+    step = _bound_step(apply, loss_fn, optimizer, l2_clip, noise_multiplier, metrics_fn)
     return make_epoch(
         apply, loss_fn, optimizer, batch_size, transform=transform, donate=donate, step=step
     )
