@@ -8,15 +8,21 @@ name, and ``key`` (``jax.random.key(0)``).
 
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
-import pytest
+import os
+from pathlib import Path
 
-import jcnn
-from jcnn import layers as L
-from jcnn import models
+# Doctests (run with or without tests/conftest.py) must not write to the user's XLA cache.
+os.environ.setdefault("JCNN_COMPILE_CACHE", str(Path(__file__).parent / ".pytest_cache" / "jax"))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+import pytest  # noqa: E402
+
+import jcnn  # noqa: E402
+from jcnn import layers as L  # noqa: E402
+from jcnn import models  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -72,6 +72,8 @@ def _peak_rss_mb() -> float:
 def worker(framework: str, workload: str, quick: bool, w3_size: int) -> None:
     """Builds and compiles one runner, then answers ``run`` / ``quit`` lines on stdin."""
     spec = common.specs(quick, w3_size)[workload]
+    if framework != "torch":  # JAX's persistent cache: a rerun loads the compiled programs
+        importlib.import_module("jcnn.compile_cache").enable()
     try:
         module = importlib.import_module(MODULES[framework])
     except Exception as err:  # noqa: BLE001 - any import failure means "skip this peer"

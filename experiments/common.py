@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from jcnn import compile_cache
 from jcnn.data import ChecksumMismatchError, DatasetUnavailableError, load_mnist_or_fallback
 
 
@@ -27,6 +28,7 @@ def parser(
     (a string: its help text, saying what it seeds). Scripts that compute without data or
     training (``data=False``) get no flags that would do nothing.
     """
+    compile_cache.enable()  # every experiment starts here: reruns load their compiled programs
     p = argparse.ArgumentParser(prog=f"python -m experiments.{name}", description=description)
     if data:
         p.add_argument(

@@ -31,9 +31,12 @@ from typing import Any
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 
 from jcnn.shapes import is_int
+
+# orbax.checkpoint (and tensorstore under it) is imported by the methods that use it, not here:
+# ``import jcnn`` imports this module through ``jcnn.fit`` and would otherwise pay ~0.25 s for it.
+# ``jcnn.checkpoint.ocp`` still names it (module ``__getattr__`` below).
 
 __all__ = ["CheckpointError", "Checkpointer"]
 
@@ -226,6 +229,8 @@ class Checkpointer:
             )
         self.directory = Path(directory).absolute()
         _check_directory(self.directory)
+        import orbax.checkpoint as ocp
+
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep,
             enable_async_checkpointing=False,
@@ -269,6 +274,8 @@ class Checkpointer:
         if sums is not None:
             item["checksums"] = sums
         item["meta_checksums"] = _checksums({"meta": arrays, "meta_json": meta_json})
+        import orbax.checkpoint as ocp
+
         try:
             self.manager.save(step, args=ocp.args.StandardSave(item), force=True)
             self.manager.wait_until_finished()
@@ -357,6 +364,8 @@ class Checkpointer:
                 f"unexpected {extra}"
             )
 
+        import orbax.checkpoint as ocp
+
         def struct(tree: Any) -> Any:
             return jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, tree)
 
@@ -409,3 +418,12 @@ class Checkpointer:
     def close(self) -> None:
         """Waits for pending writes and releases the manager."""
         self.manager.close()
+
+
+def __getattr__(name: str) -> Any:
+    """``jcnn.checkpoint.ocp``: ``orbax.checkpoint``, imported on first use."""
+    if name == "ocp":
+        import orbax.checkpoint as ocp
+
+        return ocp
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

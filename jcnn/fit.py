@@ -50,7 +50,7 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from jcnn import checks
+from jcnn import checks, compile_cache
 from jcnn.checkpoint import Checkpointer
 from jcnn.data.batching import batches, data_rng, epoch_permutation
 from jcnn.layers.core import Layer
@@ -419,6 +419,7 @@ def fit(
             loss that is not a floating scalar.
         NonFiniteLossError: a NaN or inf training loss (``stop_on_nonfinite``).
     """
+    compile_cache.enable()  # the persistent XLA cache: a rerun loads its compiled steps
     epochs = checks.count("fit", "epochs", epochs)
     batch_size = checks.count("fit", "batch_size", batch_size)
     eval_batch_size = checks.count("fit", "eval_batch_size", eval_batch_size)
