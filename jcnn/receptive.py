@@ -245,6 +245,15 @@ def _walk(layer: Layer, input_shape: Any, path: str, out: list[RFSpec]) -> bool:
             if _walk(block, input_shape, f"{path or layer.name}/{key}[{i}]", out):
                 return True
         return False
+    if layer.combine == "gate":  # x * chain(x): the identity and the chain see the same input
+        chain: list[RFSpec] = []
+        for (key, child), shape in zip(layer.children, ins):
+            if _walk(child, shape, key, chain):
+                return True  # the factor depends on every position (squeeze-excitation)
+        rank = len(input_shape) - 1
+        size = tuple(layer.output_shape(input_shape)[:-1])
+        out.append(_union([[], chain], path or layer.name, layer.kind, rank, size))
+        return False
     if layer.combine == "parallel":
         raise ValueError(f"receptive field: {path or layer.name} takes several inputs (parallel)")
     branches = []  # "sum" and "concat": every branch sees the same input

@@ -267,3 +267,16 @@ def test_max_pool_stack_by_perturbation():
     row, interior = _check_perturbation_support(net, (27, 35, 1), seed=3)
     assert interior >= 4
     assert row.rf == (11, 11) and row.jump == (4, 8)  # (3+2+4, 3+2+2) + (2, 4)
+
+
+def test_gate_is_the_union_of_identity_and_its_chain_or_stops_when_pooled():
+    """``x * chain(x)``: a same-size windowed chain widens the field like a residual branch; a
+    pooled chain (squeeze-excitation) makes every unit see the whole input."""
+    gated = L.serial(L.gate(L.Conv(2, 3, padding=1), L.Sigmoid()), L.Conv(2, 3))
+    residual = L.serial(L.residual(L.Conv(2, 3, padding=1)), L.Conv(2, 3))
+    as_gate = network_receptive_field(gated, (9, 9, 2))
+    as_sum = network_receptive_field(residual, (9, 9, 2))
+    assert [(r.rf, r.jump, r.start) for r in as_gate] == [(r.rf, r.jump, r.start) for r in as_sum]
+    assert as_gate[-1].rf == (5, 5)
+    se = L.serial(L.Conv(2, 3), L.squeeze_excitation(2, 1), L.Conv(2, 3))
+    assert [s.kind for s in layer_specs(se, (9, 9, 1))] == ["Conv"]

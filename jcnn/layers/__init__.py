@@ -3,11 +3,16 @@
 from jcnn.layers.activations import (
     Elu,
     Gelu,
+    Hardsigmoid,
+    Hardswish,
     LeakyRelu,
     LogSoftmax,
     Relu,
+    Relu6,
     Sigmoid,
+    Silu,
     Softmax,
+    Swish,
     Tanh,
     elementwise,
 )
@@ -16,14 +21,16 @@ from jcnn.layers.combinators import (
     fan_in_concat,
     fan_in_sum,
     fan_out,
+    gate,
     parallel,
     residual,
     serial,
+    squeeze_excitation,
 )
 from jcnn.layers.conv import Conv, ConvTranspose
 from jcnn.layers.core import Layer, custom
 from jcnn.layers.dense import Dense, Flatten, Identity, Reshape
-from jcnn.layers.dropout import Dropout
+from jcnn.layers.dropout import Dropout, StochasticDepth
 from jcnn.layers.norm import BatchNorm, GroupNorm, LayerNorm
 from jcnn.layers.pool import (
     AdaptiveAvgPool,
@@ -35,6 +42,8 @@ from jcnn.layers.pool import (
     SumPool,
 )
 from jcnn.layers.repeat import repeat
+from jcnn.layers.resize import PixelShuffle, Upsample
+from jcnn.layers.scale import LayerScale
 
 __all__ = [
     "AdaptiveAvgPool",
@@ -51,26 +60,37 @@ __all__ = [
     "GlobalAvgPool",
     "GlobalMaxPool",
     "GroupNorm",
+    "Hardsigmoid",
+    "Hardswish",
     "Identity",
     "Layer",
     "LayerNorm",
+    "LayerScale",
     "LeakyRelu",
     "LogSoftmax",
     "MaxPool",
+    "PixelShuffle",
     "Relu",
+    "Relu6",
     "Reshape",
     "Sigmoid",
+    "Silu",
     "Softmax",
+    "StochasticDepth",
     "SumPool",
+    "Swish",
     "Tanh",
+    "Upsample",
     "concat",
     "custom",
     "elementwise",
     "fan_in_concat",
     "fan_in_sum",
     "fan_out",
+    "gate",
     "parallel",
     "repeat",
     "residual",
     "serial",
+    "squeeze_excitation",
 ]

@@ -75,3 +75,63 @@ def Softmax(axis: int = -1) -> Layer:
 def LogSoftmax(axis: int = -1) -> Layer:
     """Log-softmax over ``axis`` (default last)."""
     return elementwise(jax.nn.log_softmax, "LogSoftmax", axis=axis, pointwise=axis == -1)
+
+
+def Relu6() -> Layer:
+    """``min(max(x, 0), 6)``, as ``torch.nn.ReLU6`` (MobileNetV2).
+
+    Shapes:
+        ``x -> x``.
+
+    Example:
+        >>> y, _ = Relu6().apply({}, {}, jnp.array([-1.0, 3.0, 7.0]))
+        >>> y.tolist()
+        [0.0, 3.0, 6.0]
+    """
+    return elementwise(jax.nn.relu6, "Relu6")
+
+
+def Silu() -> Layer:
+    """``x * sigmoid(x)``, the sigmoid linear unit (Swish), as ``torch.nn.SiLU`` (EfficientNet).
+
+    Shapes:
+        ``x -> x``.
+
+    Example:
+        >>> y, _ = Silu().apply({}, {}, jnp.array([0.0, 1.0]))
+        >>> [round(float(v), 4) for v in y]
+        [0.0, 0.7311]
+    """
+    return elementwise(jax.nn.silu, "Silu")
+
+
+#: Swish is the SiLU (Ramachandran et al. 2017 named it so): the same layer, kind ``"Silu"``.
+Swish = Silu
+
+
+def Hardsigmoid() -> Layer:
+    """``relu6(x + 3) / 6``, as ``torch.nn.Hardsigmoid`` (MobileNetV3's squeeze-excitation gate).
+
+    Shapes:
+        ``x -> x``.
+
+    Example:
+        >>> y, _ = Hardsigmoid().apply({}, {}, jnp.array([-4.0, 0.0, 1.5, 4.0]))
+        >>> y.tolist()
+        [0.0, 0.5, 0.75, 1.0]
+    """
+    return elementwise(jax.nn.hard_sigmoid, "Hardsigmoid")
+
+
+def Hardswish() -> Layer:
+    """``x * relu6(x + 3) / 6``, as ``torch.nn.Hardswish`` (MobileNetV3).
+
+    Shapes:
+        ``x -> x``.
+
+    Example:
+        >>> y, _ = Hardswish().apply({}, {}, jnp.array([-4.0, 0.0, 1.5, 4.0]))
+        >>> y.tolist()
+        [-0.0, 0.0, 1.125, 4.0]
+    """
+    return elementwise(jax.nn.hard_swish, "Hardswish")

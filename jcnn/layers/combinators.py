@@ -10,12 +10,14 @@ Flax. Combinators split the PRNG key once per child. Each states how it joins it
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
+from jcnn.layers.activations import Relu, Sigmoid
+from jcnn.layers.conv import Conv
 from jcnn.layers.core import (
     Fns,
     Layer,
@@ -24,10 +26,12 @@ from jcnn.layers.core import (
     layer_error,
     leaf,
     parameter_free,
+    per_channel,
     shape_of,
     split_key,
 )
 from jcnn.layers.dense import Identity
+from jcnn.layers.pool import AdaptiveAvgPool
 from jcnn.shapes import positive_int
 
 
@@ -334,3 +338,146 @@ def residual(block: Layer, shortcut: Layer | None = None, *, name: str = "residu
             )
     children = (("block", block), ("shortcut", shortcut))
     return _combinator(_residual_rule, "residual", name, children, "sum")
+
+
+def _gate_shape(where: str, input_shape: Any, gate_shape: Any) -> None:
+    """Raises unless the branch's ``gate_shape`` multiplies ``input_shape`` as documented."""
+    c = input_shape[-1] if input_shape else None
+    per_ch = (1,) * (len(input_shape) - 1) + (c,)
+    if gate_shape in (tuple(input_shape), (c,), per_ch):
+        return
+    raise layer_error(
+        where,
+        input_shape,
+        f"the gate branch gives shape {tuple(gate_shape)}; x is multiplied by it, so it must be "
+        f"(C,) = ({c},), (1, ..., 1, C) = {per_ch} or x's own shape {tuple(input_shape)} (no "
+        f"other broadcasting): end the branch with a layer giving {c} channels, after a "
+        "global or adaptive pool for a per-channel gate",
+    )
+
+
+def _gate_rule(layer: Layer) -> Fns:
+    where, channels = layer.name, layer.hparams.get("channels")
+    chain = _serial_rule(layer)
+
+    def output_shape(input_shape):
+        if channels is not None and (not input_shape or input_shape[-1] != channels):
+            raise layer_error(
+                where,
+                input_shape,
+                f"built for channels={channels} (channels last), build it with "
+                f"channels={input_shape[-1] if input_shape else '?'} for this input",
+            )
+        _gate_shape(where, input_shape, chain.output_shape(input_shape))
+        return input_shape
+
+    def init(key, input_shape):
+        output_shape(input_shape)
+        _, params, state = chain.init(key, input_shape)
+        return input_shape, params, state
+
+    def apply(params, state, x, *, key=None, train=False):
+        g, new_state = chain.apply(params, state, x, key=key, train=train)
+        _gate_shape(where, x.shape, g.shape)
+        if g.shape != x.shape:
+            g = per_channel(g.reshape(-1), x.ndim)
+        return x * g.astype(x.dtype), new_state
+
+    return Fns(init, apply, output_shape)
+
+
+def gate(*branch: Layer, name: str = "gate") -> Layer:
+    """``y = x * branch(x)``: the input scaled by a gate computed from it (squeeze-excitation,
+    attention gates); ``branch`` is the given layers applied in series.
+
+    The branch's params and state are directly under this layer's keys (as :func:`serial`'s:
+    ``Conv_0``, or the names given with ``.named``). ``layer.combine`` is ``"gate"``: the
+    children form a chain on the input whose result multiplies the input. Tools that walk
+    ``combine`` see exactly that: a pooled branch (squeeze-excitation) makes every output
+    position depend on every input position, so the receptive-field walk stops there; a
+    same-size windowed branch widens the field like a residual branch.
+
+    Shapes:
+        ``x: (*spatial, C) -> (*spatial, C)``. The branch must give ``(C,)`` or
+        ``(1, ..., 1, C)`` (one factor per channel, broadcast over the spatial axes) or exactly
+        ``x.shape`` (one factor per value); any other shape is a ShapeError, never a silent
+        broadcast.
+
+    Raises:
+        ShapeError: at init or apply, when the branch gives another shape.
+
+    Example:
+        >>> se = gate(GlobalAvgPool(), Dense(2), Relu(), Dense(8), Sigmoid())
+        >>> se.output_shape((4, 4, 8)), sorted(se.init(key, (4, 4, 8))[1])
+        ((4, 4, 8), ['Dense_0', 'Dense_1', 'GlobalAvgPool_0', 'Relu_0', 'Sigmoid_0'])
+    """
+    return _combinator(_gate_rule, "gate", name, _keyed(branch, name), "gate")
+
+
+def _as_layer(where: str, what: str, value: Layer | Callable[[], Layer]) -> Layer:
+    """``value`` if it is a Layer, else ``value()`` (a factory such as ``Relu``)."""
+    layer = value if isinstance(value, Layer) else value() if callable(value) else value
+    if not isinstance(layer, Layer):
+        raise TypeError(
+            f"{where}: {what} must be a Layer or a factory returning one (Relu or Relu()), "
+            f"got {value!r}"
+        )
+    return layer
+
+
+def squeeze_excitation(
+    channels: int,
+    squeeze_channels: int,
+    activation: Layer | Callable[[], Layer] = Relu,
+    scale_activation: Layer | Callable[[], Layer] = Sigmoid,
+    *,
+    name: str = "squeeze_excitation",
+) -> Layer:
+    """Squeeze-and-excitation (Hu et al. 2018), as torchvision's ``SqueezeExcitation``.
+
+    ``x * scale_activation(fc2(activation(fc1(avgpool(x)))))`` where ``avgpool`` is
+    ``AdaptiveAvgPool(1)`` and ``fc1``, ``fc2`` are 1x1 convolutions ``channels ->
+    squeeze_channels -> channels`` with biases. It is a :func:`gate` whose children are keyed
+    ``avgpool``, ``fc1``, ``activation``, ``fc2``, ``scale_activation``, so
+    ``params["fc1"]["kernel"]`` is torchvision's ``fc1.weight`` (HWIO for OIHW) and
+    ``params["fc2"]["bias"]`` its ``fc2.bias``; params count
+    ``2 * channels * squeeze_channels + squeeze_channels + channels``.
+
+    Args:
+        channels: input (and output) channels ``C``.
+        squeeze_channels: channels of the bottleneck.
+        activation: after ``fc1``: a layer or a factory (default ``Relu``; MobileNetV3 and
+            EfficientNet use ``Relu`` and ``Silu``).
+        scale_activation: the gate (default ``Sigmoid``; MobileNetV3 uses ``Hardsigmoid``).
+        name: its params key inside a parent.
+
+    Shapes:
+        ``(H, W, C) -> (H, W, C)`` (2-D images, as torchvision's).
+
+    Raises:
+        ShapeError: at init, when the input does not have ``channels`` channels.
+
+    Example:
+        >>> se = squeeze_excitation(16, 4)
+        >>> _, params, _ = se.init(key, (8, 8, 16))
+        >>> params["fc1"]["kernel"].shape, params["fc2"]["bias"].shape, se.output_shape((8, 8, 16))
+        ((1, 1, 16, 4), (16,), (8, 8, 16))
+    """
+    channels = positive_int(channels, f"{name} channels")
+    squeeze_channels = positive_int(squeeze_channels, f"{name} squeeze_channels")
+    children = [
+        AdaptiveAvgPool(1).named("avgpool"),
+        Conv(squeeze_channels, 1).named("fc1"),
+        _as_layer(name, "activation", activation).named("activation"),
+        Conv(channels, 1).named("fc2"),
+        _as_layer(name, "scale_activation", scale_activation).named("scale_activation"),
+    ]
+    return _combinator(
+        _gate_rule,
+        "squeeze_excitation",
+        name,
+        _keyed(children, name),
+        "serial",
+        channels=channels,
+        squeeze_channels=squeeze_channels,
+    )

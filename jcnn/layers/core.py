@@ -14,7 +14,8 @@ modules, Flux's printed Chains]:
   hyper-parameters, an immutable mapping);
 * ``children`` (``((key, layer), ...)``) and ``combine``, how a combinator joins them:
   ``"serial"``, ``"sum"`` (branches on the same input, added), ``"concat"`` (branches on the same
-  input, concatenated), ``"parallel"`` (the i-th child on the i-th input) or ``"repeat"``;
+  input, concatenated), ``"parallel"`` (the i-th child on the i-th input), ``"repeat"`` or
+  ``"gate"`` (``x * chain(x)``: the children in series give a factor for the input);
 * ``pointwise`` (acts on each spatial position separately), ``window`` (the geometry of windowed
   layers) and :meth:`Layer.output_shape`, a pure shape function by integer arithmetic;
 * ``wrappers`` (remat, a precision policy, inference mode) around its functions.
@@ -54,7 +55,7 @@ ApplyFn = Callable[..., tuple[Any, State]]
 ShapeFn = Callable[[Any], Any]
 
 #: How a combinator joins its children (``None`` for a leaf).
-COMBINES = ("serial", "parallel", "sum", "concat", "repeat")
+COMBINES = ("serial", "parallel", "sum", "concat", "repeat", "gate")
 
 
 class Fns(NamedTuple):
@@ -279,7 +280,7 @@ class Layer:
     def child_input_shapes(self, input_shape: Any) -> list[Any]:
         """The input shape of each child for ``input_shape``, from ``combine`` (no tracing)."""
         shape = _as_shape(input_shape)
-        if self.combine == "serial":
+        if self.combine in ("serial", "gate"):  # a chain on the input
             shapes_in = []
             for _, child in self.children:
                 shapes_in.append(shape)

@@ -80,7 +80,13 @@ def test_facts_of_combinators():
     assert L.parallel(L.Relu(), L.Relu()).combine == "parallel"
     rep = L.repeat(res, 3)
     assert rep.combine == "repeat" and rep.hparams["n"] == 3 and rep.children == (("blocks", res),)
-    assert {res.combine, cat.combine, rep.combine, block.combine} <= set(COMBINES)
+    gated = L.gate(L.GlobalAvgPool(), L.Dense(4), L.Sigmoid())
+    assert gated.combine == "gate" and gated.child_input_shapes((5, 5, 4)) == [
+        (5, 5, 4),
+        (4,),
+        (4,),
+    ]
+    assert {res.combine, cat.combine, rep.combine, block.combine, gated.combine} <= set(COMBINES)
     assert res.child_input_shapes((8, 8, 4)) == [(8, 8, 4), (8, 8, 4)]
     net = L.serial(L.Conv(4, 3), L.MaxPool(2), L.Flatten())
     assert net.child_input_shapes((10, 10, 1)) == [(10, 10, 1), (8, 8, 4), (4, 4, 4)]
