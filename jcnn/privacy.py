@@ -66,9 +66,9 @@ from jcnn.train import (
     TrainState,
     apply_gradients,
     default_metrics,
+    default_steps,
     loss_and_metrics,
     make_epoch,
-    make_eval_step,
     step_key,
 )
 
@@ -426,22 +426,15 @@ class PrivateSteps:
 
     def __call__(self, spec: StepSpec) -> Steps:
         """Private ``train_step`` and ``run_epoch``; ``eval_step`` as the default factory's."""
-        private = dict(l2_clip=self.l2_clip, noise_multiplier=self.noise_multiplier)
-        return Steps(
-            train_step=make_private_train_step(
-                spec.apply, spec.loss_fn, spec.optimizer, metrics_fn=spec.metrics_fn, **private
-            ),
-            run_epoch=make_private_epoch(
-                spec.apply,
-                spec.loss_fn,
-                spec.optimizer,
-                spec.batch_size,
-                metrics_fn=spec.metrics_fn,
-                transform=spec.transform,
-                **private,
-            ),
-            eval_step=make_eval_step(spec.apply, spec.loss_fn, metrics_fn=spec.metrics_fn),
+        step = _bound_step(
+            _unpack(spec.apply),
+            spec.loss_fn,
+            spec.optimizer,
+            self.l2_clip,
+            self.noise_multiplier,
+            spec.metrics_fn,
         )
+        return default_steps(spec, step=step)
 
     def epsilon(
         self,

@@ -527,10 +527,14 @@ class Steps(NamedTuple):
 StepFactory = Callable[[StepSpec], Steps]
 
 
-def default_steps(spec: StepSpec) -> Steps:
+def default_steps(
+    spec: StepSpec, *, step: Callable[[TrainState, Batch], tuple[TrainState, dict]] | None = None
+) -> Steps:
     """One device: :func:`make_train_step`, :func:`make_epoch` and :func:`make_eval_step`.
 
     Nothing compiles until a function is first called, so building all three costs nothing.
+    ``step(ts, batch) -> (ts, metrics)`` (not jitted) replaces the update of both loops, e.g.
+    ``jcnn.privacy``'s DP-SGD step; default :func:`train_step` with the spec's settings.
 
     Example:
         >>> net = L.serial(L.Flatten(), L.Dense(2))
@@ -542,10 +546,14 @@ def default_steps(spec: StepSpec) -> Steps:
         >>> sorted(metrics), int(ts.step)
         (['accuracy', 'loss'], 1)
     """
-    return Steps(
-        train_step=make_train_step(
+    if step is None:
+        train = make_train_step(
             spec.apply, spec.loss_fn, spec.optimizer, metrics_fn=spec.metrics_fn
-        ),
+        )
+    else:
+        train = jax.jit(step, donate_argnums=(0,))
+    return Steps(
+        train_step=train,
         run_epoch=make_epoch(
             spec.apply,
             spec.loss_fn,
@@ -553,6 +561,7 @@ def default_steps(spec: StepSpec) -> Steps:
             spec.batch_size,
             metrics_fn=spec.metrics_fn,
             transform=spec.transform,
+            step=step,
         ),
         eval_step=make_eval_step(spec.apply, spec.loss_fn, metrics_fn=spec.metrics_fn),
     )
