@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
@@ -40,6 +41,7 @@ from jcnn.shapes import is_int
 
 __all__ = ["CheckpointError", "Checkpointer"]
 
+_CLEANUP_POLLS = 40  # at most 2 s of 50 ms polls for a failed save's late writes
 _TMP_MARK = ".orbax-checkpoint-tmp"  # orbax names a step folder being written <step><_TMP_MARK>*
 
 
@@ -288,12 +290,29 @@ class Checkpointer:
             ) from err
 
     def _remove_partial(self, step: int) -> None:
-        """Deletes the temporary folder(s) a failed save of ``step`` left (primary process)."""
+        """Deletes the temporary folder(s) a failed save of ``step`` left (primary process).
+
+        When one write of a save fails, orbax's other writes of it may still be running in
+        their threads and create the temporary folder after a first cleanup; so wait for the
+        manager, then remove until the folder has stayed absent for a few polls.
+        """
         if jax.process_index() != 0 or not self.directory.is_dir():
             return
-        for entry in self.directory.iterdir():
-            if entry.name.startswith(f"{step}{_TMP_MARK}"):
+        try:
+            self.manager.wait_until_finished()
+        except Exception:  # noqa: BLE001 - the save already failed; its error is reported
+            pass
+        quiet = 0
+        for _ in range(_CLEANUP_POLLS):
+            partial = [
+                e for e in self.directory.iterdir() if e.name.startswith(f"{step}{_TMP_MARK}")
+            ]
+            for entry in partial:
                 shutil.rmtree(entry, ignore_errors=True)
+            quiet = 0 if partial else quiet + 1
+            if quiet >= 3:
+                break
+            time.sleep(0.05)
         self.manager.reload()
 
     def latest_step(self) -> int | None:
