@@ -10,7 +10,9 @@ another; then the timed repetitions are interleaved (A B C ... A B C ...) so tha
 a shared machine hit every framework alike. A repetition times ``steps`` iterations after the
 first call; the table reports the median and the spread (min-max) over repetitions.
 
-Figures: compile time (the first call: tracing, compilation and one iteration), median time per
+Figures: compile time (the first call: tracing, compilation and one iteration; the JAX workers use
+jcnn's persistent compilation cache, so a rerun shows warm-cache times: ``JCNN_COMPILE_CACHE=0
+python -m bench`` measures cold compiles), median time per
 iteration, images/s, ratio to jcnn (peer time / jcnn time: > 1 means jcnn is faster), the worker's
 peak RSS, achieved GFLOP/s (the workload's FLOPs from XLA's compiled cost analysis, or PyTorch's
 FlopCounterMode when no JAX peer ran, divided by the median time) and its fraction of the f32
