@@ -533,6 +533,14 @@ def layer_error(layer: str, input_shape: Any, message: str) -> ShapeError:
     return ShapeError(f"{layer}: input shape {shape}: {message}{_channels_first_hint(shape)}")
 
 
+def channels_last(layer: str, input_shape: Any) -> Any:
+    """``input_shape`` itself, after checking it has a channels axis (rank >= 1): the output
+    shape of per-channel layers (BatchNorm, LayerScale)."""
+    if len(input_shape) < 1:
+        raise layer_error(layer, input_shape, "expected (..., C), channels last")
+    return input_shape
+
+
 def check_rank(layer: str, shape: Sequence[int], rank: int, layout: str) -> None:
     """Raises unless ``shape`` has ``rank`` dims (one example, no batch axis)."""
     if len(shape) != rank:

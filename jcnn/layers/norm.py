@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jcnn import shapes
-from jcnn.layers.core import Fns, Layer, layer_error, leaf, per_channel
+from jcnn.layers.core import Fns, Layer, channels_last, layer_error, leaf, per_channel
 
 
 def _f32(x):
@@ -67,9 +67,7 @@ def _batch_norm_rule(layer: Layer) -> Fns:
     unbiased_running_var = hp["unbiased_running_var"]
 
     def output_shape(input_shape):
-        if len(input_shape) < 1:
-            raise layer_error("BatchNorm", input_shape, "expected (..., C)")
-        return input_shape
+        return channels_last("BatchNorm", input_shape)
 
     def init(key, input_shape):
         del key

@@ -7,7 +7,7 @@ import numbers
 import jax.numpy as jnp
 import numpy as np
 
-from jcnn.layers.core import Fns, Layer, layer_error, leaf, per_channel
+from jcnn.layers.core import Fns, Layer, channels_last, layer_error, leaf, per_channel
 
 
 def LayerScale(init_value: float = 1e-6) -> Layer:
@@ -42,9 +42,7 @@ def _layer_scale_rule(layer: Layer) -> Fns:
     init_value = layer.hparams["init_value"]
 
     def output_shape(input_shape):
-        if len(input_shape) < 1:
-            raise layer_error("LayerScale", input_shape, "expected (..., C), channels last")
-        return input_shape
+        return channels_last("LayerScale", input_shape)
 
     def init(key, input_shape):
         del key
