@@ -266,6 +266,9 @@ TORCH_PARAM_NAMES = {"kernel": "weight", "bias": "bias", "scale": "weight", "off
 TORCH_STATE_NAMES = {"mean": "running_mean", "var": "running_var"}
 #: Torch buffers with no jcnn counterpart (BatchNorm's step counter): read and dropped.
 TORCH_IGNORED = ("num_batches_tracked",)
+#: Leaf kinds whose params torch names differently: ConvNeXt's ``CNBlock.layer_scale`` is a
+#: ``(C, 1, 1)`` parameter of the block module itself, so its key is ``f"{prefix}.layer_scale"``.
+TORCH_KIND_PARAM_NAMES = {"LayerScale": {"scale": "layer_scale"}}
 
 
 class TorchLeaf(NamedTuple):
@@ -315,7 +318,8 @@ def torch_leaves(net: Any, input_shape: Sequence[int]) -> list[TorchLeaf]:
                 walk(child, child_in, f"{path}/{key}" if path else key, p[key], s[key])
             return
         if p or s:
-            unknown = (set(p) - set(TORCH_PARAM_NAMES)) | (set(s) - set(TORCH_STATE_NAMES))
+            names = {**TORCH_PARAM_NAMES, **TORCH_KIND_PARAM_NAMES.get(layer.kind, {})}
+            unknown = (set(p) - set(names)) | (set(s) - set(TORCH_STATE_NAMES))
             if unknown:
                 raise ValueError(f"porting: {path} has leaves {sorted(unknown)} with no torch name")
             out.append(TorchLeaf(path, layer, shape, flat[0], p, s))
@@ -351,6 +355,26 @@ def _kernel_converters(leaf: TorchLeaf) -> tuple[Any, Any]:
             lambda k: dense_kernel_after_flatten_to_torch(k, torch_shape),
         )
     return dense_kernel_from_torch, lambda k: np.asarray(k).T
+
+
+def _param_converters(leaf: TorchLeaf) -> dict[str, tuple[str, Any, Any]]:
+    """jcnn param name -> (torch name, from_torch, to_torch) for this leaf, by its facts."""
+    from_kernel, to_kernel = _kernel_converters(leaf)
+    names = {**TORCH_PARAM_NAMES, **TORCH_KIND_PARAM_NAMES.get(leaf.layer.kind, {})}
+    out = {}
+    for k in leaf.params:
+        if k == "kernel":
+            out[k] = (names[k], from_kernel, to_kernel)
+        elif leaf.layer.kind == "LayerScale":
+            spatial = (1,) * (len(leaf.input_shape) - 1)
+            out[k] = (
+                names[k],
+                lambda w: np.asarray(w).reshape(-1),
+                lambda v, spatial=spatial: np.asarray(v).reshape(-1, *spatial),
+            )
+        else:
+            out[k] = (names[k], np.asarray, np.asarray)
+    return out
 
 
 def _prefixes(
@@ -434,12 +458,9 @@ def from_torch(
 
     for leaf in leaves:
         prefix = where[leaf.path]
-        from_kernel, _ = _kernel_converters(leaf)
+        convert = _param_converters(leaf)
         p = {
-            k: take(
-                leaf, prefix, TORCH_PARAM_NAMES[k], v, from_kernel if k == "kernel" else np.asarray
-            )
-            for k, v in leaf.params.items()
+            k: take(leaf, prefix, convert[k][0], v, convert[k][1]) for k, v in leaf.params.items()
         }
         s = {
             k: take(leaf, prefix, TORCH_STATE_NAMES[k], v, np.asarray)
@@ -477,11 +498,11 @@ def to_torch(
     out: dict[str, np.ndarray] = {}
     for leaf in torch_leaves(net, input_shape):
         prefix = leaf.path.replace("/", ".") if prefixes is None else prefixes[leaf.path]
-        _, to_kernel = _kernel_converters(leaf)
+        convert = _param_converters(leaf)
         p, s = _get(params, leaf.path), _get(state, leaf.path)
         for k in leaf.params:
-            value = np.asarray(p[k])
-            out[f"{prefix}.{TORCH_PARAM_NAMES[k]}"] = to_kernel(value) if k == "kernel" else value
+            torch_name, _, to_torch_fn = convert[k]
+            out[f"{prefix}.{torch_name}"] = to_torch_fn(np.asarray(p[k]))
         for k in leaf.state:
             out[f"{prefix}.{TORCH_STATE_NAMES[k]}"] = np.asarray(s[k])
         if leaf.state:
