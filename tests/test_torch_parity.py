@@ -439,3 +439,65 @@ def test_fixture_is_plain_arrays() -> None:
     assert FIXTURE.stat().st_size < 300 * 1024
     for key, arr in DATA.items():
         assert arr.dtype.kind in "fi", key
+
+
+# ------------------------------------------------------------ conv padding_mode (appended)
+
+MODE_NAMES = {1: "reflect", 2: "circular", 3: "replicate"}  # the fixture's padding_mode codes
+MODE_CASES = [c for c in CONV_CASES if int(get(c, "padding_mode"))]
+
+
+def mode_padding_forms(case: str) -> list:
+    """Every jcnn padding argument that means what torch padded in this case."""
+    pads = [tuple(int(v) for v in p) for p in get(case, "padding")]
+    forms: list = [pads]
+    if int(get(case, "padding_same")):
+        forms.append("SAME")
+    if all(lo == hi for lo, hi in pads):
+        forms.append([lo for lo, _ in pads])  # torch's per-dim ints
+        if len(set(pads)) == 1:
+            forms.append(pads[0][0])
+    return forms
+
+
+def test_padding_mode_cases_cover_every_mode_and_rank() -> None:
+    covered = {(c.split("/")[0], MODE_NAMES[int(get(c, "padding_mode"))]) for c in MODE_CASES}
+    assert covered == {(f"conv{nd}d", m) for nd in (1, 2, 3) for m in MODE_NAMES.values()}
+
+
+@pytest.mark.parametrize("case", MODE_CASES)
+def test_conv_padding_mode(case: str) -> None:
+    # torch.nn.Conv*d(padding_mode=...) itself, against Conv(padding_mode=...): no manual pad.
+    w = get(case, "weight")
+    x = porting.nchw_to_nhwc(get(case, "x"))
+    y = porting.nchw_to_nhwc(get(case, "y"))
+    mode = MODE_NAMES[int(get(case, "padding_mode"))]
+    for padding in mode_padding_forms(case):
+        layer = L.Conv(
+            w.shape[0],
+            tuple(w.shape[2:]),
+            stride=ints(get(case, "stride")),
+            padding=padding,
+            dilation=ints(get(case, "dilation")),
+            groups=int(get(case, "groups")),
+            use_bias=bool(int(get(case, "use_bias"))),
+            padding_mode=mode,
+        )
+        assert (
+            layer.hparams["padding_mode"] == mode
+            and layer.window.padding == layer.hparams["padding"]
+        )
+        ys, _ = run_layer(layer, x, conv_overrides(case))
+        assert_close(ys, y)
+        # The zero-padded conv of the same weights differs (the border cells are not zeros).
+        zeros = L.Conv(
+            w.shape[0],
+            tuple(w.shape[2:]),
+            stride=ints(get(case, "stride")),
+            padding=padding,
+            dilation=ints(get(case, "dilation")),
+            groups=int(get(case, "groups")),
+            use_bias=bool(int(get(case, "use_bias"))),
+        )
+        yz, _ = run_layer(zeros, x, conv_overrides(case))
+        assert float(np.max(np.abs(np.asarray(yz) - y))) > 1e-3

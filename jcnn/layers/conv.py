@@ -71,6 +71,58 @@ def check_params(
             )
 
 
+#: ``Conv(padding_mode=...)``, as ``torch.nn.Conv*d(padding_mode=...)``.
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+#: The ``jnp.pad`` mode of each non-zero padding mode.
+_JNP_PAD_MODES = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+
+
+def _check_padding_mode(
+    kind: str,
+    padding_mode: Any,
+    padding: Any,
+    window: tuple[int, ...],
+    strides: tuple[int, ...],
+    dilations: tuple[int, ...],
+) -> None:
+    """Raises at construction for an unknown ``padding_mode``, or cropping (negative) padding
+    with a mode that pads by copying cells."""
+    if not isinstance(padding_mode, str) or padding_mode not in PADDING_MODES:
+        accepted = ", ".join(repr(m) for m in PADDING_MODES)
+        raise ValueError(
+            f"{kind}: unknown padding_mode {padding_mode!r}; accepted: {accepted} (as "
+            "torch.nn.Conv2d(padding_mode=...); 'replicate' repeats the edge cell, 'circular' "
+            "wraps around)"
+        )
+    if padding_mode == "zeros" or isinstance(padding, str):
+        return
+    pads = shapes.resolve_padding(padding, (0,) * len(window), window, strides, dilations)
+    if any(p < 0 for pair in pads for p in pair):
+        raise shapes.ShapeError(
+            f"{kind}: padding={padding!r} has negative (cropping) entries, which only "
+            f"padding_mode='zeros' takes; padding_mode={padding_mode!r} pads by copying input "
+            "cells: give padding >= 0 (crop the input first if you need to)"
+        )
+
+
+def _check_mode_fits(
+    padding_mode: str, spatial: tuple[int, ...], pads: shapes.Pads, padding: Any
+) -> None:
+    """PyTorch's limits on how far ``reflect`` / ``circular`` padding may reach, per dim."""
+    if padding_mode not in ("reflect", "circular"):
+        return
+    for axis, (n, (lo, hi)) in enumerate(zip(spatial, pads)):
+        too_far = max(lo, hi) >= n if padding_mode == "reflect" else max(lo, hi) > n
+        if too_far:
+            rule = "< input size" if padding_mode == "reflect" else "<= input size"
+            raise shapes.ShapeError(
+                f"spatial dim {axis}: padding_mode={padding_mode!r} needs padding {rule} on each "
+                f"side (PyTorch's rule), but padding={padding!r} pads (lo, hi) = ({lo}, {hi}) on "
+                f"a dim of size {n}: use less padding, a larger input or "
+                "padding_mode='replicate' / 'zeros'"
+            )
+
+
 def _window_hparams(
     kind: str, out_channels: int, kernel_size: Any, stride: Any, dilation: Any
 ) -> tuple[int, int, tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
@@ -147,6 +199,8 @@ def _conv_rule(layer: Layer) -> Fns:
     hp = layer.hparams
     window, strides, dilations = hp["kernel_size"], hp["stride"], hp["dilation"]
     padding, groups = hp["padding"], hp["groups"]
+    padding_mode = hp.get("padding_mode", "zeros")  # ConvTranspose pads with zeros only
+    no_pads = ((0, 0),) * len(window)
 
     def pads_for(input_shape):
         return shapes.resolve_padding(padding, input_shape[:-1], window, strides, dilations)
@@ -155,14 +209,20 @@ def _conv_rule(layer: Layer) -> Fns:
         if input_shape[-1] % groups:
             raise shapes.ShapeError(f"groups={groups} does not divide C_in={input_shape[-1]}")
         pads = pads_for(input_shape)
+        _check_mode_fits(padding_mode, input_shape[:-1], pads, padding)
         return shapes.conv_output_shape(input_shape[:-1], window, strides, pads, dilations)
 
     def compute(x, kernel):
+        pads = pads_for(x.shape)
+        if padding_mode != "zeros":  # pad by copying cells, then a VALID conv of the padded input
+            if any(lo or hi for lo, hi in pads):
+                x = jnp.pad(x, (*pads, (0, 0)), mode=_JNP_PAD_MODES[padding_mode])
+            pads = no_pads
         return lowerings.conv(
             x,
             kernel,
             strides=strides,
-            pads=pads_for(x.shape),
+            pads=pads,
             dilation=dilations,
             groups=groups,
             precision=hp["precision"],
@@ -191,6 +251,7 @@ def Conv(
     bias_init: inits.Initializer | None = None,
     precision: lax.Precision | None = None,
     lowering: str = "auto",
+    padding_mode: str = "zeros",
 ) -> Layer:
     """Cross-correlation over the spatial axes (the kernel is not flipped), 1-D, 2-D or 3-D.
 
@@ -213,6 +274,21 @@ def Conv(
             in a program lowered for CPU, ``"native"`` otherwise, decided when the program is
             lowered), ``"native"`` or ``"patches"``; forward values are the same in all (see
             :mod:`jcnn.lowering`).
+        padding_mode: what the padded cells hold, as ``torch.nn.Conv*d(padding_mode=...)``:
+            ``"zeros"`` (default), ``"reflect"`` (mirrored about the edge cell, which is not
+            repeated: ``[c b | a b c d | c b]``), ``"replicate"`` (the edge cell repeated:
+            ``[a a | a b c d | d d]``) or ``"circular"`` (wrapped around: ``[c d | a b c d | a b]``).
+            The amounts are the ``(lo, hi)`` pairs ``padding`` resolves to, so every padding form
+            works (SAME and asymmetric pairs too, which torch's ``padding_mode`` does not take);
+            like torch, ``"reflect"`` needs each side's padding ``< n`` and ``"circular"``
+            ``<= n`` (checked for the input shape), and negative (cropping) padding only goes
+            with ``"zeros"``. Output sizes do not depend on the mode.
+
+    Raises:
+        ValueError: an unknown ``padding_mode`` (at construction).
+        ShapeError: bad sizes or padding (at construction), or an input that the window does not
+            fit, whose channels ``groups`` does not divide, or that is too small for the
+            ``padding_mode`` (at ``init`` / ``output_shape`` / ``apply``).
 
     Shapes:
         x: ``(*spatial, C_in)`` -> y: ``(*spatial', out_channels)`` with
@@ -223,6 +299,15 @@ def Conv(
         >>> out_shape, params, state = Conv(8, (5, 5)).init(jax.random.key(0), (28, 28, 1))
         >>> out_shape, params["kernel"].shape
         ((24, 24, 8), (5, 5, 1, 8))
+
+        Circular padding, e.g. for periodic signals; a window of ones sums its three cells:
+
+        >>> conv = Conv(1, (3,), padding=1, padding_mode="circular", use_bias=False)
+        >>> conv
+        Conv1D(out_channels=1, kernel_size=(3,), padding=1, padding_mode='circular', use_bias=False)
+        >>> y, _ = conv.apply({"kernel": jnp.ones((3, 1, 1))}, {}, jnp.arange(4.0)[:, None])
+        >>> y[:, 0]  # padded input [3 | 0 1 2 3 | 0]
+        Array([4., 3., 6., 5.], dtype=float32)
     """
     kind = "Conv"
     out_channels, rank, window, strides, dilations = _window_hparams(
@@ -236,12 +321,14 @@ def Conv(
         )
     if not isinstance(padding, str):
         shapes.resolve_padding(padding, (0,) * rank, window, strides, dilations)  # validate now
+    _check_padding_mode(kind, padding_mode, padding, window, strides, dilations)
     lowerings.check_lowering(lowering, lowerings.CONV_LOWERINGS, "Conv")
     hparams = {
         "out_channels": out_channels,
         "kernel_size": window,
         "stride": strides,
         "padding": padding,
+        "padding_mode": padding_mode,
         "dilation": dilations,
         "groups": groups,
         "use_bias": use_bias,

@@ -327,6 +327,7 @@ _USUAL = {
     "axis_name": "batch",
     "axis": -1,
     "padding": "VALID",
+    "padding_mode": "zeros",
 }
 
 
