@@ -4,6 +4,7 @@
     python -m bench --workloads W1,W4 --frameworks jcnn,stax,torch --reps 5
     python -m bench --quick --frameworks jcnn,stax    # tiny sizes: a smoke test (seconds)
     python -m bench --workloads W5 --reps 3           # DP-SGD: jcnn.privacy vs PyTorch + Opacus
+    python -m bench --device                          # W2, W3 on the GPU/TPU: see bench/device.py
 
 Each (workload, framework) pair runs in its own worker process, started and compiled one after
 another; then the timed repetitions are interleaved (A B C ... A B C ...) so that slow drifts of
@@ -39,6 +40,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.device import docs_section as device_docs_section
 from bench.workloads import FRAMEWORKS, MODULES, common
 
 WORKLOAD_HELP = """workloads (--workloads; W1 = both batch sizes, W5 = both halves):
@@ -519,6 +521,7 @@ def write_docs(report: dict, rows, path: Path, png: Path, command: str) -> None:
         "",
         f"![images per second]({png.name})",
         "",
+        *device_docs_section(),
     ]
     _write_atomic(path, "\n".join(lines))
 
@@ -563,6 +566,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument("--no-docs", action="store_true", help=argparse.SUPPRESS)  # the old default
     p.add_argument("--w3-size", type=int, default=112, help="W3 image side")
+    p.add_argument(
+        "--device",
+        action="store_true",
+        help="the GPU/TPU check instead (W2, W3: jcnn, linen, PyTorch CUDA); "
+        "python -m bench --device --help lists its options",
+    )
     p.add_argument("--timeout", type=float, default=900.0, help="seconds per worker reply")
     p.add_argument("--render", type=Path, help="redo table, PNG and docs from a benchmarks.json")
     p.add_argument("--worker", nargs=2, metavar=("FRAMEWORK", "WORKLOAD"), help=argparse.SUPPRESS)
@@ -590,6 +599,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if "--device" in argv:  # the accelerator check has its own options (bench/device.py)
+        from bench import device
+
+        return device.main([a for a in argv if a != "--device"])
     args = parse(argv)
     if args.worker:
         worker(*args.worker, quick=args.quick, w3_size=args.w3_size)
