@@ -32,6 +32,8 @@ __all__ = [
     "batchnorm_from_torch",
     "dense_kernel_after_flatten_to_torch",
     "from_torch",
+    "load_safetensors",
+    "save_safetensors",
     "to_torch",
     "torch_leaves",
     "conv_kernel_from_torch",
@@ -454,14 +456,12 @@ def from_torch(
                 f"porting: torch key {key!r} of shape {np.shape(state_dict[key])} gives "
                 f"{tuple(value.shape)} for jcnn {leaf.path}, which needs {tuple(expected.shape)}"
             )
-        return value.astype(expected.dtype)
+        return value.astype(expected.dtype, copy=False)
 
     for leaf in leaves:
         prefix = where[leaf.path]
         convert = _param_converters(leaf)
-        p = {
-            k: take(leaf, prefix, convert[k][0], v, convert[k][1]) for k, v in leaf.params.items()
-        }
+        p = {k: take(leaf, prefix, convert[k][0], v, convert[k][1]) for k, v in leaf.params.items()}
         s = {
             k: take(leaf, prefix, TORCH_STATE_NAMES[k], v, np.asarray)
             for k, v in leaf.state.items()
@@ -535,3 +535,121 @@ def _fill(net: Any, input_shape: Sequence[int], params: dict, state: dict) -> tu
         return {k: fill(v, got.get(k, {})) for k, v in template.items()}
 
     return fill(p_shapes, params), fill(s_shapes, state)
+
+
+# ------------------------------------------------------------------ safetensors
+
+#: ``save_safetensors`` marks its files so ``load_safetensors`` can tell them from a torch file.
+SAFETENSORS_FORMAT = "jcnn"
+
+
+def _flatten_tree(tree: Any, top: str) -> dict[str, Any]:
+    """``{"params/layer1/Conv_0/kernel": leaf, ...}``: "/"-joined dict keys; empty dicts vanish."""
+    out: dict[str, Any] = {}
+
+    def walk(node, path):
+        if isinstance(node, Mapping):
+            for key, value in node.items():
+                if not isinstance(key, str) or "/" in key:
+                    raise ValueError(
+                        f"save_safetensors: key {key!r} under {path!r} must be a str without '/'"
+                    )
+                walk(value, f"{path}/{key}")
+        else:
+            out[path] = node
+
+    walk(tree, top)
+    return out
+
+
+def save_safetensors(path: Any, params: Any, state: Any) -> None:
+    """Writes jcnn ``params`` and ``state`` to a safetensors file, atomically.
+
+    Keys are the trees' paths joined by ``/`` under ``params/`` and ``state/``
+    (``"params/layer1/serial_0/residual_0/block/serial_0/Conv_0/kernel"``), in jcnn's layouts;
+    the file's metadata says ``format: jcnn``. Nothing in a safetensors file executes on load.
+    For a torchvision-layout file use :func:`jcnn.models.to_torchvision` and
+    ``safetensors.numpy.save_file``.
+
+    Raises:
+        ValueError: a leaf that is not an array (a Python number, None) or a key with ``/``.
+    """
+    import os
+    import pathlib
+    import tempfile
+
+    from safetensors.numpy import save_file
+
+    flat = {**_flatten_tree(params, "params"), **_flatten_tree(state, "state")}
+    arrays = {}
+    for key, value in flat.items():
+        if not hasattr(value, "shape") or not hasattr(value, "dtype"):
+            raise ValueError(
+                f"save_safetensors: {key} is a {type(value).__name__}, not an array; params and "
+                "state hold arrays only"
+            )
+        arrays[key] = np.ascontiguousarray(np.asarray(value))
+    target = pathlib.Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        save_file(arrays, tmp, metadata={"format": SAFETENSORS_FORMAT})
+        os.replace(tmp, target)
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_safetensors(path: Any, net: Any, input_shape: Sequence[int]) -> tuple[dict, dict]:
+    """Reads :func:`save_safetensors`'s file for ``net``: ``(params, state)`` as jax arrays.
+
+    Every key, shape and dtype is checked against ``net``'s init tree at ``input_shape`` (one
+    ``jax.eval_shape``, no weights initialised) before anything is returned.
+
+    Raises:
+        ValueError: a file in torchvision's layout (use
+            ``jcnn.models.from_torchvision(name, safetensors.numpy.load_file(path))``), or
+            keys missing, left over, or of the wrong shape or dtype, each named with its path.
+    """
+    import jax
+    from safetensors import safe_open
+
+    from jcnn.layers.core import init_shapes
+
+    with safe_open(str(path), framework="np") as f:
+        meta = f.metadata() or {}
+        keys = list(f.keys())
+        if meta.get("format") != SAFETENSORS_FORMAT and not all(
+            k.startswith(("params/", "state/")) for k in keys
+        ):
+            raise ValueError(
+                f"load_safetensors: {path} is not a jcnn file (metadata {meta}, keys like "
+                f"{keys[:3]}); a torchvision-layout file loads with "
+                "jcnn.models.from_torchvision(name, safetensors.numpy.load_file(path))"
+            )
+        _, p_shapes, s_shapes = init_shapes(net, tuple(input_shape))
+        expected = {**_flatten_tree(p_shapes, "params"), **_flatten_tree(s_shapes, "state")}
+        missing = [k for k in expected if k not in keys]
+        extra = [k for k in keys if k not in expected]
+        if missing or extra:
+            raise ValueError(
+                f"load_safetensors: {path} does not fit this net at input {tuple(input_shape)}: "
+                f"missing {missing[:6]}{' ...' if len(missing) > 6 else ''}, "
+                f"left over {extra[:6]}{' ...' if len(extra) > 6 else ''}"
+            )
+        flat = {}
+        for key, want in expected.items():
+            value = f.get_tensor(key)
+            if value.shape != tuple(want.shape) or value.dtype != want.dtype:
+                raise ValueError(
+                    f"load_safetensors: {key} is {value.dtype}{list(value.shape)} in {path}, "
+                    f"but the net needs {want.dtype}{list(want.shape)}"
+                )
+            flat[key] = jax.numpy.asarray(value)
+
+    def rebuild(template, top):
+        if isinstance(template, Mapping):
+            return {k: rebuild(v, f"{top}/{k}") for k, v in template.items()}
+        return flat[top]
+
+    return rebuild(p_shapes, "params"), rebuild(s_shapes, "state")

@@ -13,7 +13,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Scripts, not test modules: ``--doctest-modules`` must not import them (the fixture writer needs
 # torch and writes a file; the helpers are subprocess entry points).
-collect_ignore = ["fixtures/make_torch_fixtures.py", "helpers"]
+collect_ignore = [
+    "fixtures/make_torch_fixtures.py",
+    "fixtures/make_torchvision_fixtures.py",
+    "fixtures/torchvision_table.py",
+    "helpers",
+]
 
 # Many tests compile the same small programs (init, train steps); JAX's persistent compilation
 # cache lets pytest-xdist workers and test subprocesses reuse them within and across runs.

@@ -477,7 +477,7 @@ def squeeze_excitation(
         "squeeze_excitation",
         name,
         _keyed(children, name),
-        "serial",
+        "gate",
         channels=channels,
         squeeze_channels=squeeze_channels,
     )

@@ -3,8 +3,11 @@
 Parameter counts equal torchvision's for the same configuration (checked in
 ``tests/models/test_zoo.py``): AlexNet 61,100,840; VGG-11/13/16/19 132,863,336 / 133,047,848 /
 138,357,544 / 143,667,240 (with BatchNorm 132,868,840 / 133,053,736 / 138,365,992 / 143,678,248);
-ResNet-18/34/50 11,689,512 / 21,797,672 / 25,557,032; GoogLeNet 6,624,904; the CIFAR ResNet-18
-11,173,962.
+ResNet-18/34/50 11,689,512 / 21,797,672 / 25,557,032; ResNeXt-50 32x4d 25,028,904; Wide
+ResNet-50-2 68,883,240; GoogLeNet 6,624,904; the CIFAR ResNet-18 11,173,962.
+
+``from_torchvision(name, state_dict)`` / ``to_torchvision(name, params, state)`` move whole
+torchvision models in and out (:mod:`jcnn.models.torchvision_bridge`).
 """
 
 from jcnn.models import transfer
@@ -19,7 +22,10 @@ from jcnn.models.resnet import (
     resnet18,
     resnet34,
     resnet50,
+    resnext50_32x4d,
+    wide_resnet50_2,
 )
+from jcnn.models.torchvision_bridge import SUPPORTED, from_torchvision, to_torchvision
 from jcnn.models.vgg import (
     vgg,
     vgg11,
@@ -33,6 +39,11 @@ from jcnn.models.vgg import (
 )
 
 __all__ = [
+    "SUPPORTED",
+    "from_torchvision",
+    "to_torchvision",
+    "resnext50_32x4d",
+    "wide_resnet50_2",
     "alexnet",
     "basic_block",
     "bottleneck",

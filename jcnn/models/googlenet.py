@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from jcnn import layers as L
 from jcnn.layers.core import Layer
+from jcnn.models.common import BatchNormFactory, torch_batch_norm
 
 #: Padding that emulates PyTorch's ``MaxPool2d(..., ceil_mode=True)`` for window 3 / stride 2
 #: and window 2 / stride 2: one extra ``-inf`` cell on the high side gives
@@ -17,7 +18,14 @@ from jcnn.layers.core import Layer
 CEIL_MODE_PADDING = ((0, 1), (0, 1))
 
 
-def basic_conv(out_channels: int, kernel_size: int, *, stride: int = 1, padding: int = 0) -> Layer:
+def basic_conv(
+    out_channels: int,
+    kernel_size: int,
+    *,
+    stride: int = 1,
+    padding: int = 0,
+    batch_norm: BatchNormFactory = torch_batch_norm,
+) -> Layer:
     """torchvision's ``BasicConv2d``: conv without bias, BatchNorm (eps 1e-3), ReLU.
 
     Shapes:
@@ -31,13 +39,21 @@ def basic_conv(out_channels: int, kernel_size: int, *, stride: int = 1, padding:
             padding=padding,
             use_bias=False,
         ),
-        L.BatchNorm(eps=1e-3),
+        batch_norm(eps=1e-3),
         L.Relu(),
     )
 
 
 def inception_module(
-    c1: int, c3r: int, c3: int, c5r: int, c5: int, pool_proj: int, *, c5_kernel: int = 3
+    c1: int,
+    c3r: int,
+    c3: int,
+    c5r: int,
+    c5: int,
+    pool_proj: int,
+    *,
+    c5_kernel: int = 3,
+    batch_norm: BatchNormFactory = torch_batch_norm,
 ) -> Layer:
     """Four parallel branches concatenated along channels (``jcnn.layers.concat``).
 
@@ -52,16 +68,26 @@ def inception_module(
         >>> jcnn.output_shape(inception_module(64, 96, 128, 16, 32, 32), (28, 28, 192))
         (28, 28, 256)
     """
+
+    def conv(out, k, padding=0):
+        return basic_conv(out, k, padding=padding, batch_norm=batch_norm)
+
     return L.concat(
-        basic_conv(c1, 1),
-        L.serial(basic_conv(c3r, 1), basic_conv(c3, 3, padding=1)),
-        L.serial(basic_conv(c5r, 1), basic_conv(c5, c5_kernel, padding=c5_kernel // 2)),
-        L.serial(L.MaxPool((3, 3), stride=1, padding=1), basic_conv(pool_proj, 1)),
+        conv(c1, 1),
+        L.serial(conv(c3r, 1), conv(c3, 3, padding=1)),
+        L.serial(conv(c5r, 1), conv(c5, c5_kernel, padding=c5_kernel // 2)),
+        L.serial(L.MaxPool((3, 3), stride=1, padding=1), conv(pool_proj, 1)),
         name="inception",
     )
 
 
-def googlenet(num_classes: int = 1000, *, dropout: float = 0.2, c5_kernel: int = 3) -> Layer:
+def googlenet(
+    num_classes: int = 1000,
+    *,
+    dropout: float = 0.2,
+    c5_kernel: int = 3,
+    batch_norm: BatchNormFactory = torch_batch_norm,
+) -> Layer:
     """torchvision's GoogLeNet (``aux_logits=False``): 6,624,904 parameters for 1,000 classes.
 
     Stem: 7x7/2 conv -> 64, max-pool 3/2, 1x1 -> 64, 3x3 -> 192, max-pool 3/2; Inception 3a, 3b,
@@ -72,6 +98,8 @@ def googlenet(num_classes: int = 1000, *, dropout: float = 0.2, c5_kernel: int =
         num_classes: logits width.
         dropout: rate before ``fc`` (torchvision: 0.2).
         c5_kernel: kernel of the "5x5" branches (torchvision 3, paper 5).
+        batch_norm: the BatchNorm factory, called as ``batch_norm(eps=1e-3)`` (default PyTorch's
+            conventions, :func:`jcnn.models.common.torch_batch_norm`).
 
     Shapes:
         ``(224, 224, 3) -> (num_classes,)``: 224 -> 112 -> 56 -> 28 -> 14 -> 7 -> 1024 features.
@@ -79,16 +107,16 @@ def googlenet(num_classes: int = 1000, *, dropout: float = 0.2, c5_kernel: int =
     """
 
     def inc(name, *widths):
-        return inception_module(*widths, c5_kernel=c5_kernel).named(name)
+        return inception_module(*widths, c5_kernel=c5_kernel, batch_norm=batch_norm).named(name)
 
     def pool(window):
         return L.MaxPool((window, window), stride=2, padding=CEIL_MODE_PADDING)
 
     return L.serial(
-        basic_conv(64, 7, stride=2, padding=3).named("conv1"),
+        basic_conv(64, 7, stride=2, padding=3, batch_norm=batch_norm).named("conv1"),
         pool(3).named("maxpool1"),
-        basic_conv(64, 1).named("conv2"),
-        basic_conv(192, 3, padding=1).named("conv3"),
+        basic_conv(64, 1, batch_norm=batch_norm).named("conv2"),
+        basic_conv(192, 3, padding=1, batch_norm=batch_norm).named("conv3"),
         pool(3).named("maxpool2"),
         inc("inception3a", 64, 96, 128, 16, 32, 32),
         inc("inception3b", 128, 128, 192, 32, 96, 64),

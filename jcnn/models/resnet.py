@@ -12,9 +12,18 @@ from collections.abc import Sequence
 
 from jcnn import layers as L
 from jcnn.layers.core import Layer
+from jcnn.models.common import BatchNormFactory, torch_batch_norm
 
 
-def conv_bn(out_channels: int, kernel_size: int, *, stride: int = 1, relu: bool = True) -> Layer:
+def conv_bn(
+    out_channels: int,
+    kernel_size: int,
+    *,
+    stride: int = 1,
+    relu: bool = True,
+    groups: int = 1,
+    batch_norm: BatchNormFactory = torch_batch_norm,
+) -> Layer:
     """``kernel_size`` conv without bias (padding ``kernel_size // 2``), BatchNorm, optional ReLU.
 
     Shapes:
@@ -26,48 +35,79 @@ def conv_bn(out_channels: int, kernel_size: int, *, stride: int = 1, relu: bool 
             (kernel_size, kernel_size),
             stride=stride,
             padding=kernel_size // 2,
+            groups=groups,
             use_bias=False,
         ),
-        L.BatchNorm(),
+        batch_norm(),
     ]
     if relu:
         layers.append(L.Relu())
     return L.serial(*layers)
 
 
-def _shortcut(in_channels: int, out_channels: int, stride: int) -> Layer | None:
+def _shortcut(
+    in_channels: int, out_channels: int, stride: int, batch_norm: BatchNormFactory
+) -> Layer | None:
     """Identity (None) when shapes agree, else 1x1 strided conv without bias + BatchNorm."""
     if stride == 1 and in_channels == out_channels:
         return None
-    return conv_bn(out_channels, 1, stride=stride, relu=False)
+    return conv_bn(out_channels, 1, stride=stride, relu=False, batch_norm=batch_norm)
 
 
-def basic_block(in_channels: int, channels: int, stride: int = 1) -> Layer:
+def basic_block(
+    in_channels: int,
+    channels: int,
+    stride: int = 1,
+    *,
+    batch_norm: BatchNormFactory = torch_batch_norm,
+) -> Layer:
     """Two 3x3 convs with BatchNorm (stride on the first), residual add, ReLU (expansion 1).
 
     Shapes:
         ``(H, W, in_channels) -> (ceil(H / stride), ceil(W / stride), channels)``.
     """
     block = L.serial(
-        conv_bn(channels, 3, stride=stride), conv_bn(channels, 3, relu=False), name="block"
+        conv_bn(channels, 3, stride=stride, batch_norm=batch_norm),
+        conv_bn(channels, 3, relu=False, batch_norm=batch_norm),
+        name="block",
     )
-    return L.serial(L.residual(block, _shortcut(in_channels, channels, stride)), L.Relu())
+    shortcut = _shortcut(in_channels, channels, stride, batch_norm)
+    return L.serial(L.residual(block, shortcut), L.Relu())
 
 
-def bottleneck(in_channels: int, channels: int, stride: int = 1) -> Layer:
+def bottleneck(
+    in_channels: int,
+    channels: int,
+    stride: int = 1,
+    *,
+    groups: int = 1,
+    width_per_group: int = 64,
+    batch_norm: BatchNormFactory = torch_batch_norm,
+) -> Layer:
     """1x1 reduce, 3x3 (carrying the stride: torchvision's "v1.5"), 1x1 expand to 4x, add, ReLU.
+
+    The inner width is ``int(channels * width_per_group / 64) * groups`` and the 3x3 conv has
+    ``groups`` groups, as torchvision's ``Bottleneck``: ResNeXt-50 32x4d is ``groups=32,
+    width_per_group=4``, Wide ResNet-50-2 ``width_per_group=128``; the defaults give ResNet's
+    ``channels``.
 
     Shapes:
         ``(H, W, in_channels) -> (ceil(H / stride), ceil(W / stride), 4 * channels)``.
+
+    Example:
+        >>> jcnn.output_shape(bottleneck(256, 128, 2, groups=32, width_per_group=4), (8, 8, 256))
+        (4, 4, 512)
     """
     out = 4 * channels
+    width = int(channels * (width_per_group / 64.0)) * groups
     block = L.serial(
-        conv_bn(channels, 1),
-        conv_bn(channels, 3, stride=stride),
-        conv_bn(out, 1, relu=False),
+        conv_bn(width, 1, batch_norm=batch_norm),
+        conv_bn(width, 3, stride=stride, groups=groups, batch_norm=batch_norm),
+        conv_bn(out, 1, relu=False, batch_norm=batch_norm),
         name="block",
     )
-    return L.serial(L.residual(block, _shortcut(in_channels, out, stride)), L.Relu())
+    shortcut = _shortcut(in_channels, out, stride, batch_norm)
+    return L.serial(L.residual(block, shortcut), L.Relu())
 
 
 #: (block kind, blocks per stage) by depth, as in torchvision.
@@ -81,14 +121,49 @@ DEPTHS: dict[int, tuple[str, tuple[int, ...]]] = {
 
 
 def resnet_stages(
-    kind: str, blocks: Sequence[int], in_channels: int, widths: Sequence[int] = (64, 128, 256, 512)
+    kind: str,
+    blocks: Sequence[int],
+    in_channels: int,
+    widths: Sequence[int] = (64, 128, 256, 512),
+    *,
+    groups: int = 1,
+    width_per_group: int = 64,
+    batch_norm: BatchNormFactory = torch_batch_norm,
 ) -> tuple[list[Layer], int]:
     """Stages ``layer1`` .. ``layer4``; every stage but the first halves the size in its first block.
 
     Returns:
         ``(stages, out_channels)``.
+
+    Raises:
+        ValueError: ``groups``/``width_per_group`` other than 1/64 with basic blocks
+            (torchvision's ``BasicBlock`` supports neither).
     """
-    make, expansion = (basic_block, 1) if kind == "basic" else (bottleneck, 4)
+    if kind == "basic":
+        if (groups, width_per_group) != (1, 64):
+            raise ValueError(
+                f"basic blocks take groups=1 and width_per_group=64 (as torchvision's "
+                f"BasicBlock), got groups={groups}, width_per_group={width_per_group}; use "
+                "bottleneck blocks (depth 50 or more) for ResNeXt / Wide ResNet"
+            )
+
+        def make(c_in, width, stride):
+            return basic_block(c_in, width, stride, batch_norm=batch_norm)
+
+        expansion = 1
+    else:
+
+        def make(c_in, width, stride):
+            return bottleneck(
+                c_in,
+                width,
+                stride,
+                groups=groups,
+                width_per_group=width_per_group,
+                batch_norm=batch_norm,
+            )
+
+        expansion = 4
     stages, channels = [], in_channels
     for i, (n, width) in enumerate(zip(blocks, widths)):
         stage = []
@@ -99,13 +174,24 @@ def resnet_stages(
     return stages, channels
 
 
-def resnet(depth: int = 18, *, num_classes: int = 1000) -> Layer:
+def resnet(
+    depth: int = 18,
+    *,
+    num_classes: int = 1000,
+    groups: int = 1,
+    width_per_group: int = 64,
+    batch_norm: BatchNormFactory = torch_batch_norm,
+    name: str | None = None,
+) -> Layer:
     """torchvision's ResNet-``depth`` (18, 34, 50, 101, 152) with the ImageNet stem.
 
     ``stem``: conv 7x7/2 pad 3 -> 64 (no bias), BatchNorm, ReLU, max-pool 3x3/2 pad 1; stages
     ``layer1``..``layer4`` of widths 64-128-256-512 (times 4 for bottlenecks); global average
     pool; dense ``fc``. Parameters (1,000 classes): ResNet-18 11,689,512; ResNet-34 21,797,672;
     ResNet-50 25,557,032 (BatchNorm running statistics are state, not counted).
+    ``groups``/``width_per_group`` make the bottlenecks ResNeXt or wide ones (see
+    :func:`bottleneck`); ``batch_norm`` is the BatchNorm factory (default PyTorch's conventions,
+    :func:`jcnn.models.common.torch_batch_norm`).
 
     Shapes:
         ``(224, 224, 3) -> (num_classes,)``; 224 -> 112 (stem conv) -> 56 (pool) -> 56, 28, 14, 7.
@@ -122,33 +208,69 @@ def resnet(depth: int = 18, *, num_classes: int = 1000) -> Layer:
     kind, blocks = DEPTHS[depth]
     stem = L.serial(
         L.Conv(64, (7, 7), stride=2, padding=3, use_bias=False),
-        L.BatchNorm(),
+        batch_norm(),
         L.Relu(),
         L.MaxPool((3, 3), stride=2, padding=1),
         name="stem",
     )
-    stages, _ = resnet_stages(kind, blocks, 64)
+    stages, _ = resnet_stages(
+        kind, blocks, 64, groups=groups, width_per_group=width_per_group, batch_norm=batch_norm
+    )
     return L.serial(
-        stem, *stages, L.GlobalAvgPool(), L.Dense(num_classes).named("fc"), name=f"resnet{depth}"
+        stem,
+        *stages,
+        L.GlobalAvgPool(),
+        L.Dense(num_classes).named("fc"),
+        name=name or f"resnet{depth}",
     )
 
 
-def resnet18(num_classes: int = 1000) -> Layer:
+def resnet18(num_classes: int = 1000, **kwargs) -> Layer:
     """ResNet-18 (BasicBlocks 2-2-2-2); see :func:`resnet`."""
-    return resnet(18, num_classes=num_classes)
+    return resnet(18, num_classes=num_classes, **kwargs)
 
 
-def resnet34(num_classes: int = 1000) -> Layer:
+def resnet34(num_classes: int = 1000, **kwargs) -> Layer:
     """ResNet-34 (BasicBlocks 3-4-6-3); see :func:`resnet`."""
-    return resnet(34, num_classes=num_classes)
+    return resnet(34, num_classes=num_classes, **kwargs)
 
 
-def resnet50(num_classes: int = 1000) -> Layer:
+def resnet50(num_classes: int = 1000, **kwargs) -> Layer:
     """ResNet-50 (Bottlenecks 3-4-6-3, stride on the 3x3); see :func:`resnet`."""
-    return resnet(50, num_classes=num_classes)
+    return resnet(50, num_classes=num_classes, **kwargs)
 
 
-def cifar_resnet18(num_classes: int = 10) -> Layer:
+def resnext50_32x4d(num_classes: int = 1000, **kwargs) -> Layer:
+    """ResNeXt-50 32x4d (Xie et al. 2017): ResNet-50 whose 3x3 convs have 32 groups of 4 channels
+    per 64 (inner widths 128-256-512-1024); 25,028,904 parameters. See :func:`resnet`.
+
+    Example:
+        >>> jcnn.count_params(resnext50_32x4d(), (224, 224, 3))
+        25028904
+    """
+    return resnet(
+        50,
+        num_classes=num_classes,
+        groups=32,
+        width_per_group=4,
+        name="resnext50_32x4d",
+        **kwargs,
+    )
+
+
+def wide_resnet50_2(num_classes: int = 1000, **kwargs) -> Layer:
+    """Wide ResNet-50-2 (Zagoruyko & Komodakis 2016, torchvision's variant): ResNet-50 with twice
+    the inner width of every bottleneck (128-256-512-1024); 68,883,240 parameters. See
+    :func:`resnet`.
+    """
+    return resnet(
+        50, num_classes=num_classes, width_per_group=128, name="wide_resnet50_2", **kwargs
+    )
+
+
+def cifar_resnet18(
+    num_classes: int = 10, *, batch_norm: BatchNormFactory = torch_batch_norm
+) -> Layer:
     """ResNet-18 for 32x32 inputs (kuangliu/pytorch-cifar): 3x3 stem, no max-pool.
 
     ``stem``: conv 3x3 pad 1 -> 64 (no bias), BatchNorm, ReLU; BasicBlock stages 2-2-2-2 at
@@ -159,9 +281,9 @@ def cifar_resnet18(num_classes: int = 10) -> Layer:
         ``(32, 32, 3) -> (num_classes,)``.
     """
     stem = L.serial(
-        L.Conv(64, (3, 3), padding=1, use_bias=False), L.BatchNorm(), L.Relu(), name="stem"
+        L.Conv(64, (3, 3), padding=1, use_bias=False), batch_norm(), L.Relu(), name="stem"
     )
-    stages, _ = resnet_stages("basic", (2, 2, 2, 2), 64)
+    stages, _ = resnet_stages("basic", (2, 2, 2, 2), 64, batch_norm=batch_norm)
     return L.serial(
         stem, *stages, L.GlobalAvgPool(), L.Dense(num_classes).named("fc"), name="cifar_resnet18"
     )

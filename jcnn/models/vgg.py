@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from jcnn import layers as L
 from jcnn.layers.core import Layer
+from jcnn.models.common import BatchNormFactory, torch_batch_norm
 
 #: torchvision's configurations "A", "B", "D", "E" by depth (number of weight layers).
 CONFIGS: dict[int, tuple[int | str, ...]] = {
@@ -26,25 +27,46 @@ CONFIGS: dict[int, tuple[int | str, ...]] = {
 POOLED_SIZE = (7, 7)
 
 
-def vgg_features(config: Sequence[int | str], *, batch_norm: bool = False) -> Layer:
+def _norm_factory(batch_norm: bool | BatchNormFactory) -> BatchNormFactory | None:
+    if batch_norm is True:
+        return torch_batch_norm
+    if batch_norm is False or batch_norm is None:
+        return None
+    if not callable(batch_norm):
+        raise TypeError(
+            f"vgg batch_norm must be a bool or a BatchNorm factory (e.g. "
+            f"jcnn.models.common.torch_batch_norm), got {batch_norm!r}"
+        )
+    return batch_norm
+
+
+def vgg_features(
+    config: Sequence[int | str], *, batch_norm: bool | BatchNormFactory = False
+) -> Layer:
     """The convolutional part: 3x3 pad-1 conv (+ BatchNorm) + ReLU per int, 2x2 max-pool per "M".
+
+    ``batch_norm``: False (none), True (PyTorch's conventions,
+    :func:`jcnn.models.common.torch_batch_norm`) or a BatchNorm factory.
 
     Shapes:
         ``(H, W, C) -> (H / 2^m, W / 2^m, last width)`` for ``m`` pools (floor at each pool).
     """
+    norm = _norm_factory(batch_norm)
     layers: list[Layer] = []
     for item in config:
         if item == "M":
             layers.append(L.MaxPool((2, 2)))
             continue
         layers.append(L.Conv(int(item), (3, 3), padding=1))
-        if batch_norm:
-            layers.append(L.BatchNorm())
+        if norm is not None:
+            layers.append(norm())
         layers.append(L.Relu())
     return L.serial(*layers, name="features")
 
 
-def vgg(depth: int = 16, *, batch_norm: bool = False, num_classes: int = 1000) -> Layer:
+def vgg(
+    depth: int = 16, *, batch_norm: bool | BatchNormFactory = False, num_classes: int = 1000
+) -> Layer:
     """VGG-``depth`` as in torchvision: ``features``, ``avgpool``, flatten, ``classifier``.
 
     The classifier is dense 4096, ReLU, dropout 0.5, dense 4096, ReLU, dropout 0.5, dense
@@ -60,7 +82,8 @@ def vgg(depth: int = 16, *, batch_norm: bool = False, num_classes: int = 1000) -
 
     Args:
         depth: 11, 13, 16 or 19.
-        batch_norm: insert BatchNorm after every convolution.
+        batch_norm: insert BatchNorm after every convolution: True (PyTorch's conventions) or a
+            BatchNorm factory (``batch_norm() -> Layer``).
         num_classes: logits width.
 
     Shapes:
@@ -77,7 +100,7 @@ def vgg(depth: int = 16, *, batch_norm: bool = False, num_classes: int = 1000) -
     if depth not in CONFIGS:
         raise ValueError(f"vgg depth must be one of {sorted(CONFIGS)}, got {depth!r}")
     config = CONFIGS[depth]
-    name = f"vgg{depth}_bn" if batch_norm else f"vgg{depth}"
+    name = f"vgg{depth}_bn" if _norm_factory(batch_norm) else f"vgg{depth}"
     classifier = L.serial(
         L.Dense(4096),
         L.Relu(),
@@ -117,21 +140,21 @@ def vgg19(num_classes: int = 1000, **kwargs) -> Layer:
     return vgg(19, num_classes=num_classes, **kwargs)
 
 
-def vgg11_bn(num_classes: int = 1000, **kwargs) -> Layer:
+def vgg11_bn(num_classes: int = 1000, *, batch_norm: BatchNormFactory = torch_batch_norm) -> Layer:
     """VGG-11 with BatchNorm; see :func:`vgg`."""
-    return vgg(11, batch_norm=True, num_classes=num_classes, **kwargs)
+    return vgg(11, batch_norm=batch_norm, num_classes=num_classes)
 
 
-def vgg13_bn(num_classes: int = 1000, **kwargs) -> Layer:
+def vgg13_bn(num_classes: int = 1000, *, batch_norm: BatchNormFactory = torch_batch_norm) -> Layer:
     """VGG-13 with BatchNorm; see :func:`vgg`."""
-    return vgg(13, batch_norm=True, num_classes=num_classes, **kwargs)
+    return vgg(13, batch_norm=batch_norm, num_classes=num_classes)
 
 
-def vgg16_bn(num_classes: int = 1000, **kwargs) -> Layer:
+def vgg16_bn(num_classes: int = 1000, *, batch_norm: BatchNormFactory = torch_batch_norm) -> Layer:
     """VGG-16 with BatchNorm; see :func:`vgg`."""
-    return vgg(16, batch_norm=True, num_classes=num_classes, **kwargs)
+    return vgg(16, batch_norm=batch_norm, num_classes=num_classes)
 
 
-def vgg19_bn(num_classes: int = 1000, **kwargs) -> Layer:
+def vgg19_bn(num_classes: int = 1000, *, batch_norm: BatchNormFactory = torch_batch_norm) -> Layer:
     """VGG-19 with BatchNorm; see :func:`vgg`."""
-    return vgg(19, batch_norm=True, num_classes=num_classes, **kwargs)
+    return vgg(19, batch_norm=batch_norm, num_classes=num_classes)

@@ -285,7 +285,9 @@ def test_errors_name_the_path_of_the_failing_layer():
     with pytest.raises(ShapeError, match=r"^serial/residual_0: input shape .*block gives"):
         deep.init(jax.random.key(0), (6, 6, 1))
     net = L.serial(L.repeat(L.residual(L.serial(L.Conv(2, 3, padding=1), L.Dense(3))), 2))
-    with pytest.raises(ShapeError, match=r"^serial/repeat_0/blocks: input shape \(5, 5, 2\): block gives"):
+    with pytest.raises(
+        ShapeError, match=r"^serial/repeat_0/blocks: input shape \(5, 5, 2\): block gives"
+    ):
         net.init(jax.random.key(0), (5, 5, 2))
     two = L.serial(L.Conv(4, 3), L.Flatten(), L.Dense(2))
     _, params, state = random_init(two, (6, 6, 1))

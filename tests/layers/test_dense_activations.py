@@ -80,7 +80,9 @@ def test_dense_errors():
     with pytest.raises(ShapeError, match=r"Dense: input shape \(\)"):
         L.Dense(3).init(jax.random.key(0), ())
     params = {"kernel": jnp.full((5, 3), 0.5), "bias": jnp.full((3,), 0.5)}
-    with pytest.raises(ShapeError, match=r"Dense: input shape \(6,\): the input has 6 .*made for 5"):
+    with pytest.raises(
+        ShapeError, match=r"Dense: input shape \(6,\): the input has 6 .*made for 5"
+    ):
         L.Dense(3).apply(params, {}, jnp.full((6,), 0.25))
     with pytest.raises(ValueError, match="another architecture.*'kernel' has shape \\(5, 3\\)"):
         L.Dense(4).apply(params, {}, jnp.full((5,), 0.25))

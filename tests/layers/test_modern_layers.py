@@ -195,6 +195,13 @@ def test_squeeze_excitation_param_count_is_torchvisions(c, sq):
     assert count_params(L.squeeze_excitation(c, sq), (7, 7, c)) == (c * sq + sq) + (sq * c + c)
 
 
+def test_squeeze_excitation_states_it_is_a_gate():
+    # x * chain(x): a tool reading "serial" would take the (1, 1, C) chain output as the output.
+    se = L.squeeze_excitation(8, 2)
+    assert se.combine == "gate" == L.gate(L.Conv(8, 1), L.Sigmoid()).combine
+    assert se.output_shape((5, 5, 8)) == (5, 5, 8)
+
+
 def test_squeeze_excitation_errors():
     se = L.squeeze_excitation(8, 2, activation=L.Silu())
     assert dict(se.children)["activation"].kind == "Silu"
