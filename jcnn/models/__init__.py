@@ -4,7 +4,10 @@ Parameter counts equal torchvision's for the same configuration (checked in
 ``tests/models/test_zoo.py``): AlexNet 61,100,840; VGG-11/13/16/19 132,863,336 / 133,047,848 /
 138,357,544 / 143,667,240 (with BatchNorm 132,868,840 / 133,053,736 / 138,365,992 / 143,678,248);
 ResNet-18/34/50 11,689,512 / 21,797,672 / 25,557,032; ResNeXt-50 32x4d 25,028,904; Wide
-ResNet-50-2 68,883,240; GoogLeNet 6,624,904; the CIFAR ResNet-18 11,173,962.
+ResNet-50-2 68,883,240; GoogLeNet 6,624,904; MobileNetV2 3,504,872; EfficientNet-B0 5,288,548;
+ConvNeXt-Tiny 28,589,128; DenseNet-121 7,978,856; the CIFAR ResNet-18 11,173,962. BatchNorm
+follows PyTorch's conventions (:func:`jcnn.models.common.torch_batch_norm`; every builder takes
+``batch_norm=`` to change it).
 
 ``from_torchvision(name, state_dict)`` / ``to_torchvision(name, params, state)`` move whole
 torchvision models in and out (:mod:`jcnn.models.torchvision_bridge`).
@@ -12,8 +15,12 @@ torchvision models in and out (:mod:`jcnn.models.torchvision_bridge`).
 
 from jcnn.models import transfer
 from jcnn.models.alexnet import alexnet
+from jcnn.models.convnext import convnext_tiny
 from jcnn.models.course import cnn, mlp
+from jcnn.models.densenet import densenet121
+from jcnn.models.efficientnet import efficientnet_b0
 from jcnn.models.googlenet import googlenet, inception_module
+from jcnn.models.mobilenet import mobilenet_v2
 from jcnn.models.resnet import (
     basic_block,
     bottleneck,
@@ -44,6 +51,10 @@ __all__ = [
     "to_torchvision",
     "resnext50_32x4d",
     "wide_resnet50_2",
+    "convnext_tiny",
+    "densenet121",
+    "efficientnet_b0",
+    "mobilenet_v2",
     "alexnet",
     "basic_block",
     "bottleneck",
