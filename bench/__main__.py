@@ -292,6 +292,16 @@ def target_lines(report: dict) -> list[str]:
     private, plain = med("W5-dp", "jcnn"), med("W5-sgd", "jcnn")
     check("W5: jcnn DP-SGD step / jcnn non-private step", ratio(private, plain), 1.2, higher=False)
     check("W5-dp: PyTorch + Opacus time / jcnn DP-SGD", ratio(med("W5-dp", "torch"), private), 1.0)
+    for row in report.get("cold_warm") or ():
+        cold, warm = row["cold"], row["warm"]
+        check(
+            f"{row['workload']} first result, warm / cold compilation cache",
+            ratio(warm["first_s"], cold["first_s"]),
+            0.3,
+            higher=False,
+            detail=f" (of the warm {warm['first_s']:.2f} s, {warm['run_s']:.2f} s is the first "
+            "iteration's compute, which no cache removes)",
+        )
     for wl in ("W1-1000", "W1-128", "W2"):
         check(
             f"{wl}: jcnn compile / linen compile",
@@ -459,6 +469,29 @@ per-channel factors so its backward pass keeps one activation, not two: W2 temp 
 1,241 -> 934 MB (linen 924 MB)."""
 
 
+def cold_warm_section(report: dict) -> list[str]:
+    """docs/benchmarks.md's first-call section, from the run's ``cold_warm`` rows (if any)."""
+    from bench import cold_warm
+
+    rows = report.get("cold_warm")
+    if not rows:
+        return []
+    return [
+        "## The first result: cold vs warm compilation cache",
+        "",
+        "jcnn turns on JAX's persistent compilation cache in `fit`, the experiments and the bench "
+        "(`jcnn.compile_cache`; `JCNN_COMPILE_CACHE=<folder>` moves it, `=0` turns it off). For "
+        "each workload two fresh processes share a new, empty cache folder: *cold* compiles and "
+        "writes it, *warm* (a rerun) loads the compiled programs. `init` is building the model "
+        "and `create_train_state`, `trace` tracing and lowering the step (Python; no cache skips "
+        "it), `compile` XLA's compilation or the cache load, `run` the first iteration (compute), "
+        "`first result` all of them. Measured by `python -m bench.cold_warm`, in this run.",
+        "",
+        *cold_warm.markdown_lines(rows),
+        "",
+    ]
+
+
 def write_docs(report: dict, rows, path: Path, png: Path, command: str) -> None:
     m = report["machine"]
     cpu = m.get("lscpu", {})
@@ -521,6 +554,7 @@ def write_docs(report: dict, rows, path: Path, png: Path, command: str) -> None:
         "",
         f"![images per second]({png.name})",
         "",
+        *cold_warm_section(report),
         *device_docs_section(),
     ]
     _write_atomic(path, "\n".join(lines))
@@ -566,6 +600,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument("--no-docs", action="store_true", help=argparse.SUPPRESS)  # the old default
     p.add_argument("--w3-size", type=int, default=112, help="W3 image side")
+    p.add_argument(
+        "--no-cold-warm",
+        dest="cold_warm",
+        action="store_false",
+        help="skip the cold/warm compilation-cache measurement (python -m bench.cold_warm)",
+    )
     p.add_argument(
         "--device",
         action="store_true",
@@ -643,6 +683,12 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.workloads:
         log(f"{name}: {report['specs'][name]}")
         report["workloads"][name] = run_workload(name, args, log)
+    if args.cold_warm and not args.quick:
+        from bench import cold_warm
+
+        log("first call, cold vs warm compilation cache (W1, W2 at batch 128)")
+        report["cold_warm"] = cold_warm.measure(["W1", "W2"], 128)
+        log("\n".join(cold_warm.text_lines(report["cold_warm"])))
     report["load"] = [load0, "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())]
     summarise(report)
     rows = table_rows(report)

@@ -75,6 +75,69 @@ def _spawn(workload: str, batch: int, folder: Path) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+FIGURES = (
+    ("init_s", "init"),
+    ("trace_s", "trace"),
+    ("compile_s", "compile"),
+    ("run_s", "run"),
+    ("first_s", "first result"),
+)
+
+
+def measure(workloads: list[str], batch: int = 128) -> list[dict]:
+    """One cold and one warm process per workload, sharing a new cache folder each."""
+    rows = []
+    for wl in workloads:
+        with tempfile.TemporaryDirectory(prefix="jcnn-xla-") as tmp:
+            cold = _spawn(wl, batch, Path(tmp) / "xla")
+            warm = _spawn(wl, batch, Path(tmp) / "xla")
+        rows.append({"workload": wl, "batch": batch, "cold": cold, "warm": warm})
+    return rows
+
+
+def _ratio(cold: float, warm: float) -> float:
+    return warm / cold if cold else float("nan")
+
+
+def text_lines(rows: list[dict]) -> list[str]:
+    """The plain-text table ``main`` prints."""
+    head = f"{'workload':<10}{'figure':<14}{'cold s':>9}{'warm s':>9}{'warm/cold':>11}"
+    lines = [head, "-" * len(head)]
+    for row in rows:
+        wl, cold, warm = row["workload"], row["cold"], row["warm"]
+        for key, label in FIGURES:
+            lines.append(
+                f"{wl:<10}{label:<14}{cold[key]:>9.2f}{warm[key]:>9.2f}"
+                f"{_ratio(cold[key], warm[key]):>10.2f}x"
+            )
+        lines.append(
+            f"{wl:<10}{'cache':<14}{cold['writes']:>5} written; warm: {warm['hits']} hits, "
+            f"{warm['writes']} written"
+        )
+    return lines
+
+
+def markdown_lines(rows: list[dict]) -> list[str]:
+    """The section of docs/benchmarks.md: one row per workload and figure."""
+    lines = [
+        "| workload | figure | cold s | warm s | warm / cold |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for row in rows:
+        wl, cold, warm = row["workload"], row["cold"], row["warm"]
+        for key, label in FIGURES:
+            bold = "**" if key == "first_s" else ""
+            lines.append(
+                f"| {wl} (batch {row['batch']}) | {bold}{label}{bold} | {cold[key]:.2f} | "
+                f"{warm[key]:.2f} | {bold}{_ratio(cold[key], warm[key]):.2f}x{bold} |"
+            )
+        lines.append(
+            f"| {wl} (batch {row['batch']}) | cache | {cold['writes']} written | "
+            f"{warm['hits']} hits, {warm['writes']} written | |"
+        )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m bench.cold_warm", description=__doc__)
     p.add_argument("--workloads", default="W1,W2", help="comma-separated: W1, W2, W5-...")
@@ -84,30 +147,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.child:
         child(args.child, args.batch)
         return
-    rows = []
-    for wl in args.workloads.split(","):
-        with tempfile.TemporaryDirectory(prefix="jcnn-xla-") as tmp:
-            cold = _spawn(wl, args.batch, Path(tmp) / "xla")
-            warm = _spawn(wl, args.batch, Path(tmp) / "xla")
-        rows.append((wl, cold, warm))
-    head = f"{'workload':<10}{'figure':<14}{'cold s':>9}{'warm s':>9}{'warm/cold':>11}"
+    rows = measure(args.workloads.split(","), args.batch)
     print(f"batch {args.batch}; cold: first process, empty cache; warm: second process")
-    print(head)
-    print("-" * len(head))
-    for wl, cold, warm in rows:
-        for key, label in (
-            ("init_s", "init"),
-            ("trace_s", "trace"),
-            ("compile_s", "compile"),
-            ("run_s", "run"),
-            ("first_s", "first result"),
-        ):
-            ratio = warm[key] / cold[key] if cold[key] else float("nan")
-            print(f"{wl:<10}{label:<14}{cold[key]:>9.2f}{warm[key]:>9.2f}{ratio:>10.2f}x")
-        print(
-            f"{wl:<10}{'cache':<14}{cold['writes']:>5} written; warm: {warm['hits']} hits, "
-            f"{warm['writes']} written"
-        )
+    print("\n".join(text_lines(rows)))
 
 
 if __name__ == "__main__":
