@@ -297,6 +297,21 @@ def _localization(r: Mapping[str, Any]) -> str:
     )
 
 
+def _transfer(r: Mapping[str, Any]) -> str:
+    if r["random_weights"]:
+        weights = "random weights (so the pipeline, not pretrained features)"
+    else:
+        weights = f"the weights of `{Path(r['weights']).name}`"
+    s, size = r["seconds"], r["image_size"]
+    return (
+        f"{r['model']} with {weights}: held-out accuracy {r['final_val_accuracy']:.4f} on "
+        f"{r['n_val']:,} digits (best {r['best_val_accuracy']:.4f}) after {r['epochs']} epochs "
+        f"on {r['n_train']:,} at {size}x{size}, training {r['params_trainable']:,} of "
+        f"{r['params_total']:,} parameters; conversion {s['conversion']:.1f} s, training "
+        f"{s['training']:.0f} s, evaluation {s['evaluation']:.0f} s."
+    )
+
+
 EXPERIMENTS: tuple[Experiment, ...] = (
     Experiment(
         "train_mnist",
@@ -381,6 +396,17 @@ EXPERIMENTS: tuple[Experiment, ...] = (
         "100, Adam 0.002, host loop.",
         _localization,
     ),
+    Experiment(
+        "transfer",
+        "Transfer learning: a torchvision model (`--model`, default resnet18) through "
+        "`jcnn.models.from_torchvision`, its `fc` replaced by a new `Dense(10)` head, every "
+        "other parameter frozen by name and the body in inference mode (BatchNorm running "
+        "statistics); only the head trained, Adam 0.001, batch 32, 3 epochs, on 1,500 digits "
+        "resized to 64x64, grey to RGB, ImageNet-normalised.",
+        _transfer,
+        note="Without `--weights` (as here) the weights are random; `--weights "
+        "resnet18.safetensors` (a torchvision state dict in safetensors or npz) uses yours.",
+    ),
 )
 
 CAPTIONS: dict[str, str] = {
@@ -406,6 +432,7 @@ CAPTIONS: dict[str, str] = {
     "filters_and_maps/feature_maps.png": "one digit's maps after every layer",
     "receptive_fields/receptive_fields.png": "receptive field against depth",
     "localization/localization.png": "validation canvases: true box green, predicted red dashed",
+    "transfer/accuracy.png": "the new head's train and held-out accuracy per epoch",
 }
 """Caption of each plot on the page, by ``<experiment>/<file>``; other PNGs get their name."""
 
@@ -518,7 +545,8 @@ QUICK = """## Quick mode and tests
 `handcrafted_kernels` and `convolution_math` in quick mode and checks the models and the
 exactness parts of `channel_mixing` and `linear_collapse` without training (their quick runs are
 marked `slow`: `pytest -m slow`); `tests/experiments/test_exp_receptive_localization.py` runs
-`receptive_fields` and a quick `localization`.
+`receptive_fields` and a quick `localization`; `tests/experiments/test_exp_transfer.py` runs a
+quick `transfer` at 32x32 and checks that only its head changes.
 """
 
 

@@ -502,9 +502,11 @@ def to_torch(
         p, s = _get(params, leaf.path), _get(state, leaf.path)
         for k in leaf.params:
             torch_name, _, to_torch_fn = convert[k]
-            out[f"{prefix}.{torch_name}"] = to_torch_fn(np.asarray(p[k]))
+            # C order: a transposed view would be written scrambled by writers that copy raw
+            # memory (safetensors.numpy.save_file does, silently).
+            out[f"{prefix}.{torch_name}"] = np.asarray(to_torch_fn(np.asarray(p[k])), order="C")
         for k in leaf.state:
-            out[f"{prefix}.{TORCH_STATE_NAMES[k]}"] = np.asarray(s[k])
+            out[f"{prefix}.{TORCH_STATE_NAMES[k]}"] = np.asarray(s[k], order="C")
         if leaf.state:
             out[f"{prefix}.num_batches_tracked"] = np.zeros((), np.int64)
     return out
@@ -588,7 +590,7 @@ def save_safetensors(path: Any, params: Any, state: Any) -> None:
                 f"save_safetensors: {key} is a {type(value).__name__}, not an array; params and "
                 "state hold arrays only"
             )
-        arrays[key] = np.ascontiguousarray(np.asarray(value))
+        arrays[key] = np.asarray(value, order="C")  # (ascontiguousarray makes 0-d arrays 1-d)
     target = pathlib.Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)

@@ -102,6 +102,8 @@ def test_logits_counts_and_round_trip(name: str) -> None:
     for key, shape in zip(keys, shapes):
         assert back[key].shape == shape, key
         np.testing.assert_array_equal(back[key], sd[key], err_msg=key)
+        # C-contiguous: writers that copy raw memory (safetensors) would scramble a view.
+        assert back[key].flags["C_CONTIGUOUS"], key
 
 
 def test_resnet18_train_forward_updates_running_stats_as_torch() -> None:
@@ -238,6 +240,21 @@ def test_safetensors_load_checks_the_net(tmp_path) -> None:
         porting.load_safetensors(path, other, (6, 6, 1))
     with pytest.raises(ValueError, match="not an array"):
         porting.save_safetensors(tmp_path / "x.safetensors", {"a": {"b": 1.0}}, {})
+
+
+def test_to_torchvision_written_with_safetensors_reads_back_bit_for_bit(tmp_path) -> None:
+    # The docs' recipe: safetensors.numpy.save_file(to_torchvision(...)). It copies raw memory,
+    # so a transposed (non-contiguous) kernel would come back scrambled with the right shape.
+    from safetensors.numpy import load_file, save_file
+
+    _, params, state = models.resnet18().init(jax.random.key(1), (64, 64, 3))
+    path = tmp_path / "resnet18.safetensors"
+    save_file(models.to_torchvision("resnet18", params, state), str(path))
+    _, p2, s2 = models.from_torchvision("resnet18", load_file(str(path)))
+    for a, b in zip(
+        jax.tree_util.tree_leaves((params, state)), jax.tree_util.tree_leaves((p2, s2))
+    ):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_torchvision_layout_safetensors_file_goes_through_from_torchvision(tmp_path) -> None:
