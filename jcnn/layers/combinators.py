@@ -4,7 +4,9 @@ dicts keyed by child name, so every parameter has a readable path such as
 
 Children are keyed by their ``name``: a layer renamed with ``.named("stem")`` keeps that name
 exactly; others get ``f"{name}_{i}"`` numbered per name (``Conv_0``, ``Conv_1``, ``Relu_0``), as in
-Flax. Combinators split the PRNG key once per child. Each states how it joins its children
+Flax. In init every child gets its own key; in apply only the children that draw random
+numbers (``layer.stochastic``: Dropout, StochasticDepth) do (:func:`jcnn.layers.core.child_keys`).
+Each states how it joins its children
 (``layer.combine``): ``"serial"``, ``"parallel"``, ``"sum"`` (residual) or ``"concat"``.
 """
 
@@ -22,13 +24,13 @@ from jcnn.layers.core import (
     Fns,
     Layer,
     check_tree,
+    child_keys,
     in_child,
     layer_error,
     leaf,
     parameter_free,
     per_channel,
     shape_of,
-    split_key,
 )
 from jcnn.layers.dense import Identity
 from jcnn.layers.pool import AdaptiveAvgPool
@@ -85,7 +87,7 @@ def _serial_rule(layer: Layer) -> Fns:
         check_tree(where, params, keys, "params")
         check_tree(where, state, keys, "state")
         new_state = {}
-        for (k, child), sub in zip(children, split_key(key, len(children))):
+        for (k, child), sub in zip(children, child_keys(key, children)):
             x, new_state[k] = in_child(
                 where, k, child, child.apply, params[k], state[k], x, key=sub, train=train
             )
@@ -137,7 +139,7 @@ def _parallel_rule(layer: Layer) -> Fns:
         check(shape_of(xs))
         check_tree(where, params, keys, "params")
         outs, new_state = [], {}
-        for (k, child), sub, x in zip(children, split_key(key, len(children)), xs):
+        for (k, child), sub, x in zip(children, child_keys(key, children), xs):
             y, new_state[k] = in_child(
                 where, k, child, child.apply, params[k], state[k], x, key=sub, train=train
             )
@@ -291,7 +293,7 @@ def _residual_rule(layer: Layer) -> Fns:
 
     def apply(params, state, x, *, key=None, train=False):
         check_tree(name, params, keys, "params")
-        k1, k2 = split_key(key, 2)
+        k1, k2 = child_keys(key, layer.children)
         p, s = params, state
         y, s_block = in_child(
             name, "block", block, block.apply, p["block"], s["block"], x, key=k1, train=train

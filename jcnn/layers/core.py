@@ -183,6 +183,10 @@ class Layer:
             channel axis, BatchNorm); receptive fields pass through it.
         window: :class:`Window` of windowed layers, else ``None``.
         wrappers: wrappers around the functions, innermost first.
+        stochastic: ``apply`` draws random numbers from its ``key`` (Dropout,
+            StochasticDepth, custom layers unless they say otherwise); a combinator is
+            stochastic when a child is, and hands keys only to its stochastic children
+            (:func:`child_keys`), so a deterministic network traces no key splits.
     """
 
     rule: Rule
@@ -195,12 +199,15 @@ class Layer:
     pointwise: bool = False
     window: Window | None = None
     wrappers: tuple[Wrapper, ...] = ()
+    stochastic: bool = False
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
         if not isinstance(self.hparams, Hparams):
             set_(self, "hparams", Hparams(self.hparams))
         set_(self, "children", tuple((str(k), c) for k, c in self.children))
+        if self.children:
+            set_(self, "stochastic", any(c.stochastic for _, c in self.children))
         set_(self, "wrappers", tuple(self.wrappers))
         if not self.name:
             set_(self, "name", self.kind)
@@ -384,9 +391,18 @@ def leaf(
     *,
     pointwise: bool = False,
     window: Window | None = None,
+    stochastic: bool = False,
 ) -> Layer:
-    """A leaf layer (no children) of ``kind`` built by ``rule``."""
-    return Layer(rule, kind, hparams=Hparams(hparams or {}), pointwise=pointwise, window=window)
+    """A leaf layer (no children) of ``kind`` built by ``rule``; ``stochastic`` when its apply
+    draws random numbers from its key."""
+    return Layer(
+        rule,
+        kind,
+        hparams=Hparams(hparams or {}),
+        pointwise=pointwise,
+        window=window,
+        stochastic=stochastic,
+    )
 
 
 def parameter_free(output_shape: ShapeFn, forward: Callable[[Any], Any]) -> Fns:
@@ -445,6 +461,7 @@ def custom(
     output_shape: ShapeFn | None = None,
     pointwise: bool = False,
     window: Window | None = None,
+    stochastic: bool = True,
 ) -> Layer:
     """A layer from your own stax-style ``init`` and ``apply`` functions.
 
@@ -454,6 +471,9 @@ def custom(
         output_shape: ``input_shape -> output_shape`` by arithmetic; default: ``init`` under
             ``jax.eval_shape`` (traced, nothing allocated).
         pointwise, window: its facts, for tools such as the receptive-field walk.
+        stochastic: whether ``apply`` uses its ``key`` (default True: a combinator hands keys
+            only to stochastic children; say False for a deterministic layer to spare the
+            key split).
 
     Example:
         >>> import jax.numpy as jnp
@@ -466,7 +486,7 @@ def custom(
         (4, 4, 3)
     """
     hp = {"init": init, "apply": apply, "output_shape": output_shape}
-    return leaf(_custom_rule, kind, hp, pointwise=pointwise, window=window)
+    return leaf(_custom_rule, kind, hp, pointwise=pointwise, window=window, stochastic=stochastic)
 
 
 #: Error types whose message a combinator rewrites to name the failing layer's path.
@@ -572,11 +592,32 @@ def check_key(layer: str, key: jax.Array | None, train: bool) -> None:
         )
 
 
-def split_key(key: jax.Array | None, n: int) -> list[jax.Array | None]:
-    """``n`` independent keys, or ``n`` Nones when no key is given."""
-    if key is None:
-        return [None] * n
-    return list(jax.random.split(key, n))
+def child_keys(
+    key: jax.Array | None, children: Sequence[tuple[str, Layer]]
+) -> list[jax.Array | None]:
+    """The key of each child in apply: independent keys for the stochastic children only.
+
+    ``None`` for a child that draws no random numbers; ``key`` itself when one child does (no
+    split is traced); ``jax.random.split(key, m)`` among ``m > 1`` of them. Each random draw of a
+    network so sees its own key, and a network without Dropout or StochasticDepth traces no key
+    arithmetic at all (each threefry split costs XLA compile time).
+
+    Example:
+        >>> from jcnn import layers as L
+        >>> keys = child_keys(key, [("a", L.Relu()), ("b", L.Dropout(0.5)), ("c", L.Relu())])
+        >>> [k is None for k in keys], keys[1] is key
+        ([True, False, True], True)
+    """
+    keys: list[jax.Array | None] = [None] * len(children)
+    users = [i for i, (_, child) in enumerate(children) if child.stochastic]
+    if key is None or not users:
+        return keys
+    if len(users) == 1:
+        keys[users[0]] = key
+        return keys
+    for i, sub in zip(users, jax.random.split(key, len(users))):
+        keys[i] = sub
+    return keys
 
 
 def per_channel(v: jax.Array, ndim: int) -> jax.Array:

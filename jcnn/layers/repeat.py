@@ -80,7 +80,7 @@ def _repeat_rule(layer: Layer) -> Fns:
     def apply(params, state, x, *, key=None, train=False):
         check_tree(name, params, ("blocks",), "params")
         check_tree(name, state, ("blocks",), "state")
-        keys = None if key is None else jax.random.split(key, n)
+        keys = None if key is None or not block.stochastic else jax.random.split(key, n)
 
         def body(h, xs):
             p, s, k = xs
