@@ -12,6 +12,7 @@ import itertools
 from collections.abc import Sequence
 
 import numpy as np
+from jax import lax
 
 Pairs = Sequence[tuple[int, int]]
 
@@ -133,3 +134,21 @@ def np_pool(
         else:
             raise ValueError(f"unknown pooling kind {kind!r}")
     return y
+
+
+def independent_pads(padding, spatial, window, strides, dilations):
+    """``((lo, hi), ...)`` from the definitions (lax's own rule for SAME), without jcnn's resolver."""
+    pads = []
+    for i, (n, k, s, d) in enumerate(zip(spatial, window, strides, dilations)):
+        if padding == "VALID":
+            pads.append((0, 0))
+        elif padding == "SAME":
+            pads.append(tuple(lax.padtype_to_pads((n,), (d * (k - 1) + 1,), (s,), "SAME")[0]))
+        elif padding == "FULL":
+            pads.append((d * (k - 1),) * 2)
+        elif isinstance(padding, int):
+            pads.append((padding, padding))
+        else:
+            p = padding[i]
+            pads.append((p, p) if isinstance(p, int) else tuple(p))
+    return tuple(pads)

@@ -13,7 +13,7 @@ import pytest
 import scipy.signal
 from jax import lax
 from jax.test_util import check_grads
-from reference import np_conv, np_conv_transpose
+from reference import independent_pads, np_conv, np_conv_transpose
 
 import jcnn
 from jcnn import layers as L
@@ -31,24 +31,6 @@ def per_dim(value, rank):
     if isinstance(value, (list, tuple)) and len(value) == 3:
         return type(value)(value[:rank])
     return value
-
-
-def independent_pads(padding, spatial, window, strides, dilations):
-    """``((lo, hi), ...)`` from the definitions (lax's own rule for SAME), without jcnn."""
-    pads = []
-    for i, (n, k, s, d) in enumerate(zip(spatial, window, strides, dilations)):
-        if padding == "VALID":
-            pads.append((0, 0))
-        elif padding == "SAME":
-            pads.append(tuple(lax.padtype_to_pads((n,), (d * (k - 1) + 1,), (s,), "SAME")[0]))
-        elif padding == "FULL":
-            pads.append((d * (k - 1),) * 2)
-        elif isinstance(padding, int):
-            pads.append((padding, padding))
-        else:
-            p = padding[i]
-            pads.append((p, p) if isinstance(p, int) else tuple(p))
-    return tuple(pads)
 
 
 def init(layer, in_shape, seed=0):

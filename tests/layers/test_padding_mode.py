@@ -10,9 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax import lax
 from jax.test_util import check_grads
-from reference import np_conv
+from reference import independent_pads, np_conv
 
 import jcnn
 from jcnn import layers as L
@@ -42,24 +41,6 @@ def np_mode_pad(x: np.ndarray, pads, mode: str) -> np.ndarray:
         index = [source_index(i, n, mode) for i in range(-lo, n + hi)]
         x = np.take(x, index, axis=axis)
     return x
-
-
-def lax_pads(padding, spatial, window, strides, dilations):
-    """``((lo, hi), ...)`` without jcnn: lax's rule for SAME, the definitions for the rest."""
-    pads = []
-    for i, (n, k, s, d) in enumerate(zip(spatial, window, strides, dilations)):
-        if padding == "VALID":
-            pads.append((0, 0))
-        elif padding == "SAME":
-            pads.append(tuple(lax.padtype_to_pads((n,), (d * (k - 1) + 1,), (s,), "SAME")[0]))
-        elif padding == "FULL":
-            pads.append((d * (k - 1),) * 2)
-        elif isinstance(padding, int):
-            pads.append((padding, padding))
-        else:
-            p = padding[i]
-            pads.append((p, p) if isinstance(p, int) else tuple(p))
-    return tuple(pads)
 
 
 def run(layer, params, x):
@@ -141,7 +122,7 @@ def test_matches_numpy_reference(case, rank, mode, rng, x64) -> None:
     x = rng.normal(size=(*spatial, cin))
     y = run(layer, params, jnp.asarray(x))
 
-    pads = lax_pads(padding, spatial, window, strides, dilations)
+    pads = independent_pads(padding, spatial, window, strides, dilations)
     xp = np_mode_pad(x, pads, mode)
     no_pads = ((0, 0),) * rank
     expected = np_conv(xp, np.asarray(params["kernel"]), strides, no_pads, dilations, groups)
