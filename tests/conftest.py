@@ -17,6 +17,7 @@ collect_ignore = [
     "fixtures/make_torch_fixtures.py",
     "fixtures/make_torchvision_fixtures.py",
     "fixtures/torchvision_table.py",
+    "fixtures/check_torchvision_strict.py",
     "helpers",
 ]
 
