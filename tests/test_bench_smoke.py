@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -44,3 +46,14 @@ def test_unknown_names_are_usage_errors():
         check=False,
     )
     assert proc.returncode == 2 and "unknown framework" in proc.stderr
+
+
+def test_zoo_compile_reports_each_phase(capsys) -> None:
+    from bench import zoo_compile
+
+    zoo_compile.main(["mobilenet_v2", "--size", "32", "--batch", "2"])
+    out = capsys.readouterr().out
+    row = [line for line in out.splitlines() if line.startswith("mobilenet_v2")]
+    assert len(row) == 1 and all(float(v) > 0 for v in row[0].split()[1:])
+    with pytest.raises(SystemExit):
+        zoo_compile.main(["not_a_model"])
