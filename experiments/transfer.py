@@ -13,9 +13,12 @@ written out with ``to_torchvision`` and read back with ``from_torchvision``, so 
 taken (and the output says the accuracy shows the pipeline, not pretrained features).
 
 The model's last top-level child (``fc`` of ResNets and GoogLeNet, ``classifier`` of the others:
-for VGG and AlexNet their three dense layers, for ConvNeXt its LayerNorm and linear) is replaced
-by a new ``Dense(10)`` keyed ``head`` (``jcnn.transfer.transfer_setup``); every other parameter
-path is frozen by name (``jcnn.fit.fit(frozen=...)``) and the body runs in inference mode
+for ConvNeXt its LayerNorm and linear) is replaced by a new ``Dense(10)`` keyed ``head``
+(``jcnn.transfer.transfer_setup``); for VGG and AlexNet only the classifier's last dense layer is
+(``head="classifier/Dense_2"``, torchvision's ``model.classifier[6] = nn.Linear(4096, 10)``), so
+their pretrained 4096-wide dense layers are kept, frozen, and the new head sits at
+``classifier/head`` (see :func:`head_path`). Every other parameter path is frozen by name
+(``jcnn.fit.fit(frozen=...)``) and the body runs in inference mode
 (``jcnn.models.transfer.inference_mode``: BatchNorm uses its running statistics and keeps them,
 Dropout is off). Only the head is trained, with Adam, on MNIST digits prepared by
 :func:`prepare_images` (resized to ``--image-size``, grey repeated to RGB, normalised with
@@ -90,6 +93,18 @@ class TransferRun(NamedTuple):
     converted: tuple[Any, Any]
     initial: TrainState
     final: TrainState
+
+
+def head_path(model: str, net: Layer) -> str:
+    """The child path ``transfer_setup`` cuts at: the last top-level child, except for VGG and
+    AlexNet, whose ``classifier`` is cut at its last ``Dense`` (``"classifier/Dense_2"``).
+    """
+    last, child = net.children[-1]
+    if (model.startswith("vgg") or model == "alexnet") and child.combine == "serial":
+        dense = [k for k, c in child.children if c.kind == "Dense"]
+        if dense:
+            return f"{last}/{dense[-1]}"
+    return last
 
 
 def builder(name: str) -> Callable[..., Layer]:
@@ -357,7 +372,7 @@ def run(argv: Sequence[str] | None = None) -> TransferRun:
     batch_size = min(args.batch_size, len(x_train))
 
     # New head, body frozen by name and in inference mode (BatchNorm's running statistics).
-    old_head = net.children[-1][0]
+    old_head = head_path(args.model, net)
     setup = transfer_setup(
         net,
         L.Dense(NUM_CLASSES),
@@ -365,12 +380,16 @@ def run(argv: Sequence[str] | None = None) -> TransferRun:
         params,
         state,
         optax.adam(args.lr),
+        head=old_head,
         head_name=HEAD,
         body_inference=True,
         seed=args.seed,
     )
     params_total = jcnn.count_params(setup.net, shape)
-    params_trainable = _size(setup.train_state.params[HEAD])
+    head_params = setup.train_state.params
+    for key in [*old_head.split("/")[:-1], HEAD]:
+        head_params = head_params[key]
+    params_trainable = _size(head_params)
     print(
         f"model: {args.model} via from_torchvision ({conversion_seconds:.1f} s); {old_head!r} -> "
         f"Dense({NUM_CLASSES}) {HEAD!r}; params {params_total:,} total, {params_trainable:,} "
@@ -416,7 +435,8 @@ def run(argv: Sequence[str] | None = None) -> TransferRun:
             "kind": "ImageNet" if mean == IMAGENET_MEAN else "(x - 0.5) / 0.5 (GoogLeNet)",
         },
         "replaced_head": old_head,
-        "new_head": f"Dense({NUM_CLASSES}) keyed {HEAD!r}",
+        "new_head": f"Dense({NUM_CLASSES}) keyed {HEAD!r}"
+        + (f" in {old_head.rsplit('/', 1)[0]!r}" if "/" in old_head else ""),
         "frozen": setup.frozen,
         "body_mode": "inference (train=False: BatchNorm running statistics, no dropout)",
         "params_total": params_total,

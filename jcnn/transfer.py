@@ -3,7 +3,8 @@
 The layer surgery is in the model zoo (:func:`jcnn.models.transfer.replace_head`); this module
 builds the train state and the optimiser. Parameters carry their path
 (``"features/Conv_0/kernel"``), so freezing is a list of path patterns for
-:func:`jcnn.train.freeze`: the kept children's keys. ::
+:func:`jcnn.train.freeze`: the kept children's keys (their paths, ``"classifier/Dense_0"``,
+for a head inside a nested serial child: ``head="classifier/Dense_2"``). ::
 
     setup = transfer_setup(models.resnet18(), L.Dense(5), (224, 224, 3), params, state,
                            optax.adam(1e-3))
@@ -23,7 +24,7 @@ import optax
 
 from jcnn import layers as L
 from jcnn.layers.core import Layer
-from jcnn.models.transfer import replace_head, split_body_head
+from jcnn.models.transfer import kept_paths, replace_head, split_body_head
 from jcnn.summary import init_shapes
 from jcnn.train import TrainState, freeze, init_key
 
@@ -39,7 +40,8 @@ class TransferSetup(NamedTuple):
             arrays survive the donating train steps), a fresh head, and the state of the frozen
             optimiser.
         optimizer: the optimiser with the body frozen (zero updates, no optimiser state).
-        frozen: the path patterns that were frozen (the body's child keys), for
+        frozen: the path patterns that were frozen (the body's child keys, or paths such as
+            ``"classifier/Dense_0"`` for a nested ``head``), for
             :func:`jcnn.train.freeze` or ``jcnn.fit.fit(frozen=...)``.
     """
 
@@ -79,7 +81,9 @@ def transfer_setup(
     """A new head on a trained body, ready to train with the body frozen.
 
     Only the head is initialised; the body's params (and state) are checked against the body's
-    shapes (``jax.eval_shape``) and copied.
+    shapes (``jax.eval_shape``) and copied. With a nested ``head`` (``"classifier/Dense_2"``)
+    the kept children inside ``classifier`` are copied and frozen at their paths too, and the
+    new head (input: the nested body's output) sits at ``classifier/<head_name>``.
 
     Args:
         net: the trained serial network; ``params`` / ``state`` are its trees.
@@ -89,7 +93,8 @@ def transfer_setup(
         input_shape: one example's shape.
         params, state: the trained network's params and state (state ``None``: fresh state).
         optimizer: the optimiser for the head (wrapped with :func:`jcnn.train.freeze`).
-        head, head_name: as :func:`jcnn.models.transfer.replace_head`.
+        head, head_name: as :func:`jcnn.models.transfer.replace_head` (``head`` may be a
+            ``/``-joined path into nested serial children).
         body_inference: run the body with ``train=False`` (default), so its BatchNorm statistics
             stay as trained; ``False`` lets them adapt (params stay frozen either way).
         seed: seed of the head's initialisation and of the step keys.
@@ -100,7 +105,8 @@ def transfer_setup(
         optimizer=setup.optimizer)``.
 
     Raises:
-        ValueError: the trained trees do not fit the body for ``input_shape``.
+        ValueError: the trained trees do not fit the body for ``input_shape``; ``head`` or
+            ``head_name`` is refused by :func:`jcnn.models.transfer.replace_head`.
 
     Example:
         >>> net = L.serial(L.Conv(2, (3, 3)), L.Flatten(), L.Dense(10))
@@ -108,9 +114,17 @@ def transfer_setup(
         >>> setup = transfer_setup(net, L.Dense(3), (5, 5, 1), params, state, optax.sgd(0.1))
         >>> setup.frozen, setup.train_state.params["head"]["kernel"].shape
         (['Conv_0', 'Flatten_0'], (18, 3))
+        >>> net = L.serial(L.Flatten(), L.serial(L.Dense(4), L.Relu(), L.Dense(2), name="fc"))
+        >>> _, params, state = net.init(key, (5, 5, 1))
+        >>> setup = transfer_setup(
+        ...     net, L.Dense(3), (5, 5, 1), params, state, optax.sgd(0.1), head="fc/Dense_1"
+        ... )
+        >>> setup.frozen, setup.train_state.params["fc"]["head"]["kernel"].shape
+        (['Flatten_0', 'fc/Dense_0', 'fc/Relu_0'], (4, 3))
     """
     shape = tuple(input_shape)
     body, _ = split_body_head(net, head)
+    kept = [path.split("/") for path, _ in kept_paths(net, head)]
     new_net = replace_head(
         net, new_head, head=head, head_name=head_name, body_inference=body_inference
     )
@@ -119,12 +133,32 @@ def transfer_setup(
     _, head_params, head_state = new_head.init(init_key(seed), body_out)
     if state is None:  # the body's fresh state; XLA drops the unused params
         state = jax.jit(lambda k: body_net.init(k, shape)[2])(init_key(seed))
-    new_params, new_state = {}, {}
-    for key, _ in body:
-        new_params[key] = _copy_into(f"params[{key!r}]", body_params[key], params[key])
-        new_state[key] = _copy_into(f"state[{key!r}]", body_state[key], state[key])
-    new_params[head_name], new_state[head_name] = head_params, head_state
-    frozen = [glob.escape(key) for key, _ in body]
+    new_params: dict[str, Any] = {}
+    new_state: dict[str, Any] = {}
+    for path in kept:
+        where = "".join(f"[{seg!r}]" for seg in path)
+        _put(
+            new_params,
+            path,
+            _copy_into(f"params{where}", _at(body_params, path), _at(params, path)),
+        )
+        _put(new_state, path, _copy_into(f"state{where}", _at(body_state, path), _at(state, path)))
+    head_path = [*(head.split("/")[:-1] if head else []), head_name]
+    _put(new_params, head_path, head_params)
+    _put(new_state, head_path, head_state)
+    frozen = ["/".join(glob.escape(seg) for seg in path) for path in kept]
     frozen_opt = freeze(optimizer, new_params, frozen)
     ts = TrainState.create(new_params, new_state, frozen_opt, seed=seed)
     return TransferSetup(net=new_net, train_state=ts, optimizer=frozen_opt, frozen=frozen)
+
+
+def _at(tree: Any, path: Sequence[str]) -> Any:
+    for seg in path:
+        tree = tree[seg]
+    return tree
+
+
+def _put(tree: dict[str, Any], path: Sequence[str], value: Any) -> None:
+    for seg in path[:-1]:
+        tree = tree.setdefault(seg, {})
+    tree[path[-1]] = value

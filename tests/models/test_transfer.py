@@ -154,3 +154,90 @@ def test_transfer_uses_create_train_states_keys_and_fresh_state(pretrained):
     assert _same(ts.state["BatchNorm_0"], fresh["BatchNorm_0"])  # mean 0, var 1: no trained stats
     other = transfer_setup(net, L.Dense(3), SHAPE, params, None, opt, seed=5).train_state
     assert not _same(other.params["head"], ts.params["head"])
+
+
+VGG_CLASSIFIER = ["Dense_0", "Relu_0", "Dropout_0", "Dense_1", "Relu_1", "Dropout_1"]
+
+
+def test_replace_head_nested_in_vgg_classifier():
+    vgg = models.vgg11()
+    net = replace_head(vgg, L.Dense(10), head="classifier/Dense_2", body_inference=True)
+    assert net.name == vgg.name
+    assert [k for k, _ in net.children] == ["features", "avgpool", "Flatten_0", "classifier"]
+    classifier = dict(net.children)["classifier"]
+    assert classifier.name == "classifier" and classifier.combine == "serial"
+    assert [k for k, _ in classifier.children] == [*VGG_CLASSIFIER, "head"]
+    # Kept leaf-level children run in inference mode at both levels; the new head does not.
+    assert all(c.wrappers for k, c in net.children if k != "classifier")
+    assert all(c.wrappers for k, c in classifier.children if k != "head")
+    assert not dict(classifier.children)["head"].wrappers
+    shape = (64, 64, 3)
+    assert jcnn.output_shape(net, shape) == (10,)
+    _, params, _ = jcnn.init_shapes(net, shape)
+    _, old, _ = jcnn.init_shapes(vgg, shape)
+    assert sorted(params["classifier"]) == sorted([*VGG_CLASSIFIER, "head"])
+    for key in ("features", "avgpool", "Flatten_0"):  # the kept params plug in at their paths
+        assert jax.tree.structure(params[key]) == jax.tree.structure(old[key])
+    for key in VGG_CLASSIFIER:
+        assert jax.tree.map(lambda s: s.shape, params["classifier"][key]) == jax.tree.map(
+            lambda s: s.shape, old["classifier"][key]
+        )
+    assert params["classifier"]["head"]["kernel"].shape == (4096, 10)
+    # A single-segment head still drops the whole classifier.
+    whole = replace_head(vgg, L.Dense(10), head="classifier")
+    assert [k for k, _ in whole.children][-1] == "head"
+
+
+def test_replace_head_nested_errors():
+    vgg = models.vgg11()
+    with pytest.raises(ValueError, match=r"no child keyed 'classifier/nope'.*'Dense_2'"):
+        replace_head(vgg, L.Dense(2), head="classifier/nope")
+    with pytest.raises(ValueError, match=r"no child keyed 'clf/Dense_2'.*'classifier'"):
+        replace_head(vgg, L.Dense(2), head="clf/Dense_2")
+    with pytest.raises(ValueError, match="'avgpool' is not a serial network"):
+        replace_head(vgg, L.Dense(2), head="avgpool/x")
+    with pytest.raises(ValueError, match="first child"):
+        replace_head(vgg, L.Dense(2), head="features/Conv_0")
+    with pytest.raises(ValueError, match="already a child key"):
+        replace_head(vgg, L.Dense(2), head="classifier/Dense_2", head_name="Dense_0")
+
+
+def _nested_net():
+    return L.serial(
+        L.Conv(4, 3), L.Flatten(), L.serial(L.Dense(8), L.Relu(), L.Dense(5), name="classifier")
+    )
+
+
+def test_transfer_setup_nested_head_trains_only_the_new_head():
+    net = _nested_net()
+    _, params, state = net.init(jax.random.key(1), SHAPE)
+    setup = transfer_setup(
+        net, L.Dense(3), SHAPE, params, state, optax.adam(0.05), head="classifier/Dense_1"
+    )
+    assert setup.frozen == ["Conv_0", "Flatten_0", "classifier/Dense_0", "classifier/Relu_0"]
+    ts0 = setup.train_state
+    assert sorted(ts0.params["classifier"]) == ["Dense_0", "Relu_0", "head"]
+    assert ts0.params["classifier"]["head"]["kernel"].shape == (8, 3)
+    assert _same(ts0.params["Conv_0"], params["Conv_0"])
+    assert _same(ts0.params["classifier"]["Dense_0"], params["classifier"]["Dense_0"])
+    head0 = jax.tree_util.tree_map(np.asarray, ts0.params["classifier"]["head"])
+
+    step = make_train_step(setup.net.apply, softmax_cross_entropy, setup.optimizer, donate=False)
+    x, y = _data()
+    ts = ts0
+    for _ in range(4):
+        ts, _ = step(ts, (x, y))
+    assert _same(ts.params["Conv_0"], params["Conv_0"])
+    assert _same(ts.params["classifier"]["Dense_0"], params["classifier"]["Dense_0"])
+    assert not _same(ts.params["classifier"]["head"], head0)
+
+
+def test_transfer_setup_nested_head_checks_shapes():
+    net = _nested_net()
+    _, shapes, state = jcnn.init_shapes(net, SHAPE)
+    params = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+    bad = {**params, "classifier": {**params["classifier"], "Dense_0": params["Conv_0"]}}
+    with pytest.raises(ValueError, match=r"params\['classifier'\]\['Dense_0'\].*do not fit"):
+        transfer_setup(
+            net, L.Dense(3), SHAPE, bad, state, optax.sgd(0.1), head="classifier/Dense_1"
+        )
