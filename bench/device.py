@@ -3,7 +3,7 @@
     python -m bench --device                  # W2 + W3, jcnn, linen, torch: a few minutes on a GPU
     bench/gpu.sh                              # the same with the environment set (see the script)
     python -m bench --device --quick          # tiny sizes, 1 warm-up + 2 timed steps (seconds)
-    python -m bench --device --steps 50 --out /tmp/device.md --workloads W2
+    python -m bench --device --steps 50 --out device-quick.md --workloads W2
 
 W2 is the CIFAR ResNet-18 training step (batch 128 of 32x32x3, SGD with momentum, BatchNorm
 running statistics) and W3 ResNet-18 (ImageNet stem) inference at batch 256 of ``--w3-size``
@@ -484,7 +484,7 @@ def docs_section() -> list[str]:
         "```bash",
         "bench/gpu.sh                                   # W2 + W3, all three frameworks",
         "bench/gpu.sh --docs                            # also docs/device.md (accelerator only)",
-        "python -m bench --device --quick --out /tmp/device.md   # tiny sizes: seconds, any machine",
+        "python -m bench --device --quick --out device-quick.md   # tiny sizes: seconds, any machine",
         "```",
         "",
         recorded,

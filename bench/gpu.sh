@@ -5,7 +5,7 @@
 #   bench/gpu.sh                      # table: runs/bench/device.md (+ device.json)
 #   bench/gpu.sh --docs               # also docs/device.md (only from a full accelerator run)
 #   bench/gpu.sh --quick              # tiny sizes, seconds (any machine)
-#   bench/gpu.sh --steps 50 --out /tmp/device.md
+#   bench/gpu.sh --steps 50 --out device-quick.md
 #
 # Any argument goes to `python -m bench --device` (see `python -m bench --device --help`).
 # $PYTHON picks the interpreter (default: .venv/bin/python when present, else python).

@@ -25,3 +25,33 @@ def torch_batch_norm(*, eps: float = 1e-5, momentum: float = 0.1) -> Layer:
         (0.9, 1e-05)
     """
     return L.BatchNorm(momentum=1.0 - momentum, eps=eps, unbiased_running_var=True)
+
+
+def dropout_linear_classifier(dropout: float, num_classes: int) -> Layer:
+    """torchvision's ``classifier = Sequential(Dropout(p), Linear(C, num_classes))``, keyed
+    ``dropout`` and ``linear`` (MobileNetV2, EfficientNet).
+
+    Shapes:
+        ``(C,) -> (num_classes,)``.
+    """
+    return L.serial(
+        L.Dropout(dropout).named("dropout"),
+        L.Dense(num_classes).named("linear"),
+        name="classifier",
+    )
+
+
+def features_pool_classifier(features: list[Layer], classifier: Layer, name: str) -> Layer:
+    """``serial(features, avgpool, classifier)``: torchvision's layout of MobileNet, EfficientNet
+    and ConvNeXt (``features`` a serial of ``features``, global average pooling keyed
+    ``avgpool``).
+
+    Shapes:
+        ``(H, W, 3) -> classifier's output``.
+    """
+    return L.serial(
+        L.serial(*features, name="features"),
+        L.GlobalAvgPool().named("avgpool"),
+        classifier,
+        name=name,
+    )

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 from jcnn import layers as L
 from jcnn.layers.core import Layer
+from jcnn.models.common import features_pool_classifier
 
 #: torchvision's ConvNeXt-Tiny ``block_setting``: (channels, blocks) per stage.
 TINY_SETTING: tuple[tuple[int, int], ...] = ((96, 3), (192, 3), (384, 9), (768, 3))
@@ -115,12 +116,7 @@ def convnext_tiny(
         L.Dense(num_classes).named("linear"),
         name="classifier",
     )
-    return L.serial(
-        L.serial(*features, name="features"),
-        L.GlobalAvgPool().named("avgpool"),
-        classifier,
-        name="convnext_tiny",
-    )
+    return features_pool_classifier(features, classifier, "convnext_tiny")
 
 
 #: The torchvision index of each named part: in the stem and a downsample, in a block's

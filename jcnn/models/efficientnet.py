@@ -16,7 +16,12 @@ from collections.abc import Sequence
 
 from jcnn import layers as L
 from jcnn.layers.core import Layer
-from jcnn.models.common import BatchNormFactory, torch_batch_norm
+from jcnn.models.common import (
+    BatchNormFactory,
+    dropout_linear_classifier,
+    features_pool_classifier,
+    torch_batch_norm,
+)
 from jcnn.models.mobilenet import conv_norm_act, make_divisible
 
 #: torchvision's B0 stages: (expand ratio, kernel, stride, in channels, out channels, blocks).
@@ -143,17 +148,8 @@ def efficientnet_b0(
     features.append(
         conv_norm_act(last, 1, activation=L.Silu, batch_norm=batch_norm, name="last_conv")
     )
-    classifier = L.serial(
-        L.Dropout(dropout).named("dropout"),
-        L.Dense(num_classes).named("linear"),
-        name="classifier",
-    )
-    return L.serial(
-        L.serial(*features, name="features"),
-        L.GlobalAvgPool().named("avgpool"),
-        classifier,
-        name="efficientnet_b0",
-    )
+    classifier = dropout_linear_classifier(dropout, num_classes)
+    return features_pool_classifier(features, classifier, "efficientnet_b0")
 
 
 _CNA = {"conv": 0, "bn": 1}

@@ -18,7 +18,12 @@ from collections.abc import Callable, Sequence
 
 from jcnn import layers as L
 from jcnn.layers.core import Layer
-from jcnn.models.common import BatchNormFactory, torch_batch_norm
+from jcnn.models.common import (
+    BatchNormFactory,
+    dropout_linear_classifier,
+    features_pool_classifier,
+    torch_batch_norm,
+)
 
 #: torchvision's ``inverted_residual_setting``: (expansion t, channels c, repeats n, stride s).
 INVERTED_RESIDUAL_SETTING: tuple[tuple[int, int, int, int], ...] = (
@@ -179,17 +184,8 @@ def mobilenet_v2(
             )
             channels = out
     features.append(conv_norm_act(last_channels, 1, batch_norm=batch_norm, name="last_conv"))
-    classifier = L.serial(
-        L.Dropout(dropout).named("dropout"),
-        L.Dense(num_classes).named("linear"),
-        name="classifier",
-    )
-    return L.serial(
-        L.serial(*features, name="features"),
-        L.GlobalAvgPool().named("avgpool"),
-        classifier,
-        name="mobilenet_v2",
-    )
+    classifier = dropout_linear_classifier(dropout, num_classes)
+    return features_pool_classifier(features, classifier, "mobilenet_v2")
 
 
 _CNA = {"conv": 0, "bn": 1}

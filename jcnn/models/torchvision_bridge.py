@@ -147,10 +147,7 @@ def _families() -> dict[str, _Family]:
     )
     families["googlenet"] = _Family(googlenet, _googlenet_prefixes)
     for name, module_name in modern.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:  # pragma: no cover - the module ships with jcnn
-            continue
+        module = importlib.import_module(module_name)
         families[name] = _Family(
             getattr(module, name), lambda net, paths, m=module: m.torchvision_prefixes(paths)
         )
@@ -198,12 +195,8 @@ def _expected_keys(net: Layer, prefixes: Mapping[str, str]) -> dict[str, tuple[s
         lambda s: np.broadcast_to(np.zeros((), s.dtype), s.shape), (params, state)
     )
     torch_sd = porting.to_torch(net, PROBE_SHAPE, *zeros, prefixes=prefixes)
-    jcnn_path = {}
-    for path, prefix in prefixes.items():
-        for key in torch_sd:
-            if key.rpartition(".")[0] == prefix:
-                jcnn_path[key] = path
-    return {key: (jcnn_path[key], tuple(v.shape)) for key, v in torch_sd.items()}
+    path_of = {prefix: path for path, prefix in prefixes.items()}
+    return {key: (path_of[key.rpartition(".")[0]], tuple(v.shape)) for key, v in torch_sd.items()}
 
 
 def _num_classes(
