@@ -31,7 +31,8 @@ def Dropout(rate: float) -> Layer:
     rate = float(rate) if is_real else rate
     if not is_real or not 0.0 <= rate < 1.0:
         raise ValueError(f"Dropout rate must be in [0, 1) (probability of dropping), got {rate!r}")
-    return leaf(_dropout_rule, "Dropout", {"rate": rate}, pointwise=True, stochastic=True)
+    # rate 0 never draws: no key for it (combinators split keys only for stochastic children)
+    return leaf(_dropout_rule, "Dropout", {"rate": rate}, pointwise=True, stochastic=rate > 0)
 
 
 def _dropout_rule(layer: Layer) -> Fns:
@@ -105,7 +106,9 @@ def StochasticDepth(p: float, mode: str = "row", *, axis_name: str = "batch") ->
             f"the batch), got {mode!r}"
         )
     hparams = {"p": p, "mode": mode, "axis_name": axis_name}
-    return leaf(_stochastic_depth_rule, "StochasticDepth", hparams, pointwise=True, stochastic=True)
+    return leaf(
+        _stochastic_depth_rule, "StochasticDepth", hparams, pointwise=True, stochastic=p > 0
+    )
 
 
 def _stochastic_depth_rule(layer: Layer) -> Fns:

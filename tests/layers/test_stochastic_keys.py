@@ -15,6 +15,7 @@ from jcnn.layers.core import child_keys
 
 def test_the_fact_is_stated_and_derived() -> None:
     assert L.Dropout(0.5).stochastic and L.StochasticDepth(0.2, "row").stochastic
+    assert not L.Dropout(0.0).stochastic and not L.StochasticDepth(0.0).stochastic  # no draws
     assert not any(layer.stochastic for layer in (L.Conv(4, 3), L.Relu(), L.BatchNorm()))
     assert not L.serial(L.Conv(4, 3), L.Relu()).stochastic
     assert L.serial(L.Conv(4, 3), L.serial(L.Relu(), L.Dropout(0.1))).stochastic
