@@ -152,3 +152,10 @@ def independent_pads(padding, spatial, window, strides, dilations):
             p = padding[i]
             pads.append((p, p) if isinstance(p, int) else tuple(p))
     return tuple(pads)
+
+
+def per_dim(value, rank):
+    """An int stays an int; a 3-entry list/tuple is cut to ``rank`` entries (one per dim)."""
+    if isinstance(value, (list, tuple)) and len(value) == 3:
+        return type(value)(value[:rank])
+    return value

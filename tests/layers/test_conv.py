@@ -13,7 +13,7 @@ import pytest
 import scipy.signal
 from jax import lax
 from jax.test_util import check_grads
-from reference import independent_pads, np_conv, np_conv_transpose
+from reference import independent_pads, np_conv, np_conv_transpose, per_dim
 
 import jcnn
 from jcnn import layers as L
@@ -24,13 +24,6 @@ TOL = 1e-5  # float32
 
 SPATIAL = {1: (9,), 2: (7, 6), 3: (5, 4, 5)}
 T_SPATIAL = {1: (5,), 2: (4, 3), 3: (3, 2, 3)}
-
-
-def per_dim(value, rank):
-    """An int stays an int; a 3-entry list/tuple is cut to ``rank`` entries (one per dim)."""
-    if isinstance(value, (list, tuple)) and len(value) == 3:
-        return type(value)(value[:rank])
-    return value
 
 
 def init(layer, in_shape, seed=0):

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.test_util import check_grads
-from reference import independent_pads, np_conv
+from reference import independent_pads, np_conv, per_dim
 
 import jcnn
 from jcnn import layers as L
@@ -83,12 +83,6 @@ CASES = {
     "valid": dict(k=3, padding="VALID"),
 }
 CASES_3D = ["asym_pairs", "same_s2_dilated", "groups2"]
-
-
-def per_dim(value, rank):
-    if isinstance(value, (list, tuple)) and len(value) == 3:
-        return type(value)(value[:rank])
-    return value
 
 
 @pytest.mark.parametrize("mode", MODES)
