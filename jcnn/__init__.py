@@ -9,11 +9,12 @@ Layers are ``(init, apply)`` pairs written for one example and batched with ``vm
     out_shape, params, state = net.init(jax.random.key(0), (28, 28, 1))
     ys, state = jcnn.batched(net.apply)(params, state, xs)
 
-The training loop is at the top level too: ``jcnn.fit(net, (x, y), ...)``, ``jcnn.evaluate``,
-``jcnn.create_train_state`` (``jcnn.fit`` is the function; its module is ``jcnn.fit``'s home,
-reached with ``from jcnn.fit import ...``).
+The training engine (:mod:`jcnn.training`) is at the top level too: ``jcnn.fit(net, (x, y),
+...)`` (the function), ``jcnn.make_train_step``, ``jcnn.evaluate``, ``jcnn.predict``,
+``jcnn.create_train_state``.
 
-Modules loaded on demand: ``jcnn.train`` (steps, train state), ``jcnn.transfer``
+Modules loaded on demand (``jcnn.privacy`` works after ``import jcnn``): ``jcnn.train`` (the
+older step names), ``jcnn.privacy``, ``jcnn.transfer``
 (transfer learning), ``jcnn.checkpoint``, ``jcnn.data``, ``jcnn.viz``, ``jcnn.distributed``,
 ``jcnn.precision``, ``jcnn.remat``, ``jcnn.receptive``, ``jcnn.localization``, ``jcnn.porting``,
 ``jcnn.lowering``.
@@ -21,10 +22,17 @@ Modules loaded on demand: ``jcnn.train`` (steps, train state), ``jcnn.transfer``
 
 from jcnn import initializers, layers, losses, models, shapes, signal
 from jcnn.batch import batched
-from jcnn.fit import FitResult, evaluate, fit
 from jcnn.layers import Layer
 from jcnn.summary import count_params, init_shapes, output_shape, summary
-from jcnn.train import TrainState, create_train_state
+from jcnn.training import (
+    FitResult,
+    TrainState,
+    create_train_state,
+    evaluate,
+    fit,
+    make_train_step,
+    predict,
+)
 
 __version__ = "0.1.0"
 
@@ -41,9 +49,36 @@ __all__ = [
     "initializers",
     "layers",
     "losses",
+    "make_train_step",
     "models",
     "output_shape",
+    "predict",
     "shapes",
     "signal",
     "summary",
 ]
+
+_ON_DEMAND = (
+    "checkpoint",
+    "data",
+    "distributed",
+    "localization",
+    "lowering",
+    "porting",
+    "precision",
+    "privacy",
+    "receptive",
+    "remat",
+    "train",
+    "training",
+    "transfer",
+    "viz",
+)
+
+
+def __getattr__(name: str):  # PEP 562: submodules load when first used
+    if name in _ON_DEMAND:
+        import importlib
+
+        return importlib.import_module(f"jcnn.{name}")
+    raise AttributeError(f"module 'jcnn' has no attribute {name!r}")

@@ -15,7 +15,7 @@ import optax
 
 from jcnn.losses import check_labels
 from jcnn.shapes import is_int
-from jcnn.train import TrainState
+from jcnn.training.state import TrainState
 
 Arrays = tuple[np.ndarray, np.ndarray]
 
@@ -130,7 +130,7 @@ def check_train_state(ts: Any, optimizer: optax.GradientTransformation, frozen: 
     """A TrainState whose optimiser state ``optimizer`` can update (unless re-made: frozen)."""
     if not isinstance(ts, TrainState):
         raise TypeError(
-            f"fit: train_state must be a jcnn.train.TrainState (create_train_state, a FitResult's "
+            f"fit: train_state must be a jcnn.TrainState (create_train_state, a FitResult's "
             f"train_state, or TrainState.create(params, state, optimizer)), got a "
             f"{type(ts).__name__}"
         )

@@ -63,7 +63,7 @@ from jax.custom_derivatives import SymbolicZero
 
 from jcnn import shapes
 
-CONV_LOWERINGS = ("auto", "native", "patches")
+CONV_LOWERINGS = ("auto", "native", "patches", "canonical")
 POOL_LOWERINGS = ("auto", "native", "mask")
 Pads = tuple[tuple[int, int], ...]
 
@@ -71,6 +71,9 @@ Pads = tuple[tuple[int, int], ...]
 PATCHES_MAX_CHANNELS = 8
 # The platform (``lax.platform_dependent`` name) where "auto" picks the alternative lowerings.
 AUTO_PLATFORM = "cpu"
+# "auto" on CPU for convs with more than PATCHES_MAX_CHANNELS per group. "native" gives the rule
+# jcnn had before "canonical" existed (bench/lowering_loops.py sets it to compare the two).
+CPU_WIDE_CONV = "canonical"
 
 
 def check_lowering(lowering: str, allowed: Sequence[str], layer: str) -> str:
@@ -82,8 +85,9 @@ def check_lowering(lowering: str, allowed: Sequence[str], layer: str) -> str:
 
 def _auto_conv(platform: str, in_channels: int, groups: int) -> str:
     """The rule of ``"auto"`` for a conv on ``platform`` (see the module docstring)."""
-    thin = in_channels // groups <= PATCHES_MAX_CHANNELS
-    return "patches" if platform == AUTO_PLATFORM and thin else "native"
+    if platform != AUTO_PLATFORM:
+        return "native"
+    return "patches" if in_channels // groups <= PATCHES_MAX_CHANNELS else CPU_WIDE_CONV
 
 
 def resolve_conv_lowering(
@@ -237,36 +241,95 @@ def _contract(patches, kernel, groups, precision):
     return y.reshape(*y.shape[:-2], c_out)
 
 
-def _conv_tangent(by_patches, geometry, x, kernel, tx, tk):
+def _canonical_input_term(tx, kernel, strides, pads, dilation, groups, precision):
+    """``conv(tx, K)`` with the kernel stored ``(*window, C_out, C_in/groups)`` (``K`` swapped).
+
+    The same values as the native tangent; JAX's transpose of a conv swaps the kernel's two
+    feature roles, so this layout makes the INPUT gradient a canonical ``b01f_01io->b01f`` conv
+    (of the spatially reversed swapped kernel) instead of ``b01f_01oi->b01f``.
+    """
+    rank = len(strides)
+    io = (0, rank + 1, *range(1, rank + 1))
+    swapped = (rank, rank + 1, *range(rank))  # (out feature, in feature, spatial) of the kernel
+    kernel_t = jnp.swapaxes(kernel, -1, -2)
+    return lax.conv_general_dilated(
+        tx[None],
+        kernel_t,
+        window_strides=strides,
+        padding=pads,
+        rhs_dilation=dilation,
+        dimension_numbers=lax.ConvDimensionNumbers(io, swapped, io),
+        feature_group_count=groups,
+        precision=precision,
+    )[0]
+
+
+def _canonical_kernel_term(x, tk, strides, pads, dilation, groups, precision):
+    """``conv(x, tK)`` laid out so that its transpose (the FILTER gradient) is canonical.
+
+    The example goes in as ``(C_in, *spatial, N)`` (features first, batch last), the kernel
+    tangent as ``(C_in/groups, *window, C_out)`` and the output comes out ``(*spatial', N,
+    C_out)``; JAX's transpose of a conv with respect to its kernel swaps batch and feature of the
+    input and output specs, which turns these into ``b01f_01io->b01f``: the filter gradient is
+    ``conv(x^T, g^T)`` in the layout XLA:CPU's convolution runtime takes. Native values.
+    """
+    rank = len(strides)
+    spatial = tuple(range(1, rank + 1))
+    lhs = (rank + 1, 0, *spatial)  # batch last, feature first
+    rhs = (rank + 1, 0, *spatial)  # out feature last, in feature first
+    out = (rank, rank + 1, *range(rank))  # (*spatial', N, C_out)
+    xt = jnp.moveaxis(x, -1, 0)[..., None]
+    tkt = jnp.moveaxis(tk, -2, 0)
+    y = lax.conv_general_dilated(
+        xt,
+        tkt,
+        window_strides=strides,
+        padding=pads,
+        rhs_dilation=dilation,
+        dimension_numbers=lax.ConvDimensionNumbers(lhs, rhs, out),
+        feature_group_count=groups,
+        precision=precision,
+    )
+    return y[..., 0, :]
+
+
+def _conv_tangent(method, geometry, x, kernel, tx, tk):
     """``t_y`` of the conv at ``(x, kernel)`` for tangents ``tx``, ``tk`` (``None``: zero).
 
-    ``by_patches``: matmuls on im2col patches; else the native rule (a conv is bilinear, so its
-    tangent is ``conv(tx, K) + conv(x, tK)``, exactly what JAX's own rule forms).
+    ``method``: ``"patches"``: matmuls on im2col patches; ``"canonical"``: the two convs of the
+    native rule with their operands laid out so that their TRANSPOSES (the gradients) are
+    canonical convolutions; ``"native"``: the native rule (a conv is bilinear, so its tangent is
+    ``conv(tx, K) + conv(x, tK)``, exactly what JAX's own rule forms).
     """
     strides, pads, dilation, groups, precision = geometry
     window = kernel.shape[:-2]
     terms = []
     if tx is not None:
-        if by_patches:
+        if method == "patches":
             p = patches_by_slices(tx, window, strides, pads, dilation)
             terms.append(_contract(p, kernel, groups, precision))
+        elif method == "canonical":
+            terms.append(_canonical_input_term(tx, kernel, *geometry))
         else:
             terms.append(_native_conv(tx, kernel, *geometry))
     if tk is not None:
-        if by_patches:
+        if method == "patches":
             p = patches_by_gather(x, window, strides, pads, dilation)
             terms.append(_contract(p, tk, groups, precision))
+        elif method == "canonical":
+            terms.append(_canonical_kernel_term(x, tk, *geometry))
         else:
             terms.append(_native_conv(x, tk, *geometry))
     return terms[0] if len(terms) == 1 else terms[0] + terms[1]
 
 
 @partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5, 6, 7))
-def _patches_conv(x, kernel, strides, pads, dilation, groups, precision, per_platform):
+def _alt_conv(x, kernel, strides, pads, dilation, groups, precision, method):
     return _native_conv(x, kernel, strides, pads, dilation, groups, precision)
 
 
-def _patches_conv_jvp(strides, pads, dilation, groups, precision, per_platform, primals, tangents):
+def _alt_conv_jvp(strides, pads, dilation, groups, precision, method, primals, tangents):
+    """Native primal; tangent by ``method`` (``"auto"``: per platform when lowered)."""
     x, kernel = primals
     geometry = (strides, pads, dilation, groups, precision)
     y = _native_conv(x, kernel, *geometry)
@@ -274,22 +337,23 @@ def _patches_conv_jvp(strides, pads, dilation, groups, precision, per_platform, 
     if not any(live):
         return y, jnp.zeros_like(y)
 
-    def rule(by_patches):
+    def rule(method):
         def tangent(x, kernel, *ts):
             it = iter(ts)
             tx, tk = (next(it) if present else None for present in live)
-            return _conv_tangent(by_patches, geometry, x, kernel, tx, tk)
+            return _conv_tangent(method, geometry, x, kernel, tx, tk)
 
         return tangent
 
     operands = (x, kernel, *(t for t, present in zip(tangents, live) if present))
-    if not per_platform:
-        return y, rule(True)(*operands)
-    by_platform = {AUTO_PLATFORM: rule(True)}
-    return y, lax.platform_dependent(*operands, **by_platform, default=rule(False))
+    if method != "auto":
+        return y, rule(method)(*operands)
+    on_cpu = _auto_conv(AUTO_PLATFORM, x.shape[-1], groups)
+    by_platform = {AUTO_PLATFORM: rule(on_cpu)}
+    return y, lax.platform_dependent(*operands, **by_platform, default=rule("native"))
 
 
-_patches_conv.defjvp(_patches_conv_jvp, symbolic_zeros=True)
+_alt_conv.defjvp(_alt_conv_jvp, symbolic_zeros=True)
 
 
 def conv(
@@ -328,7 +392,7 @@ def conv(
     chosen = resolve_conv_lowering(lowering, kernel.shape[:-2], x.shape[-1], groups)
     if chosen == "native":
         return _native_conv(x, kernel, strides, pads, dilation, groups, precision)
-    return _patches_conv(x, kernel, strides, pads, dilation, groups, precision, chosen == "auto")
+    return _alt_conv(x, kernel, strides, pads, dilation, groups, precision, chosen)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -26,7 +26,8 @@ from jcnn import layers as L
 from jcnn.layers.core import Layer
 from jcnn.models.transfer import kept_paths, replace_head, split_body_head
 from jcnn.summary import init_shapes
-from jcnn.train import TrainState, freeze, init_key
+from jcnn.training.freeze import freeze
+from jcnn.training.state import TrainState, init_key
 
 __all__ = ["TransferSetup", "transfer_setup"]
 

@@ -1,0 +1,527 @@
+"""``fit``: epochs of a composed train step with validation, history, checkpoints, callbacks.
+
+``fit`` joins the parts of :mod:`jcnn.training`: the step (:func:`make_train_step`: estimator,
+optimiser, EMA, augmentation, placement), a loop (:class:`~jcnn.training.loops.DeviceLoop` or
+:class:`~jcnn.training.loops.HostLoop`) cut into chunks (:class:`ChunkSchedule`), the resume
+state (:mod:`jcnn.training.resume`), the epoch records, callbacks (:mod:`jcnn.training.callbacks`)
+and the preemption guard. :class:`Run` holds the assembled parts; ``fit`` reads as the run.
+
+Example:
+    >>> rng = np.random.default_rng(0)
+    >>> x, y = rng.normal(size=(64, 4)).astype(np.float32), rng.integers(0, 2, 64)
+    >>> result = jcnn.fit(L.serial(L.Dense(2)), (x, y), val=(x, y), epochs=2, batch_size=16,
+    ...                   microbatches=2, ema=0.9, progress=False)
+    >>> sorted(result.history)  # doctest: +NORMALIZE_WHITESPACE
+    ['ema_val_accuracy', 'ema_val_loss', 'epoch', 'seconds', 'train_accuracy', 'train_loss',
+     'val_accuracy', 'val_loss']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from jcnn import checks, compile_cache
+from jcnn.checkpoint import Checkpointer
+from jcnn.data.batching import data_rng
+from jcnn.layers.core import Layer
+from jcnn.losses import softmax_cross_entropy, takes_integer_labels
+from jcnn.shapes import is_int
+from jcnn.training import resume as resuming
+from jcnn.training.callbacks import Callback, EpochEnd, RunInfo, learning_rate_of
+from jcnn.training.estimators import DPSGD, Gradients, LossFn, MetricsFn, default_metrics
+from jcnn.training.evaluation import cached_eval_step, evaluate_with
+from jcnn.training.freeze import freeze
+from jcnn.training.loops import CHUNK_SECONDS, Chunk, ChunkSchedule, DeviceLoop, HostLoop, timed
+from jcnn.training.preemption import Preempted, PreemptionGuard
+from jcnn.training.state import TrainState, create_train_state
+from jcnn.training.step import Transform, make_train_step
+
+Arrays = tuple[Any, Any]
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns: the final train state and the per-epoch history.
+
+    Attributes:
+        train_state: the state after the last step (``train_state.ema``: the EMA of the params,
+            when ``fit(ema=...)``).
+        history: lists per epoch (``epoch``, ``train_<metric>``, ``val_<metric>``,
+            ``ema_val_<metric>``, ``lr``, ``seconds``) of the whole run: a resumed run's history
+            starts with the epochs trained before the checkpoint.
+        resumed_from: the step of the checkpoint this call resumed from; None when it started
+            afresh.
+        resume_note: what ``fit`` said about the resume; ``""`` when not resumed.
+    """
+
+    train_state: TrainState
+    history: dict[str, list[float]] = field(default_factory=dict)
+    resumed_from: int | None = None
+    resume_note: str = ""
+
+    @property
+    def params(self) -> Any:
+        """The trained params."""
+        return self.train_state.params
+
+    @property
+    def ema_params(self) -> Any:
+        """The EMA of the params (None without ``ema=``)."""
+        return self.train_state.ema
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss of a step of :func:`fit` was NaN or inf (``stop_on_nonfinite=True``).
+
+    Raised after the chunk holding that step, before anything of the chunk is checkpointed or
+    handed to callbacks.
+
+    Attributes:
+        step: optimiser steps taken before the bad step; epoch, index: where (from 0); loss:
+            the value.
+    """
+
+    def __init__(self, message: str, *, step: int, epoch: int, index: int, loss: float) -> None:
+        super().__init__(message)
+        self.step, self.epoch, self.index, self.loss = step, epoch, index, loss
+
+
+def _optimizer(optimizer: Any) -> optax.GradientTransformation:
+    if optimizer is None:
+        return optax.adam(1e-3)
+    if hasattr(optimizer, "init") and hasattr(optimizer, "update"):
+        return optimizer
+    name = getattr(optimizer, "__qualname__", None) or type(optimizer).__name__
+    hint = f": {name} looks like an optimiser factory; call it, e.g. optimizer=optax.adam(1e-3)"
+    raise TypeError(
+        "fit: optimizer must be an optax.GradientTransformation (with init and update), got "
+        f"{optimizer!r}{hint if callable(optimizer) else ''}"
+    )
+
+
+@dataclass
+class FitArgs:
+    """:func:`fit`'s arguments, checked by :meth:`checked` before anything is compiled."""
+
+    net: Layer
+    train: Arrays
+    val: Arrays | None = None
+    optimizer: Any = None
+    epochs: int = 10
+    batch_size: int = 128
+    loss_fn: LossFn = softmax_cross_entropy
+    metrics_fn: MetricsFn = default_metrics
+    seed: int = 0
+    mesh: Any = None
+    fsdp: bool = False
+    microbatches: int = 1
+    privacy: DPSGD | None = None
+    ema: float | None = None
+    gradients: Gradients | None = None
+    transform: Transform | None = None
+    on_device: bool = True
+    frozen: Sequence[str] = ()
+    train_state: TrainState | None = None
+    callbacks: Sequence[Callback] = ()
+    checkpoint_dir: str | Path | None = None
+    checkpoint_every: int | None = None
+    keep_checkpoints: int = 3
+    eval_batch_size: int = 1000
+    log_every: int | None = None
+    prefetch: int = 2
+    progress: bool = True
+    stop_on_nonfinite: bool = True
+
+    def checked(self) -> FitArgs:
+        """The arguments with counts as ints and the data checked (see :func:`fit`)."""
+        counts = dict(epochs=1, batch_size=1, eval_batch_size=1, keep_checkpoints=1, microbatches=1)
+        for name, minimum in counts.items():
+            setattr(self, name, checks.count("fit", name, getattr(self, name), minimum=minimum))
+        self.prefetch = checks.count("fit", "prefetch", self.prefetch, minimum=0)
+        for name in ("checkpoint_every", "log_every"):
+            setattr(self, name, checks.count("fit", name, getattr(self, name), optional=True))
+        if not is_int(self.seed):
+            raise ValueError(f"fit: seed must be an int, got {self.seed!r} ({type(self.seed).__name__})")
+        if self.checkpoint_every is not None and self.checkpoint_dir is None:
+            raise ValueError(
+                f"fit: checkpoint_every={self.checkpoint_every} but no checkpoint_dir, so nothing "
+                "would be saved: give checkpoint_dir=... (or use log_every to cut the chunks)"
+            )
+        self.optimizer = _optimizer(self.optimizer)
+        for name in ("loss_fn", "metrics_fn", "transform", "gradients"):
+            fn = getattr(self, name)
+            if fn is not None and not callable(fn):
+                raise TypeError(f"fit: {name} must be callable, got {fn!r}")
+        bad = [c for c in self.callbacks if not isinstance(c, Callback)]
+        if isinstance(self.callbacks, Callback) or bad:
+            raise TypeError(
+                "fit: callbacks must be a sequence of jcnn.training.callbacks.Callback values "
+                f"(e.g. [MetricsLogger('log.jsonl')]), got {bad[0] if bad else self.callbacks!r}"
+            )
+        if self.batch_size % self.microbatches:
+            raise ValueError(
+                f"fit: microbatches={self.microbatches} does not divide batch_size="
+                f"{self.batch_size}; use a batch size that is a multiple of it"
+            )
+        self._check_data()
+        return self
+
+    def _check_data(self) -> None:
+        self.train = x, y = checks.data_pair("fit", "train", self.train)
+        if len(x) < self.batch_size:
+            raise ValueError(
+                f"fit: {len(x)} training examples are fewer than batch_size={self.batch_size}"
+            )
+        shape = tuple(x.shape[1:])
+        output = self.net.output_shape(shape)  # a ShapeError now, by integer arithmetic
+        sets = {"train": self.train}
+        if self.val is not None:
+            self.val = checks.data_pair("fit", "val", self.val)
+            if tuple(self.val[0].shape[1:]) != shape:
+                raise ValueError(
+                    f"fit: val examples have shape {tuple(self.val[0].shape[1:])} but train "
+                    f"examples {shape}: the network is built for the training examples' shape; "
+                    "give validation examples of that shape"
+                )
+            sets["val"] = self.val
+        for name, (xs, ys) in sets.items():
+            if takes_integer_labels(self.loss_fn):
+                checks.check_class_labels("fit", name, ys, output)
+            if self.stop_on_nonfinite:
+                checks.check_finite("fit", name, xs, ys)
+
+
+def _nonfinite(losses: Any, *, ts: TrainState, epoch: int, first: int, run: Run, saved: str) -> None:
+    """Raises :class:`NonFiniteLossError` at the first non-finite loss of a chunk, if any."""
+    values = np.asarray(losses, dtype=np.float64).reshape(-1)
+    bad = np.flatnonzero(~np.isfinite(values))
+    if not bad.size:
+        return
+    j = int(bad[0])
+    step, index, value = int(ts.step) - len(values) + j, first + j, float(values[j])
+    before = ", ".join(f"{v:.4g}" for v in values[max(0, j - 3) : j])
+    before = f", after losses {before}" if before else ""
+    raise NonFiniteLossError(
+        f"fit: the training loss is {value} at global step {step + 1} (epoch {epoch + 1}/"
+        f"{run.args.epochs}, step {index + 1}/{run.steps_per_epoch} of the epoch; counted from "
+        f"1){before}. Training stopped; nothing of this chunk was checkpointed{saved}. Likely "
+        "causes: a learning rate too high (try one 10x lower), NaN/inf in the data (check "
+        "np.isfinite(x).all()), or an operation such as log(0) or x / 0 in the loss or a layer; "
+        'jax.config.update("jax_debug_nans", True) raises at the first operation that makes a '
+        "NaN. Pass stop_on_nonfinite=False to train on regardless",
+        step=step,
+        epoch=epoch,
+        index=index,
+        loss=value,
+    )
+
+
+@dataclass
+class EpochTracker:
+    """The running sums of one epoch's per-step metrics (restored when a resumed run cut it)."""
+
+    epoch: int
+    index: int
+    started: float
+    sums: dict[str, float] = field(default_factory=dict)
+    steps: int = 0
+    ended: bool = False
+
+    @classmethod
+    def start(cls, epoch: int, index: int, partial: dict[str, Any]) -> EpochTracker:
+        seconds = float(partial.get("seconds", 0.0)) if index else 0.0
+        sums = dict(partial.get("sums", {})) if index else {}
+        steps = int(partial.get("steps", 0)) if index else 0
+        return cls(epoch, index, time.perf_counter() - seconds, sums, steps)
+
+    def add(self, metrics: dict[str, Any], num_steps: int) -> None:
+        for k, v in metrics.items():
+            self.sums[k] = self.sums.get(k, 0.0) + float(np.sum(np.asarray(v, np.float64)))
+        self.index += num_steps
+        self.steps += num_steps
+
+    def means(self) -> dict[str, float]:
+        return {k: v / max(self.steps, 1) for k, v in self.sums.items()}
+
+    def partial(self) -> dict[str, Any]:
+        return {"sums": self.sums, "steps": self.steps, "seconds": self.seconds()}
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.started
+
+
+@dataclass
+class Run:
+    """A prepared :func:`fit` run: the step, the loop, the resume point, the checkpointer and
+    the callbacks."""
+
+    args: FitArgs
+    step: Any
+    loop: Any
+    resume: resuming.Resume
+    ckpt: Checkpointer | None
+    data: dict[str, Any]
+    steps_per_epoch: int
+    validators: dict[str, Callable[[TrainState], dict[str, float]]] = field(default_factory=dict)
+    bar: Any = None
+
+    @classmethod
+    def prepare(cls, args: FitArgs) -> Run:
+        """Checks the arguments, builds the step and the state, and finds the resume point."""
+        a = args.checked()
+        ts = a.train_state
+        if ts is None:
+            ts = create_train_state(a.net, tuple(a.train[0].shape[1:]), a.optimizer, seed=a.seed)
+        else:
+            checks.check_train_state(ts, a.optimizer, frozen=bool(a.frozen))
+        optimizer = a.optimizer
+        if a.frozen:
+            optimizer = freeze(optimizer, ts.params, a.frozen)
+            ts = ts._replace(opt_state=optimizer.init(ts.params))
+        step = make_train_step(
+            a.net.apply, a.loss_fn, optimizer, mesh=a.mesh, fsdp=a.fsdp,
+            microbatches=a.microbatches, privacy=a.privacy, ema=a.ema, transform=a.transform,
+            metrics_fn=a.metrics_fn, gradients=a.gradients,
+        )  # fmt: skip
+        step.placement.check_batch_size(a.batch_size, "fit")
+        ts = step.prepare(step.placement.place_state(ts))  # a copy: the steps donate it
+        ckpt = Checkpointer(a.checkpoint_dir, keep=a.keep_checkpoints) if a.checkpoint_dir else None
+        data = resuming.fingerprint(*a.train)
+        steps_per_epoch = len(a.train[0]) // a.batch_size
+        resume = resuming.Resume.load(
+            ckpt, ts, data=data, epochs=a.epochs, steps_per_epoch=steps_per_epoch
+        )
+        if a.progress and resume.note:
+            tqdm.write(resume.note)
+        run = cls(a, step, None, resume, ckpt, data, steps_per_epoch)
+        if a.val is not None:
+            for prefix, ema in (("val", False), ("ema_val", True)):
+                if ema and a.ema is None:
+                    continue
+                eval_step = cached_eval_step(a.net.apply, a.loss_fn, a.metrics_fn, ema)
+                run.validators[prefix] = lambda ts, s=eval_step: evaluate_with(
+                    s, ts, a.val, a.eval_batch_size
+                )
+        return run
+
+    def start(self) -> None:
+        """Builds the loop (places the data), announces the run to the callbacks."""
+        a, shuffle = self.args, data_rng(self.args.seed)
+        if a.on_device:
+            self.loop = DeviceLoop(self.step, a.train, a.batch_size, shuffle)
+        else:
+            self.loop = HostLoop(self.step, a.train, a.batch_size, shuffle, a.prefetch)
+        r = self.resume
+        total = ((a.epochs - r.epoch) * self.steps_per_epoch - r.index) * a.batch_size
+        self.bar = tqdm(total=total, disable=not a.progress, unit="img", unit_scale=True,
+                        dynamic_ncols=True)  # fmt: skip
+        checkpoint_dir = None if a.checkpoint_dir is None else str(a.checkpoint_dir)
+        info = RunInfo(a.epochs, self.steps_per_epoch, a.batch_size, r.epoch, r.history, checkpoint_dir)
+        for callback in a.callbacks:
+            callback.on_train_begin(info)
+
+    def schedule(self) -> ChunkSchedule:
+        periods = tuple(p for p in (self.args.checkpoint_every, self.args.log_every) if p)
+        return ChunkSchedule(self.steps_per_epoch, periods, seconds=CHUNK_SECONDS)
+
+    def after_chunk(self, ts: TrainState, tracker: EpochTracker, first: int, metrics: dict) -> None:
+        """Checks the losses, sums the metrics, saves at a period, tells the callbacks."""
+        a, n = self.args, len(next(iter(metrics.values()), ()))
+        checks.check_per_step(metrics, n)
+        if a.stop_on_nonfinite and "loss" in metrics:
+            latest = self.ckpt.latest_step() if self.ckpt is not None else None
+            saved = "" if latest is None else f" (the last saved is step {latest})"
+            _nonfinite(metrics["loss"], ts=ts, epoch=tracker.epoch, first=first, run=self, saved=saved)
+        tracker.add(metrics, n)
+        self.bar.update(n * a.batch_size)
+        self.bar.set_postfix(epoch=tracker.epoch + 1, **{k: f"{v:.4f}" for k, v in tracker.means().items()})
+        at_period = a.checkpoint_every is not None and tracker.index % a.checkpoint_every == 0
+        if at_period and tracker.index < self.steps_per_epoch:
+            self.save(ts, tracker)
+        for callback in a.callbacks:
+            callback.on_chunk_end(Chunk(tracker.epoch, first, n, int(ts.step), metrics, ts))
+
+    def save(self, ts: TrainState, tracker: EpochTracker, done: bool = False) -> None:
+        """A checkpoint mid-epoch (with the partial sums) or at the epoch's end."""
+        if self.ckpt is None:
+            return
+        epoch, index = (tracker.epoch + 1, 0) if done else (tracker.epoch, tracker.index)
+        partial = None if done else tracker.partial()
+        resuming.save(self.ckpt, ts, epoch=epoch, index=index, history=self.resume.history,
+                      data=self.data, partial=partial)  # fmt: skip
+
+    def end_epoch(self, ts: TrainState, tracker: EpochTracker) -> bool:
+        """Validation, the record, the history, the checkpoint, the callbacks; True: stop."""
+        record = {f"train_{k}": v for k, v in tracker.means().items()}
+        for prefix, validate in self.validators.items():
+            record.update({f"{prefix}_{k}": v for k, v in validate(ts).items()})
+        lr = learning_rate_of(ts.opt_state)
+        if lr is not None:
+            record["lr"] = lr
+        history = self.resume.history
+        end = EpochEnd(tracker.epoch, record, history, ts)
+        for callback in self.args.callbacks:
+            record.update(callback.extend_record(end) or {})
+        record["seconds"] = tracker.seconds()
+        history.setdefault("epoch", []).append(tracker.epoch + 1)
+        for k, v in record.items():
+            history.setdefault(k, []).append(v)
+        self.save(ts, tracker, done=True)
+        tracker.ended = True
+        if self.args.progress:
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k != "seconds")
+            self.bar.write(f"epoch {tracker.epoch + 1}/{self.args.epochs}: {shown} ({record['seconds']:.1f} s)")
+        stops = [callback.on_epoch_end(end) for callback in self.args.callbacks]
+        return any(stops)
+
+    def stop_if_preempted(self, guard: PreemptionGuard, ts: TrainState, tracker: EpochTracker) -> None:
+        """After a signal: saves what it can and raises :class:`Preempted` (at an epoch's
+        last chunk, only once the epoch has ended: validated, recorded and saved)."""
+        if guard.requested is None or (tracker.index == self.steps_per_epoch and not tracker.ended):
+            return
+        at = f"step {int(ts.step)} (epoch {tracker.epoch + 1}, step {tracker.index} of {self.steps_per_epoch})"
+        if self.ckpt is not None:
+            if self.ckpt.latest_step() != int(ts.step):
+                self.save(ts, tracker)  # written by the time close() returns (in fit's finally)
+            said = f"saved a checkpoint at {at} in {self.ckpt.directory}; rerun the same fit call to resume exactly"
+        else:
+            said = f"NOTHING was saved: the {int(ts.step)} steps trained so far are lost (pass checkpoint_dir=... to make a run resumable)"
+        message = f"fit: stopped by {guard.name}; {said}"
+        print(message, file=sys.stderr, flush=True)
+        raise Preempted(guard.requested, int(ts.step), message)
+
+    def close(self, history: dict[str, list[float]], *, started: bool = True) -> None:
+        """Closes the bar and the checkpointer; tells the callbacks (when the run started)."""
+        if self.bar is not None:
+            self.bar.close()
+        if self.ckpt is not None:
+            self.ckpt.close()  # also when a step raised: the checkpoints saved before it are kept
+        for callback in self.args.callbacks if started else ():
+            callback.on_train_end(history)
+
+
+def fit(
+    net: Layer,
+    train: Arrays,
+    *,
+    val: Arrays | None = None,
+    optimizer: optax.GradientTransformation | None = None,
+    epochs: int = 10,
+    batch_size: int = 128,
+    loss_fn: LossFn = softmax_cross_entropy,
+    metrics_fn: MetricsFn = default_metrics,
+    seed: int = 0,
+    mesh: Any = None,
+    fsdp: bool = False,
+    microbatches: int = 1,
+    privacy: DPSGD | None = None,
+    ema: float | None = None,
+    gradients: Gradients | None = None,
+    transform: Transform | None = None,
+    on_device: bool = True,
+    frozen: Sequence[str] = (),
+    train_state: TrainState | None = None,
+    callbacks: Sequence[Callback] = (),
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int | None = None,
+    keep_checkpoints: int = 3,
+    eval_batch_size: int = 1000,
+    log_every: int | None = None,
+    prefetch: int = 2,
+    progress: bool = True,
+    stop_on_nonfinite: bool = True,
+) -> FitResult:
+    """Trains ``net`` on ``train = (x, y)`` for ``epochs`` epochs; every training option composes.
+
+    The step is :func:`jcnn.training.make_train_step` of ``mesh``, ``fsdp``, ``microbatches``,
+    ``privacy``, ``ema``, ``transform`` and ``gradients`` (any combination); the loop is the
+    on-device one (the data placed once on the device(s); ``on_device=True``) or the host one
+    (prefetched host batches), both in chunks of about two seconds of work. The data are
+    checked before anything is compiled: arrays of the same non-zero length; floating ``x``
+    (convert pixels with ``x.astype(np.float32) / 255``); for a loss of integer labels (the
+    default :func:`jcnn.losses.softmax_cross_entropy`) labels ``(N,)`` in ``[0, K)``; finite
+    values (with ``stop_on_nonfinite``, which also stops at the first NaN/inf training loss with
+    a :class:`NonFiniteLossError`).
+
+    Args:
+        net: the network (per-example ``Layer``).
+        train: ``(x, y)``, ``x: (N, *example_shape)`` floating-point.
+        val: ``(x, y)`` evaluated after each epoch in inference mode (``val_<metric>``; with
+            ``ema`` also ``ema_val_<metric>``, the averaged params).
+        optimizer: any optax optimiser, called (default ``optax.adam(1e-3)``). With
+            ``optax.inject_hyperparams`` the history records ``lr`` each epoch.
+        epochs, batch_size, seed: the run (``batch_size`` is the global batch; each epoch drops
+            its last partial batch; the seed fixes init, data order and every step key).
+        loss_fn, metrics_fn: ``loss_fn(outputs, y)`` a floating scalar (the batch mean);
+            ``metrics_fn(outputs, y) -> {name: scalar}`` (default accuracy).
+        mesh, fsdp: train data-parallel on a ``jax.sharding.Mesh`` (replicated or FSDP).
+        microbatches: gradient accumulation over this many slices of each batch.
+        privacy: a :class:`jcnn.privacy.DPSGD` (BatchNorm is refused by its path).
+        ema: keep an exponential moving average of the params with this decay.
+        gradients: your own gradient estimator (see :mod:`jcnn.training.estimators`).
+        transform: ``transform(key, x_batch)``, augmentation inside the step (both loops).
+        on_device: the on-device loop (default) or the host loop; same results for one seed.
+        frozen: parameter path patterns kept fixed (:func:`jcnn.training.freeze`).
+        train_state: start from this state (transfer learning); its ``opt_state`` must be
+            ``optimizer``'s unless ``frozen`` remakes it.
+        callbacks: :class:`jcnn.training.callbacks.Callback` values (``MetricsLogger``,
+            ``TensorBoard``, ``KeepBest``, ``EarlyStopping``, ``LearningRate``, yours).
+        checkpoint_dir: where to save; if it holds a checkpoint of this run, training RESUMES
+            from it (state, data position, history; a finished run returns at once). A
+            checkpoint of a run on other data is an error. SIGTERM/SIGINT save a checkpoint
+            there and end the run with :class:`jcnn.training.Preempted` (without a dir they
+            say what is lost).
+        checkpoint_every: also save every N steps (default: at every epoch's end only).
+        keep_checkpoints: how many recent checkpoints to keep.
+        eval_batch_size: batch size of validation.
+        log_every: also end a chunk every N steps (callbacks' ``on_chunk_end``).
+        prefetch: host batches prepared ahead by a thread (host loop; 0: none).
+        progress: a progress bar (images/s) and a line per epoch.
+        stop_on_nonfinite: check the data for NaN/inf and stop at a non-finite loss.
+
+    Returns:
+        :class:`FitResult`: the final train state (``.ema`` when averaged), the history (lists
+        per epoch: ``epoch``, ``train_*``, ``val_*``, ``ema_val_*``, ``lr``, ``seconds``) and
+        where it resumed from.
+
+    Raises:
+        ValueError, TypeError: bad arguments or data, named with what arrived and the fix.
+        NonFiniteLossError: a NaN or inf training loss (``stop_on_nonfinite``).
+        Preempted: SIGTERM or SIGINT (a ``SystemExit``; exit status 128 + the signal).
+    """
+    compile_cache.enable()  # the persistent XLA cache: a rerun loads its compiled steps
+    run = Run.prepare(FitArgs(**locals()))
+    ts, r = run.resume.train_state, run.resume
+    if r.epoch >= epochs:  # a finished run, rerun: nothing to compile, place or train
+        run.close(r.history, started=False)
+        return FitResult(ts, r.history, r.resumed_from, r.note)
+    run.start()
+    try:
+        with PreemptionGuard() as guard:
+            for epoch in range(r.epoch, epochs):
+                tracker = EpochTracker.start(epoch, r.index if epoch == r.epoch else 0, r.partial)
+                chunk_runner, schedule = timed(run.loop.epoch(epoch, tracker.index)), run.schedule()
+                while tracker.index < run.steps_per_epoch:
+                    first = tracker.index
+                    ts, metrics, seconds = chunk_runner(ts, first, schedule.next(first))
+                    run.after_chunk(ts, tracker, first, metrics)
+                    schedule.observe(tracker.index - first, seconds)
+                    run.stop_if_preempted(guard, ts, tracker)
+                if run.end_epoch(ts, tracker):
+                    break
+                run.stop_if_preempted(guard, ts, tracker)
+    finally:
+        run.close(r.history)
+    return FitResult(ts, r.history, r.resumed_from, r.note)

@@ -1,0 +1,238 @@
+"""The loops that run a train step over a data set: on the host, or on the device.
+
+Both run the SAME :class:`jcnn.training.step.TrainStep` (so augmentation, micro-batches, DP-SGD,
+EMA and the mesh work in both), in the order ``epoch_permutation(data_rng, epoch, n)`` (step
+``i`` of an epoch trains on ``perm[i*B:(i+1)*B]``), and are cut into chunks of steps that
+:func:`jcnn.fit` schedules (:class:`ChunkSchedule`): a chunk is the unit of progress, metrics,
+checkpoints and preemption.
+
+* :class:`HostLoop`: host batches gathered (and placed) by a prefetch thread, one compiled
+  step per batch.
+* :class:`DeviceLoop`: the data set placed on the device(s) once (a full copy per device of a
+  mesh); each step gathers its batch there. How a chunk runs is :func:`device_loop_kind`'s
+  rule: a ``lax.fori_loop`` over a run-time number of steps (one compiled program for every
+  chunk length), or one compiled step per batch where a loop is slower.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jcnn.data.batching import batches, epoch_permutation
+from jcnn.training.state import TrainState
+from jcnn.training.step import TrainStep
+
+Arrays = tuple[Any, Any]
+#: ``run(ts, start, num_steps) -> (ts, metrics stacked per step)``: consecutive chunks of one epoch.
+ChunkRunner = Callable[[TrainState, int, int], tuple[TrainState, dict]]
+
+#: A chunk of the loops aims at this many seconds (a signal is honoured between chunks).
+CHUNK_SECONDS = 2.0
+
+
+class Chunk(NamedTuple):
+    """What callbacks' ``on_chunk_end`` get after each chunk of training steps.
+
+    Attributes:
+        epoch: the epoch, counted from 0.
+        start: index of the chunk's first step within the epoch.
+        num_steps: steps in the chunk.
+        step: optimiser steps taken so far (the train state's ``step``).
+        metrics: ``{name: (num_steps,) array}``, the metrics of every step of the chunk.
+        train_state: the state after the chunk. The next chunk donates (deletes) it: copy what
+            you keep (``jax.tree.map(jnp.copy, ...)``).
+    """
+
+    epoch: int
+    start: int
+    num_steps: int
+    step: int
+    metrics: dict[str, Any]
+    train_state: TrainState
+
+
+class ChunkSchedule:
+    """Chunk lengths: up to the next period boundary (checkpoints, ``log_every``), the epoch's
+    end, and a budget of steps that keeps a chunk near ``seconds`` of work (measured: it starts
+    at one step and follows the observed time per step).
+
+    Example:
+        >>> schedule = ChunkSchedule(10, periods=(4,), seconds=None)
+        >>> [schedule.next(i) for i in (0, 4, 8)]
+        [4, 4, 2]
+    """
+
+    def __init__(
+        self, steps_per_epoch: int, periods: tuple[int, ...] = (), seconds: float | None = None
+    ) -> None:
+        self.steps_per_epoch, self.periods, self.seconds = steps_per_epoch, periods, seconds
+        self.budget = 1 if seconds is not None else steps_per_epoch
+
+    def next(self, index: int) -> int:
+        """The length of the chunk that starts at step ``index`` of the epoch."""
+        bounds = [self.steps_per_epoch - index, self.budget]
+        return min(bounds + [p - index % p for p in self.periods])
+
+    def observe(self, num_steps: int, seconds: float) -> None:
+        """Adapts the budget to a chunk of ``num_steps`` steps that took ``seconds``."""
+        if self.seconds is None:
+            return
+        per_step = seconds / max(num_steps, 1)
+        fit = int(self.seconds / per_step) if per_step > 0 else self.steps_per_epoch
+        self.budget = max(1, min(fit, 2 * max(self.budget, num_steps), self.steps_per_epoch))
+
+
+def _stack(per_step: list[dict]) -> dict:
+    return jax.tree.map(lambda *v: jnp.stack(v), *per_step)
+
+
+class HostLoop:
+    """One compiled step per host batch, batches gathered and placed by a prefetch thread.
+
+    On many processes each loads only its rows of every global batch (the placement's
+    ``batch_rows``).
+    """
+
+    def __init__(
+        self, step: TrainStep, data: Arrays, batch_size: int, data_rng: jax.Array, prefetch: int
+    ) -> None:
+        self.step, self.data, self.batch_size = step, data, batch_size
+        self.data_rng, self.prefetch = data_rng, prefetch
+        self.rows = step.placement.batch_rows(batch_size)
+
+    def epoch(self, epoch: int, index: int) -> ChunkRunner:
+        """The chunk runner of ``epoch``, starting at its step ``index``."""
+        x, y = self.data
+        steps = len(x) // self.batch_size
+        perm = np.asarray(epoch_permutation(self.data_rng, epoch, len(x)))
+        order = perm[: steps * self.batch_size].reshape(steps, self.batch_size)[:, self.rows]
+        local = order.shape[1]
+        put = self.step.placement.place_batch
+        it: Iterator[Any] = batches(
+            x, y, local, order=order.reshape(-1), start=index, put=put, prefetch=self.prefetch
+        )
+
+        def run(ts: TrainState, start: int, num_steps: int) -> tuple[TrainState, dict]:
+            del start  # the iterator started at the epoch's first step and follows the chunks
+            per_step = []
+            for _ in range(num_steps):
+                ts, metrics = self.step(ts, next(it))
+                per_step.append(metrics)
+            return ts, _stack(per_step)
+
+        return run
+
+
+def device_loop_kind(platform: str) -> str:
+    """How the on-device loop runs a chunk on ``platform``: ``"loop"`` or ``"dispatch"``.
+
+    ``"loop"``: one compiled ``lax.fori_loop`` over the chunk's steps (no host round trip per
+    step): GPUs and TPUs. ``"dispatch"``: one compiled step per batch over the device-resident
+    data: XLA:CPU, where a convolution's native gradient inside a while loop is not rewritten
+    to the layouts of its fast convolution runtime and runs in XLA's generic loop emitter
+    (measured, ``python -m bench.loops``: ResNet-18 on 32x32 images 35x slower per step in a
+    loop), while dispatching a step costs microseconds.
+    """
+    return "dispatch" if platform == "cpu" else "loop"
+
+
+class DeviceLoop:
+    """The data set resident on the device(s); each step gathers its batch there.
+
+    ``kind`` (default :func:`device_loop_kind` of the placement's platform): ``"loop"`` runs a
+    chunk as one compiled ``fori_loop`` whose trip count is a run-time value (so every chunk
+    length shares one program); ``"dispatch"`` runs one compiled step per batch.
+    """
+
+    def __init__(
+        self,
+        step: TrainStep,
+        data: Arrays,
+        batch_size: int,
+        data_rng: jax.Array,
+        *,
+        kind: str | None = None,
+    ) -> None:
+        placement = step.placement
+        self.step, self.batch_size, self.data_rng = step, batch_size, data_rng
+        self.kind = device_loop_kind(placement.platform) if kind is None else kind
+        if self.kind not in ("loop", "dispatch"):
+            raise ValueError(f"DeviceLoop: kind must be 'loop' or 'dispatch', got {kind!r}")
+        self.n = len(data[0])
+        self.steps = self.n // batch_size
+        self.images, self.labels = placement.place_dataset(tuple(data))
+        self._permutation = jax.jit(epoch_permutation, static_argnums=(2,))
+        self._one = jax.jit(self._one_step, donate_argnums=(0,))
+        self._loops: dict[Any, Callable] = {}
+
+    def _batch(self, xs: Any, ys: Any, perm: jax.Array, i: jax.Array) -> Arrays:
+        idx = jax.lax.dynamic_slice_in_dim(perm, i * self.batch_size, self.batch_size)
+        return jnp.take(xs, idx, axis=0), jnp.take(ys, idx, axis=0)
+
+    def _one_step(self, ts, xs, ys, perm, i):
+        return self.step.update(ts, self._batch(xs, ys, perm, i))
+
+    def _loop(self, ts: TrainState) -> Callable:
+        leaves, treedef = jax.tree.flatten(ts)
+        key = (treedef, tuple(jnp.shape(a) for a in leaves))
+        if key in self._loops:
+            return self._loops[key]
+        batch = jax.eval_shape(self._batch, self.images, self.labels, jnp.arange(self.n), 0)
+        metric_shapes = jax.eval_shape(self.step.update, ts, batch)[1]
+        length = self.steps
+
+        def run(ts, xs, ys, perm, start, num_steps):
+            buffers = jax.tree.map(lambda m: jnp.zeros((length, *m.shape), m.dtype), metric_shapes)
+
+            def body(j, carry):
+                ts, buffers = carry
+                ts, metrics = self.step.update(ts, self._batch(xs, ys, perm, start + j))
+                buffers = jax.tree.map(lambda b, m: b.at[j].set(m), buffers, metrics)
+                return ts, buffers
+
+            return jax.lax.fori_loop(0, num_steps, body, (ts, buffers))
+
+        kwargs: dict[str, Any] = {}
+        shardings = self.step.placement.state_shardings(ts)
+        if shardings is not None:
+            full = jax.sharding.NamedSharding(self.step.placement.mesh, jax.sharding.PartitionSpec())
+            kwargs = dict(out_shardings=(shardings, full))
+        self._loops[key] = jax.jit(run, donate_argnums=(0,), **kwargs)
+        return self._loops[key]
+
+    def epoch(self, epoch: int, index: int) -> ChunkRunner:
+        """The chunk runner of ``epoch`` (any start: the permutation lives on the device)."""
+        del index
+        perm = self._permutation(self.data_rng, epoch, self.n)
+
+        def run(ts: TrainState, start: int, num_steps: int) -> tuple[TrainState, dict]:
+            if self.kind == "loop":
+                ts, buffers = self._loop(ts)(
+                    ts, self.images, self.labels, perm, jnp.int32(start), jnp.int32(num_steps)
+                )
+                return ts, jax.tree.map(lambda b: b[:num_steps], buffers)
+            per_step = []
+            for i in range(start, start + num_steps):
+                ts, metrics = self._one(ts, self.images, self.labels, perm, jnp.int32(i))
+                per_step.append(metrics)
+            return ts, _stack(per_step)
+
+        return run
+
+
+def timed(run: ChunkRunner) -> Callable[[TrainState, int, int], tuple[TrainState, dict, float]]:
+    """``run`` that also returns its wall time (after the chunk's results are ready)."""
+
+    def call(ts: TrainState, start: int, num_steps: int) -> tuple[TrainState, dict, float]:
+        t0 = time.perf_counter()
+        ts, metrics = run(ts, start, num_steps)
+        metrics = jax.device_get(metrics)
+        return ts, metrics, time.perf_counter() - t0
+
+    return call
