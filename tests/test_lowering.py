@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -41,7 +42,7 @@ def _conv(lowering, x, kernel, window, stride, padding, dilation, groups):
     )
 
 
-@pytest.mark.parametrize("lowering", ["patches", "auto"])
+@pytest.mark.parametrize("lowering", ["patches", "canonical", "auto"])
 @pytest.mark.parametrize("case", CONV_CASES)
 def test_patches_conv_matches_native_values_and_gradients(case, lowering, x64):
     spatial, c_in, c_out, window, stride, padding, dilation, groups = case
@@ -66,7 +67,7 @@ def test_patches_conv_matches_native_values_and_gradients(case, lowering, x64):
         np.testing.assert_allclose(np.asarray(c), np.asarray(b), rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("lowering", ["patches", "auto"])
+@pytest.mark.parametrize("lowering", ["patches", "canonical", "auto"])
 def test_patches_conv_batched_forward_mode_and_second_order(lowering, x64):
     rng = np.random.default_rng(1)
     xs = jnp.asarray(rng.standard_normal((3, 7, 6, 2)))
@@ -94,6 +95,108 @@ def test_patches_conv_batched_forward_mode_and_second_order(lowering, x64):
     np.testing.assert_allclose(
         np.asarray(jax.jit(g_alt)(xs)), np.asarray(g_nat(xs)), rtol=1e-10, atol=1e-10
     )
+
+
+# Wider variants of CONV_CASES: "auto" picks "canonical" for CPU when C_in / groups > 8.
+WIDE_CONV_CASES = [
+    ((9, 8), 12, 5, (3, 3), (1, 1), "VALID", (1, 1), 1),
+    ((9, 8), 10, 6, (3, 2), (2, 1), "SAME", (1, 1), 1),
+    ((10, 9), 9, 3, (3, 3), (1, 2), ((1, 2), (0, 1)), (2, 1), 1),
+    ((8, 8), 20, 6, (3, 3), (1, 1), 1, (1, 1), 2),  # grouped, 10 per group
+    ((8, 7), 3, 6, (3, 3), (2, 2), "SAME", (1, 1), 3),  # depthwise
+    ((9, 9), 9, 3, (3, 3), (1, 1), ((-1, 2), (1, -1)), (1, 1), 1),  # negative pads crop
+    ((6, 6), 16, 8, (1, 1), (2, 2), "VALID", (1, 1), 1),  # strided 1x1 (a ResNet shortcut)
+    ((11,), 9, 3, (4,), (3,), "FULL", (2,), 1),  # 1-D
+    ((5, 6, 4), 9, 3, (2, 3, 2), (1, 2, 1), "SAME", (1, 1, 2), 1),  # 3-D
+]
+
+
+@pytest.mark.parametrize("lowering", ["canonical", "auto"])
+@pytest.mark.parametrize("case", WIDE_CONV_CASES)
+def test_canonical_conv_float32_gradients_match_native(case, lowering):
+    spatial, c_in, c_out, window, stride, padding, dilation, groups = case
+    rng = np.random.default_rng(len(spatial) * 100 + c_in)
+    xs = jnp.asarray(rng.standard_normal((3, *spatial, c_in)), jnp.float32)
+    kernel = jnp.asarray(rng.standard_normal((*window, c_in // groups, c_out)), jnp.float32)
+    args = (window, stride, padding, dilation, groups)
+
+    def apply(lowering, k, v):
+        return jax.vmap(lambda x: _conv(lowering, x, k, *args))(v)
+
+    y_nat = jax.jit(partial(apply, "native"))(kernel, xs)
+    y_alt = jax.jit(partial(apply, lowering))(kernel, xs)
+    np.testing.assert_array_equal(np.asarray(y_alt), np.asarray(y_nat))  # bit for bit
+    g = jnp.asarray(rng.standard_normal(y_nat.shape), jnp.float32)
+
+    def loss(lowering):
+        return lambda k, v: jnp.sum(jnp.tanh(apply(lowering, k, v)) * g)
+
+    def close(a, b):
+        scale = float(np.max(np.abs(np.asarray(b))))
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5 * scale)
+
+    want = jax.jit(jax.grad(loss("native"), argnums=(0, 1)))(kernel, xs)
+    got = jax.jit(jax.grad(loss(lowering), argnums=(0, 1)))(kernel, xs)
+    for a, b in zip(got, want):
+        close(a, b)
+    # Inside a loop (the case the lowering exists for): the same gradients.
+    in_scan = jax.jit(
+        lambda k, v: lax.scan(lambda c, _: (c, jax.grad(loss(lowering), (0, 1))(k, v)), 0, None, 2)
+    )(kernel, xs)[1]
+    for a, b in zip(in_scan, want):
+        close(a[1], b)
+    # Per-example kernel gradients (vmap of grad: the kernel tangent is batched too).
+    per_ex = jax.jit(
+        jax.vmap(lambda x, gg: jax.grad(lambda k: jnp.sum(_conv(lowering, x, k, *args) * gg))(kernel))
+    )(xs, g)
+    per_ex_nat = jax.vmap(
+        lambda x, gg: jax.grad(lambda k: jnp.sum(_conv("native", x, k, *args) * gg))(kernel)
+    )(xs, g)
+    close(per_ex, per_ex_nat)
+    # Forward mode: jvp in both arguments.
+    tk, tx = jnp.ones_like(kernel), jnp.ones_like(xs)
+    _, t_nat = jax.jvp(partial(apply, "native"), (kernel, xs), (tk, tx))
+    _, t_alt = jax.jit(lambda k, v: jax.jvp(partial(apply, lowering), (k, v), (tk, tx)))(kernel, xs)
+    close(t_alt, t_nat)
+
+
+_CANONICAL_LABELS = {1: "b0f_0io->b0f", 2: "b01f_01io->b01f", 3: "b012f_012io->b012f"}
+
+
+def _loop_conv_labels(lowering: str, rank: int) -> list[str]:
+    """``dim_labels`` of every convolution in the compiled ``lax.scan`` of a training step."""
+    spatial = (7, 6, 5)[:rank]
+    net = L.serial(
+        L.Conv(12, 3, padding="SAME", lowering=lowering),  # C_in = 9: "canonical" for CPU
+        L.Relu(),
+        L.Conv(10, 2, stride=2, lowering=lowering),  # C_in = 12, strided
+        L.Flatten(),
+        L.Dense(3),
+    )
+    _, params, state = jcnn.init_shapes(net, (*spatial, 9))
+    params = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), params)
+    xs = jnp.ones((2, *spatial, 9), jnp.float32)
+
+    def step(p, _):
+        g = jax.grad(lambda p: jnp.sum(jcnn.batched(net.apply)(p, state, xs)[0] ** 2))(p)
+        return jax.tree_util.tree_map(lambda a, b: a - 0.1 * b, p, g), None
+
+    text = jax.jit(lambda p: lax.scan(step, p, None, 2)[0]).lower(params).compile().as_text()
+    assert " while(" in text  # the steps stay a loop
+    return re.findall(r" convolution\(.*?dim_labels=([^,\s]+)", text)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA:CPU layout rule")
+@pytest.mark.parametrize("rank", [1, 2, 3])
+def test_auto_gradients_in_loops_are_canonical_convolutions(rank):
+    # XLA:CPU canonicalizes convolutions in the entry computation only; in a while body a
+    # non-canonical conv (the native gradients: f01b_i01o->01bf, b01f_01oi->b01f) runs as a
+    # generic loop, 10-35x slower. "auto" must leave only canonical ones there.
+    labels = _loop_conv_labels("auto", rank)
+    assert len(labels) == 6  # 2 forward, 2 filter gradients, 1 input gradient ... and 1 more
+    assert set(labels) == {_CANONICAL_LABELS[rank]}, labels
+    # The check can fail: the native gradients in the same loop are not canonical.
+    assert set(_loop_conv_labels("native", rank)) != {_CANONICAL_LABELS[rank]}
 
 
 POOL_CASES = [
@@ -190,7 +293,8 @@ def test_auto_rule_per_platform_and_shape():
     # For CPU: patches for thin convs, mask for non-overlapping pools.
     assert conv("auto", (5, 5), 1, 1, "cpu") == "patches"
     assert conv("auto", (3, 3), 8, 1, "cpu") == "patches"
-    assert conv("auto", (3, 3), 64, 1, "cpu") == "native"
+    assert conv("auto", (3, 3), 64, 1, "cpu") == "canonical"  # wide: canonical-layout gradients
+    assert conv("auto", (3, 3), 9, 1, "cpu") == "canonical"
     assert conv("auto", (3, 3), 64, 16, "cpu") == "patches"  # 4 per group
     assert pool("auto", (2, 2), (2, 2), "cpu") == "mask"
     assert pool("auto", (3, 3), (2, 2), "cpu") == "native"  # overlapping
@@ -202,7 +306,8 @@ def test_auto_rule_per_platform_and_shape():
     assert conv("patches", (5, 5), 1, 1, "cuda") == "patches"  # explicit wins
     # While tracing (no platform): "auto" where the platforms differ, else their common choice.
     assert conv("auto", (5, 5), 1, 1) == "auto"
-    assert conv("auto", (3, 3), 64, 1) == "native"
+    assert conv("auto", (3, 3), 64, 1) == "auto"  # canonical for CPU, native elsewhere
+    assert conv("canonical", (3, 3), 64, 1) == "canonical"
     assert pool("auto", (2, 2), (2, 2)) == "auto"
     assert pool("auto", (3, 3), (2, 2)) == "native"
 

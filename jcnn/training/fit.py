@@ -281,6 +281,10 @@ class Run:
     def prepare(cls, args: FitArgs) -> Run:
         """Checks the arguments, builds the step and the state, and finds the resume point."""
         a = args.checked()
+        if a.privacy is not None:
+            from jcnn.privacy import check_per_example
+
+            check_per_example(a.net)  # BatchNorm mixes examples: refused by its path
         ts = a.train_state
         if ts is None:
             ts = create_train_state(a.net, tuple(a.train[0].shape[1:]), a.optimizer, seed=a.seed)
