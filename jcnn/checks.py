@@ -1,4 +1,4 @@
-"""Entry checks of training: what :func:`jcnn.fit.fit` and :func:`jcnn.fit.evaluate` verify
+"""Entry checks of training: what :func:`jcnn.fit` and :func:`jcnn.evaluate` verify
 about their arguments and data before any step is compiled, each failing with a message that
 says what arrived, what was expected and the fix."""
 

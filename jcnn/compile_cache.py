@@ -3,7 +3,7 @@
 XLA compiles every jitted program at its first call (seconds for a ResNet train step). With the
 persistent cache on, the compiled executable is written to disk and a later *process* that
 compiles the same program (same code, shapes, dtypes, JAX version and device) loads it instead.
-:func:`jcnn.fit.fit`, the experiments and the bench call :func:`enable` when they start.
+:func:`jcnn.fit`, the experiments and the bench call :func:`enable` when they start.
 
 The folder: ``$JCNN_COMPILE_CACHE`` when set (``0``, ``off``, ``false`` or ``no`` turn the cache
 off), else ``$XDG_CACHE_HOME/jcnn/xla`` (``~/.cache/jcnn/xla`` when ``XDG_CACHE_HOME`` is not

@@ -106,7 +106,7 @@ def box_iou(a: jax.Array, b: jax.Array) -> jax.Array:
 
 
 def localization_metrics(predictions: jax.Array, targets: jax.Array) -> dict[str, jax.Array]:
-    """Batch metrics (jit-friendly), to pass as ``metrics_fn`` to ``jcnn.fit.fit``.
+    """Batch metrics (jit-friendly), to pass as ``metrics_fn`` to ``jcnn.fit``.
 
     Returns:
         ``accuracy``: presence right, and for images with an object the class right too;

@@ -6,7 +6,7 @@ Shapes:
 The functions that take integer class labels (:func:`softmax_cross_entropy`, :func:`accuracy`,
 :func:`top_k_accuracy`, :func:`classification_metrics`) check the labels' shape and dtype when
 they are traced (free: no check runs in the compiled program) and are marked so
-(:func:`takes_integer_labels`): ``jcnn.fit.fit`` with such a loss also checks, before training,
+(:func:`takes_integer_labels`): ``jcnn.fit`` with such a loss also checks, before training,
 that every label is a class index in ``[0, K)``.
 
 Example:
@@ -35,7 +35,7 @@ EXPECTED = "expected integer class labels (B,) for logits (B, K)"
 def integer_labels(fn: F) -> F:
     """Marks ``fn(logits, labels)`` as taking integer class labels (:func:`takes_integer_labels`).
 
-    Mark your own loss with it so that ``jcnn.fit.fit`` checks its labels up front.
+    Mark your own loss with it so that ``jcnn.fit`` checks its labels up front.
     """
     fn.takes_integer_labels = True  # type: ignore[attr-defined]
     return fn

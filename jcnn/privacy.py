@@ -49,7 +49,14 @@ import optax
 
 from jcnn.layers.core import Layer
 from jcnn.train import make_epoch
-from jcnn.training.estimators import _NORM_ADVICE, DPSGD, Batch, LossFn, default_metrics, per_example
+from jcnn.training.estimators import (
+    _NORM_ADVICE,
+    DPSGD,
+    Batch,
+    LossFn,
+    default_metrics,
+    per_example,
+)
 from jcnn.training.state import NOISE_FOLD, TrainState
 from jcnn.training.step import make_train_step, make_update
 
@@ -400,10 +407,10 @@ def run_epsilon(
 ) -> float:
     """The epsilon of a finished private run, from its step count.
 
-    ``run`` is a ``jcnn.fit.FitResult`` or a :class:`jcnn.train.TrainState`; its ``step``
+    ``run`` is a ``jcnn.FitResult`` or a :class:`jcnn.TrainState`; its ``step``
     counts every optimiser step (all of them, so a run resumed or continued from a non-private
     state is over-counted, never under-counted). Sampling rate ``batch_size / num_examples``,
-    Poisson sampling assumed (see :func:`private_steps`).
+    Poisson sampling assumed (see :class:`DPSGD`).
     """
     ts = getattr(run, "train_state", run)
     if not isinstance(ts, TrainState):

@@ -43,7 +43,7 @@ class TransferSetup(NamedTuple):
         optimizer: the optimiser with the body frozen (zero updates, no optimiser state).
         frozen: the path patterns that were frozen (the body's child keys, or paths such as
             ``"classifier/Dense_0"`` for a nested ``head``), for
-            :func:`jcnn.train.freeze` or ``jcnn.fit.fit(frozen=...)``.
+            :func:`jcnn.train.freeze` or ``jcnn.fit(frozen=...)``.
     """
 
     net: Layer
@@ -90,7 +90,7 @@ def transfer_setup(
         net: the trained serial network; ``params`` / ``state`` are its trees.
         new_head: the new head, initialised from ``seed`` with the init key of
             :func:`jcnn.train.create_train_state` (:func:`jcnn.train.init_key`); the step keys
-            derive from ``seed`` as there (:meth:`jcnn.train.TrainState.create`).
+            derive from ``seed`` as there (:meth:`jcnn.TrainState.create`).
         input_shape: one example's shape.
         params, state: the trained network's params and state (state ``None``: fresh state).
         optimizer: the optimiser for the head (wrapped with :func:`jcnn.train.freeze`).

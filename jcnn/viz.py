@@ -36,7 +36,7 @@ def learning_curves(
 
     Args:
         runs: ``{run_name: history}``; a history has ``epoch`` and any of ``train_loss``,
-            ``val_loss``, ``train_accuracy``, ``val_accuracy`` (as :func:`jcnn.fit.fit` returns).
+            ``val_loss``, ``train_accuracy``, ``val_accuracy`` (as :func:`jcnn.fit` returns).
         path: PNG file to write.
         title: figure title.
     """

@@ -1,6 +1,6 @@
 """Mini-batching on the host (numpy) and data augmentation on the device (JAX).
 
-Host side: :func:`batches` is THE host batch iterator of jcnn (``jcnn.fit.fit``'s host loop runs
+Host side: :func:`batches` is THE host batch iterator of jcnn (``jcnn.fit``'s host loop runs
 on it): ``(x, y)`` batches in the order of :func:`epoch_permutation`, optionally placed on the
 device (``put``) by a prefetch thread; :func:`num_batches` says how many it yields. The order of
 epoch ``e`` for seed ``s`` is ``epoch_permutation(data_rng(s), e, n)``, the order ``fit(seed=s)``

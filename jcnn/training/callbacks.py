@@ -1,4 +1,4 @@
-"""Callbacks of :func:`jcnn.fit.fit`: values that watch a run and may stop it [Keras callbacks].
+"""Callbacks of :func:`jcnn.fit`: values that watch a run and may stop it [Keras callbacks].
 
 ``fit`` calls every callback's hooks in this order::
 

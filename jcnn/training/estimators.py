@@ -376,7 +376,9 @@ def estimator(
             f"{privacy!r}"
         )
     if gradients is not None and not callable(gradients):
-        raise TypeError(f"gradients must be callable (params, state, batch, key), got {gradients!r}")
+        raise TypeError(
+            f"gradients must be callable (params, state, batch, key), got {gradients!r}"
+        )
     if privacy is not None and gradients is not None:
         raise ValueError(
             "give privacy= or gradients=, not both: a private step computes its own clipped "

@@ -18,8 +18,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -27,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jax
 import numpy as np
 import optax
 from tqdm.auto import tqdm
@@ -153,7 +150,9 @@ class FitArgs:
         for name in ("checkpoint_every", "log_every"):
             setattr(self, name, checks.count("fit", name, getattr(self, name), optional=True))
         if not is_int(self.seed):
-            raise ValueError(f"fit: seed must be an int, got {self.seed!r} ({type(self.seed).__name__})")
+            raise ValueError(
+                f"fit: seed must be an int, got {self.seed!r} ({type(self.seed).__name__})"
+            )
         if self.checkpoint_every is not None and self.checkpoint_dir is None:
             raise ValueError(
                 f"fit: checkpoint_every={self.checkpoint_every} but no checkpoint_dir, so nothing "
@@ -203,7 +202,9 @@ class FitArgs:
                 checks.check_finite("fit", name, xs, ys)
 
 
-def _nonfinite(losses: Any, *, ts: TrainState, epoch: int, first: int, run: Run, saved: str) -> None:
+def _nonfinite(
+    losses: Any, *, ts: TrainState, epoch: int, first: int, run: Run, saved: str
+) -> None:
     """Raises :class:`NonFiniteLossError` at the first non-finite loss of a chunk, if any."""
     values = np.asarray(losses, dtype=np.float64).reshape(-1)
     bad = np.flatnonzero(~np.isfinite(values))
@@ -332,7 +333,9 @@ class Run:
         self.bar = tqdm(total=total, disable=not a.progress, unit="img", unit_scale=True,
                         dynamic_ncols=True)  # fmt: skip
         checkpoint_dir = None if a.checkpoint_dir is None else str(a.checkpoint_dir)
-        info = RunInfo(a.epochs, self.steps_per_epoch, a.batch_size, r.epoch, r.history, checkpoint_dir)
+        info = RunInfo(
+            a.epochs, self.steps_per_epoch, a.batch_size, r.epoch, r.history, checkpoint_dir
+        )
         for callback in a.callbacks:
             callback.on_train_begin(info)
 
@@ -347,10 +350,14 @@ class Run:
         if a.stop_on_nonfinite and "loss" in metrics:
             latest = self.ckpt.latest_step() if self.ckpt is not None else None
             saved = "" if latest is None else f" (the last saved is step {latest})"
-            _nonfinite(metrics["loss"], ts=ts, epoch=tracker.epoch, first=first, run=self, saved=saved)
+            _nonfinite(
+                metrics["loss"], ts=ts, epoch=tracker.epoch, first=first, run=self, saved=saved
+            )
         tracker.add(metrics, n)
         self.bar.update(n * a.batch_size)
-        self.bar.set_postfix(epoch=tracker.epoch + 1, **{k: f"{v:.4f}" for k, v in tracker.means().items()})
+        self.bar.set_postfix(
+            epoch=tracker.epoch + 1, **{k: f"{v:.4f}" for k, v in tracker.means().items()}
+        )
         at_period = a.checkpoint_every is not None and tracker.index % a.checkpoint_every == 0
         if at_period and tracker.index < self.steps_per_epoch:
             self.save(ts, tracker)
@@ -386,11 +393,15 @@ class Run:
         tracker.ended = True
         if self.args.progress:
             shown = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k != "seconds")
-            self.bar.write(f"epoch {tracker.epoch + 1}/{self.args.epochs}: {shown} ({record['seconds']:.1f} s)")
+            self.bar.write(
+                f"epoch {tracker.epoch + 1}/{self.args.epochs}: {shown} ({record['seconds']:.1f} s)"
+            )
         stops = [callback.on_epoch_end(end) for callback in self.args.callbacks]
         return any(stops)
 
-    def stop_if_preempted(self, guard: PreemptionGuard, ts: TrainState, tracker: EpochTracker) -> None:
+    def stop_if_preempted(
+        self, guard: PreemptionGuard, ts: TrainState, tracker: EpochTracker
+    ) -> None:
         """After a signal: saves what it can and raises :class:`Preempted` (at an epoch's
         last chunk, only once the epoch has ended: validated, recorded and saved)."""
         if guard.requested is None or (tracker.index == self.steps_per_epoch and not tracker.ended):

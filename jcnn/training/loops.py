@@ -201,7 +201,9 @@ class DeviceLoop:
         kwargs: dict[str, Any] = {}
         shardings = self.step.placement.state_shardings(ts)
         if shardings is not None:
-            full = jax.sharding.NamedSharding(self.step.placement.mesh, jax.sharding.PartitionSpec())
+            full = jax.sharding.NamedSharding(
+                self.step.placement.mesh, jax.sharding.PartitionSpec()
+            )
             kwargs = dict(out_shardings=(shardings, full))
         self._loops[key] = jax.jit(run, donate_argnums=(0,), **kwargs)
         return self._loops[key]

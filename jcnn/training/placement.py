@@ -251,7 +251,6 @@ def host_value(x: jax.Array) -> np.ndarray:
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
-
 @dataclasses.dataclass(frozen=True)
 class Placement:
     """Where a run's train state and batches live: one device (``mesh=None``) or a mesh.

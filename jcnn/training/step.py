@@ -168,7 +168,9 @@ class TrainStep:
             kwargs: dict[str, Any] = {}
             if shardings is not None:
                 data = self.placement.batch_sharding()
-                replicated = jax.sharding.NamedSharding(self.placement.mesh, jax.sharding.PartitionSpec())
+                replicated = jax.sharding.NamedSharding(
+                    self.placement.mesh, jax.sharding.PartitionSpec()
+                )
                 kwargs = dict(in_shardings=(shardings, data), out_shardings=(shardings, replicated))
             self._compiled[key] = jax.jit(
                 self.update, donate_argnums=self._donate, compiler_options=self._options, **kwargs
@@ -195,8 +197,18 @@ def _cached_step(*args: Any) -> TrainStep:
 
 
 def _build_step(
-    apply, loss_fn, optimizer, placement, microbatches, privacy, ema, transform, metrics_fn,
-    gradients, donate, options,
+    apply,
+    loss_fn,
+    optimizer,
+    placement,
+    microbatches,
+    privacy,
+    ema,
+    transform,
+    metrics_fn,
+    gradients,
+    donate,
+    options,
 ) -> TrainStep:
     update = make_update(
         apply,
@@ -274,8 +286,18 @@ def make_train_step(
     placement = Placement(mesh, fsdp=fsdp, axis_name=axis_name)
     options = None if compiler_options is None else tuple(sorted(compiler_options.items()))
     args = (
-        apply, loss_fn, optimizer, placement, microbatches, privacy, ema, transform, metrics_fn,
-        gradients, donate, options,
+        apply,
+        loss_fn,
+        optimizer,
+        placement,
+        microbatches,
+        privacy,
+        ema,
+        transform,
+        metrics_fn,
+        gradients,
+        donate,
+        options,
     )
     try:
         hash(args)

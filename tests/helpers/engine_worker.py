@@ -82,7 +82,9 @@ def main() -> None:
     out["full_val_accuracy"] = full.history["val_accuracy"][-1]
     out["full_steps"] = int(full.train_state.step)
     out["full_ema_differs"] = max_diff(full.ema_params, full.params)
-    out["full_ema_sharded"] = float(len(full.train_state.ema["Dense_0"]["kernel"].sharding.device_set))
+    out["full_ema_sharded"] = float(
+        len(full.train_state.ema["Dense_0"]["kernel"].sharding.device_set)
+    )
     print(json.dumps(out))
 
 
