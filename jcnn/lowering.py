@@ -17,7 +17,17 @@ Conv lowerings (``Conv(..., lowering=...)``):
   convolution with few input channels (the first layer of a CNN) and the input gradient inside
   loops (micro-batches, ``lax.scan`` epochs) to slow generic code; these matmuls avoid it.
   Supports every padding, stride, dilation and ``groups`` (grouped contractions by ``einsum``).
-
+* ``"canonical"``: native forward; the tangent is the native rule's two convolutions with their
+  operands laid out (explicit transposes) so that their TRANSPOSES, the gradients, come out in
+  XLA:CPU's canonical layout ``b01f_01io->b01f``: the input gradient as the conv of ``g`` with
+  the flipped kernel stored ``(*window, C_out, C_in)``, the filter gradient as the conv of
+  ``x^T (C_in, *spatial, N)`` with ``g^T (*spatial', N, C_out)``, per group for grouped convs.
+  XLA:CPU runs only canonical convolutions on its convolution runtime (Eigen) and canonicalizes
+  the others (JAX's native gradients: ``f01b_i01o->01bf`` and ``b01f_01oi->b01f``) in the
+  ENTRY computation only (``ConvCanonicalization``); inside a ``while`` body (``lax.scan``
+  epochs, ``fori_loop``, micro-batch loops) they fall to XLA's generic loop emitter, 10-35x
+  slower, and no ``XLA_FLAGS`` option changes that (XLA 0.10.2). Outside loops this is the
+  program XLA makes of the native gradients, so it costs nothing there.
 Max-pool lowerings (``MaxPool(..., lowering=...)``):
 
 * ``"native"``: ``lax.reduce_window`` whose gradient XLA:CPU turns into an iota + scatter.
@@ -35,9 +45,10 @@ program lowered for CPU contains only the alternative's derivative and one lower
 TPU only the native one (see :func:`resolve_conv_lowering`, :func:`resolve_pool_lowering`):
 
 * for CPU, conv -> ``"patches"`` when ``C_in / groups <= 8`` (input layers and thin early
-  layers, where XLA's filter gradient is slowest and the patches stay small), else ``"native"``
-  (measured: with 16 or more input channels per group the native gradients of a 3x3 conv were
-  up to 2.5x faster than the patches ones); max-pool -> ``"mask"`` when the windows do not
+  layers, where XLA's filter gradient is slowest and the patches stay small), else
+  ``"canonical"`` (with 16 or more input channels per group the native gradients of a 3x3 conv
+  were up to 2.5x faster than the patches ones OUTSIDE loops, and ``"canonical"`` is exactly
+  those there, but stays fast inside loops); max-pool -> ``"mask"`` when the windows do not
   overlap, else ``"native"``;
 * for every other platform (GPU, TPU): ``"native"`` for both (their convolution libraries
   already produce good gradients; measure before changing this).
@@ -110,7 +121,9 @@ def resolve_conv_lowering(
     Example:
         >>> [resolve_conv_lowering("auto", (5, 5), 1, 1, p) for p in ("cpu", "cuda", None)]
         ['patches', 'native', 'auto']
-        >>> resolve_conv_lowering("auto", (3, 3), 64, 1)  # native everywhere
+        >>> resolve_conv_lowering("auto", (3, 3), 64, 1, "cpu")  # wide: canonical layouts
+        'canonical'
+        >>> resolve_conv_lowering("auto", (3, 3), 64, 1, "cuda")
         'native'
     """
     if lowering != "auto":
@@ -272,7 +285,27 @@ def _canonical_kernel_term(x, tk, strides, pads, dilation, groups, precision):
     C_out)``; JAX's transpose of a conv with respect to its kernel swaps batch and feature of the
     input and output specs, which turns these into ``b01f_01io->b01f``: the filter gradient is
     ``conv(x^T, g^T)`` in the layout XLA:CPU's convolution runtime takes. Native values.
+
+    Grouped convs (``1 < groups < C_in``) are split into one such conv per group: the transpose
+    of one grouped conv is a ``batch_group_count`` conv, which XLA:CPU rewrites into a
+    non-canonical one. Depthwise ones (``groups == C_in``) stay whole (XLA makes that canonical).
     """
+    c_in, c_out = x.shape[-1], tk.shape[-1]
+    if 1 < groups < c_in:
+        cg, og = c_in // groups, c_out // groups
+        parts = [
+            _canonical_kernel_term(
+                x[..., g * cg : (g + 1) * cg],
+                tk[..., g * og : (g + 1) * og],
+                strides,
+                pads,
+                dilation,
+                1,
+                precision,
+            )
+            for g in range(groups)
+        ]
+        return jnp.concatenate(parts, axis=-1)
     rank = len(strides)
     spatial = tuple(range(1, rank + 1))
     lhs = (rank + 1, 0, *spatial)  # batch last, feature first
@@ -375,8 +408,9 @@ def conv(
         strides, pads, dilation: per spatial dim; ``pads`` as resolved ``(lo, hi)`` pairs.
         groups: feature groups.
         precision: passed to the convolution and the matmuls.
-        lowering: ``"native"``, ``"patches"`` or ``"auto"`` (the module's rule; its platform
-            part is decided when the program is lowered, by ``lax.platform_dependent``).
+        lowering: ``"native"``, ``"patches"``, ``"canonical"`` or ``"auto"`` (the module's rule;
+            its platform part is decided when the program is lowered, by
+            ``lax.platform_dependent``).
 
     Shapes:
         x: ``(*spatial, C_in)`` -> ``(*spatial', C_out)`` as ``lax.conv_general_dilated``.

@@ -131,6 +131,12 @@ def make_epoch(
     Returns:
         ``(ts, metrics)`` with each metric stacked per step, shape ``(num_steps,)``.
     """
+    if microbatches is not None and (
+        not isinstance(microbatches, int) or microbatches < 1 or batch_size % microbatches
+    ):
+        raise ValueError(
+            f"microbatches={microbatches!r} must be a positive int dividing batch_size={batch_size}"
+        )
     step = make_train_step(
         apply,
         loss_fn,
@@ -141,7 +147,7 @@ def make_epoch(
         metrics_fn=metrics_fn,
         donate=donate,
     )
-    loops: dict[Any, DeviceLoop] = {}
+    loop: list[DeviceLoop] = []  # one loop: its compiled programs serve any data of one shape
 
     def run_epoch(ts, images, labels, epoch, *, data_rng, start=0, num_steps=None):
         steps = images.shape[0] // batch_size
@@ -150,10 +156,10 @@ def make_epoch(
         num_steps = steps - start if num_steps is None else num_steps
         if start < 0 or num_steps < 1 or start + num_steps > steps:
             raise ValueError(f"run_epoch: steps {start}..{start + num_steps} outside 0..{steps}")
-        key = (id(images), id(labels), id(data_rng))
-        if key not in loops:
-            loops.clear()
-            loops[key] = DeviceLoop(step, (images, labels), batch_size, data_rng, kind="loop")
-        return loops[key].epoch(epoch, start)(step.prepare(ts), start, num_steps)
+        data = jax.numpy.asarray(images), jax.numpy.asarray(labels)
+        if not loop:
+            loop.append(DeviceLoop(step, data, batch_size, data_rng, kind="loop", placed=True))
+        loop[0].images, loop[0].labels = data
+        return loop[0].epoch(epoch, start, data_rng)(step.prepare(ts), start, num_steps)
 
     return run_epoch

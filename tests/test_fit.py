@@ -1,6 +1,6 @@
-"""jcnn.fit.fit: on-device epoch == host loop, determinism, history, evaluation, checkpoints,
-optax schedules, freezing by path, augmentation inside the compiled epoch, errors (the catalogue
-of misuse is tests/bad_inputs/cases_training.py)."""
+"""jcnn.fit: on-device epoch == host loop, determinism, history, evaluation, checkpoints,
+optax schedules, freezing by path, augmentation inside the step (both loops), errors (the
+catalogue of misuse is tests/bad_inputs/cases_training.py)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,12 @@ from jcnn import layers as L
 from jcnn import train as T
 from jcnn.checkpoint import Checkpointer
 from jcnn.data import augment
-from jcnn.fit import NonFiniteLossError, evaluate, fit
 from jcnn.losses import softmax_cross_entropy
+from jcnn.training import Callback, NonFiniteLossError, fit
+from jcnn.training import evaluate as evaluate_net
+from jcnn.training.evaluation import evaluate_with
+
+FIT_MODULE = importlib.import_module("jcnn.training.fit")  # jcnn.fit is the function
 
 HISTORY_KEYS = {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds"}
 
@@ -61,6 +65,26 @@ TINY_NET = L.serial(L.Flatten(), L.Dense(8), L.Relu(), L.Dense(3))
 TINY_DROP_NET = L.serial(L.Flatten(), L.Dense(8), L.Relu(), L.Dropout(0.3), L.Dense(3))
 TINY_TRAIN = _data(2, 96, (6, 6, 1), 3)  # batch 16: 6 steps per epoch
 TINY_VAL = _data(3, 20, (6, 6, 1), 3)
+
+
+class _OnChunkEnd(Callback):
+    """A callback calling ``fn(chunk)`` after each chunk."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def on_chunk_end(self, chunk):
+        self.fn(chunk)
+
+
+class _OnEpochEnd(Callback):
+    """A callback calling ``fn(end)`` after each epoch (its value stops the run when True)."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def on_epoch_end(self, end):
+        return self.fn(end)
 
 
 def _tiny_fit(net=TINY_NET, **kwargs):
@@ -224,7 +248,7 @@ def test_a_mid_epoch_resume_counts_the_whole_epoch(tmp_path, tmp_root):
             raise _Stop
 
     with pytest.raises(_Stop):
-        _tiny_fit(TINY_DROP_NET, on_chunk_end=stop_after_step_4, **kwargs)
+        _tiny_fit(TINY_DROP_NET, callbacks=[_OnChunkEnd(stop_after_step_4)], **kwargs)
     assert Checkpointer(ckpt).all_steps() == [4]
     resumed = _tiny_fit(TINY_DROP_NET, **kwargs)
     assert resumed.resume_note.startswith("fit: resumed from step 4 (epoch 1 of 2, after step 4")
@@ -236,13 +260,12 @@ def test_a_mid_epoch_resume_counts_the_whole_epoch(tmp_path, tmp_root):
 def test_a_finished_runs_rerun_returns_the_checkpoint_at_once(tmp_path, monkeypatch, capsys):
     ckpt = tmp_path / "ckpt"
     done = _tiny_fit(epochs=2, checkpoint_dir=ckpt)
-    fit_module = importlib.import_module("jcnn.fit")  # the module (jcnn.fit is also the function)
 
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run's rerun placed data to train")
 
-    monkeypatch.setattr(fit_module, "_device_epochs", no_training)
-    monkeypatch.setattr(fit_module, "_host_epochs", no_training)
+    monkeypatch.setattr(FIT_MODULE, "DeviceLoop", no_training)
+    monkeypatch.setattr(FIT_MODULE, "HostLoop", no_training)
     again = _tiny_fit(epochs=2, checkpoint_dir=ckpt, progress=True)
     printed = capsys.readouterr()
     assert again.resumed_from == 12
@@ -265,12 +288,11 @@ EPOCH_RECORDS: list = []
 @functools.cache
 def _tiny_one_epoch():
     """One epoch of TINY_NET, evaluated in batches of 8 (8 + 8 + 4 examples), records kept."""
-    return _tiny_fit(
-        epochs=1, eval_batch_size=8, on_epoch_end=lambda e, r: EPOCH_RECORDS.append((e, r))
-    )
+    keep = _OnEpochEnd(lambda end: EPOCH_RECORDS.append((end.epoch, dict(end.record))))
+    return _tiny_fit(epochs=1, eval_batch_size=8, callbacks=[keep])
 
 
-def test_on_epoch_end_gets_each_epoch_record():
+def test_on_epoch_end_callback_gets_each_epoch_record():
     result = _tiny_one_epoch()
     assert len(EPOCH_RECORDS) == 1 and EPOCH_RECORDS[0][0] == 0
     record = EPOCH_RECORDS[0][1]
@@ -367,24 +389,40 @@ def test_freezing_a_whole_sub_network():
 # --------------------------------------------------------------------------- augmentation
 
 
-def test_transform_runs_inside_the_on_device_epoch():
-    calls = []
+CROP_CALLS: dict[bool, list] = {True: [], False: []}
+
+
+@functools.cache
+def _tiny_cropped(on_device: bool):
+    """One epoch of TINY_NET with a random crop inside the step; its traces kept."""
 
     def crop(key, x):
-        calls.append(x.shape)  # traced once, inside the compiled epoch
+        CROP_CALLS[on_device].append(x.shape)  # runs when traced, inside the compiled step
         return augment(key, x, crop_padding=2)
 
+    return _tiny_fit(epochs=1, eval_batch_size=8, transform=crop, on_device=on_device)
+
+
+@pytest.mark.parametrize("on_device", [True, False])
+def test_transform_runs_inside_the_compiled_step(on_device):
     plain = _tiny_one_epoch()
-    augmented = _tiny_fit(epochs=1, eval_batch_size=8, transform=crop)
+    augmented = _tiny_cropped(on_device)
+    calls = CROP_CALLS[on_device]
     assert calls and all(shape == (16, 6, 6, 1) for shape in calls)
     assert len(calls) <= 2  # traced, not called per step
     assert not _identical(plain.train_state.params, augmented.train_state.params)
     assert np.isfinite(augmented.history["train_loss"][0])
 
 
-def test_transform_is_refused_by_the_host_loop():
-    with pytest.raises(ValueError, match="on-device"):
-        _tiny_fit(on_device=False, transform=lambda key, x: x)
+def test_transform_gives_the_same_run_in_both_loops():
+    """The host loop applies the transform too (it was refused before), with the same keys."""
+    dev, host = _tiny_cropped(True), _tiny_cropped(False)
+    a, b = _flat(dev.train_state), _flat(host.train_state)
+    assert a.keys() == b.keys()
+    for k in a:
+        scale = max(float(np.abs(b[k]).max()), 1e-30) if a[k].dtype.kind == "f" else 1.0
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6 * scale, err_msg=k)
+    np.testing.assert_allclose(dev.history["train_loss"], host.history["train_loss"], rtol=1e-5)
 
 
 # --------------------------------------------------------------------------- misc
@@ -418,7 +456,12 @@ ZERO_TARGET = (TINY_TRAIN[0], np.where(np.arange(96) == BAD, 0.0, 1.0).astype(np
 
 
 @pytest.mark.parametrize("on_device", [True, False])
-def test_a_non_finite_loss_stops_at_its_step_before_checkpointing_it(tmp_path, on_device):
+def test_a_non_finite_loss_stops_at_its_step_before_checkpointing_it(
+    tmp_path, monkeypatch, on_device
+):
+    # Chunks cut only at the checkpoint period (not also by the ~2 s time budget, which starts
+    # at one step): chunks of steps 0..1 and 2..3, so step 3's chunk holds step 2's loss too.
+    monkeypatch.setattr(FIT_MODULE, "CHUNK_SECONDS", None)
     chunks = []
     with pytest.raises(NonFiniteLossError) as info:
         fit(
@@ -430,7 +473,7 @@ def test_a_non_finite_loss_stops_at_its_step_before_checkpointing_it(tmp_path, o
             on_device=on_device,
             checkpoint_dir=tmp_path / "ckpt",
             checkpoint_every=2,
-            on_chunk_end=lambda c: chunks.append(c.start),
+            callbacks=[_OnChunkEnd(lambda c: chunks.append(c.start))],
             progress=False,
         )
     error = info.value
@@ -456,28 +499,41 @@ def test_stop_on_nonfinite_false_trains_on():
     assert result.history["train_loss"] == [-np.inf]
 
 
-def test_the_data_are_checked_before_anything_is_made():
+def test_the_data_are_checked_before_anything_is_made(monkeypatch):
     made = []
 
-    def factory(spec):
-        made.append(spec)
-        return T.default_steps(spec)
+    def recording(name, real):
+        def made_here(*args, **kwargs):
+            made.append(name)
+            return real(*args, **kwargs)
 
+        return made_here
+
+    for name in ("make_train_step", "create_train_state"):
+        monkeypatch.setattr(FIT_MODULE, name, recording(name, getattr(FIT_MODULE, name)))
     x, y = TINY_TRAIN
     for bad in [(x, y.astype(np.float32)), (x, y + 1), (np.where(x > 2, np.nan, x), y)]:
         with pytest.raises((TypeError, ValueError)):
-            fit(TINY_NET, bad, steps=factory, progress=False)
+            fit(TINY_NET, bad, progress=False)
     assert made == []
+    fit(TINY_NET, (x, y), epochs=1, batch_size=16, progress=False)  # the recorders do record
+    assert made == ["create_train_state", "make_train_step"]
 
 
 def test_evaluate_checks_its_data_and_batch_size():
     ts = T.create_train_state(TINY_NET, (6, 6, 1), optax.adam(1e-2))
     step = T.make_eval_step(TINY_NET.apply, softmax_cross_entropy)
     x, y = TINY_VAL
-    with pytest.raises(ValueError, match="evaluate: data is empty"):
-        evaluate(step, ts, (x[:0], y[:0]), 8)
-    with pytest.raises(ValueError, match="evaluate: batch_size must be a positive int"):
-        evaluate(step, ts, (x, y), 0)
-    with pytest.raises(TypeError, match="evaluate: data x has dtype int32"):
-        evaluate(step, ts, (x.astype(np.int32), y), 8)
-    assert set(evaluate(step, ts, (x, y), np.int64(8))) == {"loss", "accuracy"}
+    # evaluate_with(eval_step, ...) is the old evaluate; jcnn.evaluate(net, ...) the new one.
+    runs = [
+        lambda data, bs: evaluate_with(step, ts, data, bs),
+        lambda data, bs: evaluate_net(TINY_NET, ts, data, batch_size=bs),
+    ]
+    for evaluate in runs:
+        with pytest.raises(ValueError, match="evaluate: data is empty"):
+            evaluate((x[:0], y[:0]), 8)
+        with pytest.raises(ValueError, match="evaluate: batch_size must be a positive int"):
+            evaluate((x, y), 0)
+        with pytest.raises(TypeError, match="evaluate: data x has dtype int32"):
+            evaluate((x.astype(np.int32), y), 8)
+        assert set(evaluate((x, y), np.int64(8))) == {"loss", "accuracy"}

@@ -1,5 +1,6 @@
 """Training pieces of jcnn.train: train state, jit steps (donation, keys, BatchNorm state,
-train/eval modes), hand-written steps from the parts, the on-device epoch, host batches, freezing."""
+train/eval modes), hand-written steps from the parts, the on-device epoch, host batches
+(jcnn.data.batching.batches, what fit's host loop iterates), freezing."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 from jcnn import batched, models
 from jcnn import layers as L
 from jcnn import train as T
+from jcnn.data.batching import batches
 from jcnn.layers.core import custom
 from jcnn.losses import softmax_cross_entropy
 from jcnn.shapes import ShapeError
@@ -388,13 +390,13 @@ def test_host_batches_follow_the_permutation_and_drop_the_remainder(rng):
     x = np.arange(11 * 2, dtype=np.float32).reshape(11, 2)
     y = np.arange(11, dtype=np.int32)
     perm = rng.permutation(11)
-    got = list(T.host_batches(x, y, 3, perm))
+    got = list(batches(x, y, 3, order=perm, put=jax.device_put))
     assert len(got) == 3
     for i, (xb, yb) in enumerate(got):
         assert isinstance(xb, jax.Array)
         np.testing.assert_array_equal(yb, perm[3 * i : 3 * i + 3])
         np.testing.assert_array_equal(xb, x[perm[3 * i : 3 * i + 3]])
-    later = list(T.host_batches(x, y, 3, perm, start=2, prefetch=1))
+    later = list(batches(x, y, 3, order=perm, start=2, put=jax.device_put, prefetch=1))
     assert len(later) == 1
     np.testing.assert_array_equal(later[0][1], perm[6:9])
 

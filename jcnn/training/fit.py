@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -203,7 +203,14 @@ class FitArgs:
 
 
 def _nonfinite(
-    losses: Any, *, ts: TrainState, epoch: int, first: int, run: Run, saved: str
+    losses: Any,
+    *,
+    ts: TrainState,
+    epoch: int,
+    first: int,
+    run: Run,
+    saved: str,
+    mean_before: float | None,
 ) -> None:
     """Raises :class:`NonFiniteLossError` at the first non-finite loss of a chunk, if any."""
     values = np.asarray(losses, dtype=np.float64).reshape(-1)
@@ -213,7 +220,10 @@ def _nonfinite(
     j = int(bad[0])
     step, index, value = int(ts.step) - len(values) + j, first + j, float(values[j])
     before = ", ".join(f"{v:.4g}" for v in values[max(0, j - 3) : j])
-    before = f", after losses {before}" if before else ""
+    if before:
+        before = f", after losses {before}"
+    elif mean_before is not None:
+        before = f", after a mean loss of {mean_before:.4g} over the epoch's earlier steps"
     raise NonFiniteLossError(
         f"fit: the training loss is {value} at global step {step + 1} (epoch {epoch + 1}/"
         f"{run.args.epochs}, step {index + 1}/{run.steps_per_epoch} of the epoch; counted from "
@@ -227,6 +237,31 @@ def _nonfinite(
         index=index,
         loss=value,
     )
+
+
+def _extra_entries(callback: Callback, got: Any, record: dict[str, float]) -> dict[str, float]:
+    """A callback's ``extend_record`` result as ``{name: float}``: a mapping of scalars whose
+    names are new to the record."""
+    name = type(callback).__name__
+    if got is None:
+        return {}
+    if not isinstance(got, Mapping):
+        raise TypeError(
+            f"fit: {name}.extend_record must return a mapping {{name: scalar}} (or None), got a "
+            f"{type(got).__name__}"
+        )
+    shapes = {k: np.shape(v) for k, v in got.items() if np.ndim(v) != 0}
+    if shapes:
+        raise ValueError(
+            f"fit: {name}.extend_record returned non-scalar values {shapes}: return scalars"
+        )
+    taken = sorted(set(got) & set(record))
+    if taken:
+        raise ValueError(
+            f"fit: {name}.extend_record returned {taken}, which the record already holds (from "
+            "fit or an earlier callback); give your entries their own names"
+        )
+    return {k: float(v) for k, v in got.items()}
 
 
 @dataclass
@@ -340,8 +375,11 @@ class Run:
             callback.on_train_begin(info)
 
     def schedule(self) -> ChunkSchedule:
+        """Chunks end at periods and epoch ends; without ``log_every``, also after about
+        :data:`CHUNK_SECONDS` of work (so a signal is honoured within seconds)."""
         periods = tuple(p for p in (self.args.checkpoint_every, self.args.log_every) if p)
-        return ChunkSchedule(self.steps_per_epoch, periods, seconds=CHUNK_SECONDS)
+        seconds = None if self.args.log_every else CHUNK_SECONDS
+        return ChunkSchedule(self.steps_per_epoch, periods, seconds=seconds)
 
     def after_chunk(self, ts: TrainState, tracker: EpochTracker, first: int, metrics: dict) -> None:
         """Checks the losses, sums the metrics, saves at a period, tells the callbacks."""
@@ -350,9 +388,9 @@ class Run:
         if a.stop_on_nonfinite and "loss" in metrics:
             latest = self.ckpt.latest_step() if self.ckpt is not None else None
             saved = "" if latest is None else f" (the last saved is step {latest})"
-            _nonfinite(
-                metrics["loss"], ts=ts, epoch=tracker.epoch, first=first, run=self, saved=saved
-            )
+            before = tracker.sums["loss"] / tracker.steps if tracker.steps else None
+            _nonfinite(metrics["loss"], ts=ts, epoch=tracker.epoch, first=first, run=self,
+                       saved=saved, mean_before=before)  # fmt: skip
         tracker.add(metrics, n)
         self.bar.update(n * a.batch_size)
         self.bar.set_postfix(
@@ -384,7 +422,7 @@ class Run:
         history = self.resume.history
         end = EpochEnd(tracker.epoch, record, history, ts)
         for callback in self.args.callbacks:
-            record.update(callback.extend_record(end) or {})
+            record.update(_extra_entries(callback, callback.extend_record(end), record))
         record["seconds"] = tracker.seconds()
         history.setdefault("epoch", []).append(tracker.epoch + 1)
         for k, v in record.items():
@@ -523,11 +561,12 @@ def fit(
         run.close(r.history, started=False)
         return FitResult(ts, r.history, r.resumed_from, r.note)
     run.start()
+    schedule = run.schedule()
     try:
         with PreemptionGuard() as guard:
             for epoch in range(r.epoch, epochs):
                 tracker = EpochTracker.start(epoch, r.index if epoch == r.epoch else 0, r.partial)
-                chunk_runner, schedule = timed(run.loop.epoch(epoch, tracker.index)), run.schedule()
+                chunk_runner = timed(run.loop.epoch(epoch, tracker.index))
                 while tracker.index < run.steps_per_epoch:
                     first = tracker.index
                     ts, metrics, seconds = chunk_runner(ts, first, schedule.next(first))

@@ -158,70 +158,87 @@ class DeviceLoop:
         data_rng: jax.Array,
         *,
         kind: str | None = None,
+        placed: bool = False,
     ) -> None:
         placement = step.placement
         self.step, self.batch_size, self.data_rng = step, batch_size, data_rng
         self.kind = device_loop_kind(placement.platform) if kind is None else kind
         if self.kind not in ("loop", "dispatch"):
             raise ValueError(f"DeviceLoop: kind must be 'loop' or 'dispatch', got {kind!r}")
-        self.n = len(data[0])
-        self.steps = self.n // batch_size
-        self.images, self.labels = placement.place_dataset(tuple(data))
+        self.images, self.labels = data if placed else placement.place_dataset(tuple(data))
         self._permutation = jax.jit(epoch_permutation, static_argnums=(2,))
-        self._one = jax.jit(self._one_step, donate_argnums=(0,))
-        self._loops: dict[Any, Callable] = {}
+        self._compiled: dict[Any, Callable] = {}
+
+    @property
+    def steps(self) -> int:
+        """Steps per epoch (the remainder of the data is dropped)."""
+        return len(self.images) // self.batch_size
 
     def _batch(self, xs: Any, ys: Any, perm: jax.Array, i: jax.Array) -> Arrays:
         idx = jax.lax.dynamic_slice_in_dim(perm, i * self.batch_size, self.batch_size)
         return jnp.take(xs, idx, axis=0), jnp.take(ys, idx, axis=0)
 
-    def _one_step(self, ts, xs, ys, perm, i):
-        return self.step.update(ts, self._batch(xs, ys, perm, i))
-
-    def _loop(self, ts: TrainState) -> Callable:
-        leaves, treedef = jax.tree.flatten(ts)
-        key = (treedef, tuple(jnp.shape(a) for a in leaves))
-        if key in self._loops:
-            return self._loops[key]
-        batch = jax.eval_shape(self._batch, self.images, self.labels, jnp.arange(self.n), 0)
-        metric_shapes = jax.eval_shape(self.step.update, ts, batch)[1]
-        length = self.steps
-
-        def run(ts, xs, ys, perm, start, num_steps):
-            buffers = jax.tree.map(lambda m: jnp.zeros((length, *m.shape), m.dtype), metric_shapes)
-
-            def body(j, carry):
-                ts, buffers = carry
-                ts, metrics = self.step.update(ts, self._batch(xs, ys, perm, start + j))
-                buffers = jax.tree.map(lambda b, m: b.at[j].set(m), buffers, metrics)
-                return ts, buffers
-
-            return jax.lax.fori_loop(0, num_steps, body, (ts, buffers))
-
-        kwargs: dict[str, Any] = {}
+    def _jit(self, fn: Callable, ts: TrainState) -> Callable:
+        kwargs: dict[str, Any] = {"donate_argnums": self.step.donate_argnums}
         shardings = self.step.placement.state_shardings(ts)
         if shardings is not None:
             full = jax.sharding.NamedSharding(
                 self.step.placement.mesh, jax.sharding.PartitionSpec()
             )
-            kwargs = dict(out_shardings=(shardings, full))
-        self._loops[key] = jax.jit(run, donate_argnums=(0,), **kwargs)
-        return self._loops[key]
+            kwargs["out_shardings"] = (shardings, full)
+        return jax.jit(fn, **kwargs)
 
-    def epoch(self, epoch: int, index: int) -> ChunkRunner:
+    def _program(self, kind: str, ts: TrainState) -> Callable:
+        """The compiled chunk (``"loop"``) or step (``"dispatch"``) for ``ts``'s structure."""
+        leaves, treedef = jax.tree.flatten(ts)
+        key = (kind, treedef, tuple(jnp.shape(a) for a in leaves), self.steps)
+        if key not in self._compiled:
+            fn = self._looped if kind == "loop" else self._one_step
+            self._compiled[key] = self._jit(fn, ts)
+        return self._compiled[key]
+
+    def _one_step(self, ts, xs, ys, perm, i):
+        return self.step.update(ts, self._batch(xs, ys, perm, i))
+
+    def _looped(self, ts, xs, ys, perm, start, num_steps):
+        """``num_steps`` (a run-time value) steps from ``start`` in one ``fori_loop``.
+
+        The step is traced once: into a jaxpr whose output shapes size the per-step metric
+        buffers, then evaluated in the loop body.
+        """
+        closed, shapes = jax.make_jaxpr(self.step.update, return_shape=True)(
+            ts, self._batch(xs, ys, perm, start)
+        )
+        out_tree = jax.tree.structure(shapes)
+
+        def update(ts, batch):
+            flat = jax.core.eval_jaxpr(closed.jaxpr, closed.consts, *jax.tree.leaves((ts, batch)))
+            return jax.tree.unflatten(out_tree, flat)
+
+        buffers = jax.tree.map(lambda m: jnp.zeros((self.steps, *m.shape), m.dtype), shapes[1])
+
+        def body(j, carry):
+            ts, buffers = carry
+            ts, metrics = update(ts, self._batch(xs, ys, perm, start + j))
+            return ts, jax.tree.map(lambda b, m: b.at[j].set(m), buffers, metrics)
+
+        return jax.lax.fori_loop(0, num_steps, body, (ts, buffers))
+
+    def epoch(self, epoch: int, index: int, data_rng: jax.Array | None = None) -> ChunkRunner:
         """The chunk runner of ``epoch`` (any start: the permutation lives on the device)."""
         del index
-        perm = self._permutation(self.data_rng, epoch, self.n)
+        rng = self.data_rng if data_rng is None else data_rng
+        perm = self._permutation(rng, epoch, len(self.images))
+        xs, ys = self.images, self.labels
 
         def run(ts: TrainState, start: int, num_steps: int) -> tuple[TrainState, dict]:
             if self.kind == "loop":
-                ts, buffers = self._loop(ts)(
-                    ts, self.images, self.labels, perm, jnp.int32(start), jnp.int32(num_steps)
-                )
+                program = self._program("loop", ts)
+                ts, buffers = program(ts, xs, ys, perm, jnp.int32(start), jnp.int32(num_steps))
                 return ts, jax.tree.map(lambda b: b[:num_steps], buffers)
             per_step = []
             for i in range(start, start + num_steps):
-                ts, metrics = self._one(ts, self.images, self.labels, perm, jnp.int32(i))
+                ts, metrics = self._program("dispatch", ts)(ts, xs, ys, perm, jnp.int32(i))
                 per_step.append(metrics)
             return ts, _stack(per_step)
 

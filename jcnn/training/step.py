@@ -140,7 +140,7 @@ class TrainStep:
         compiler_options: dict[str, Any] | None,
     ) -> None:
         self.update, self.placement, self.ema = update, placement, ema
-        self._donate = (0,) if donate else ()
+        self.donate_argnums = (0,) if donate else ()
         self._options = compiler_options
         self._compiled: dict[Any, Callable] = {}
 
@@ -173,7 +173,10 @@ class TrainStep:
                 )
                 kwargs = dict(in_shardings=(shardings, data), out_shardings=(shardings, replicated))
             self._compiled[key] = jax.jit(
-                self.update, donate_argnums=self._donate, compiler_options=self._options, **kwargs
+                self.update,
+                donate_argnums=self.donate_argnums,
+                compiler_options=self._options,
+                **kwargs,
             )
         return self._compiled[key]
 

@@ -1,7 +1,7 @@
 """Worker of the kill-and-resume test (tests/test_checkpoint.py): a small, slow, resumable fit.
 
 Trains a tiny conv net (conv without bias, BatchNorm, dropout) on fixed synthetic data with
-``jcnn.fit.fit(checkpoint_dir=..., checkpoint_every=...)``; if the checkpoint folder already holds
+``jcnn.fit(checkpoint_dir=..., checkpoint_every=...)``; if the checkpoint folder already holds
 a checkpoint, ``fit`` resumes from it. At the end it writes the final params (and state) to an
 ``.npz`` file atomically. Every checkpoint save is followed by a short sleep so that a test can
 kill the process between checkpoints; the sleep touches nothing that the training computes.
@@ -78,8 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     latest = Checkpointer(args.ckpt).latest_step() if Path(args.ckpt).exists() else None
     print(f"resuming from step {latest or 0}", flush=True)
     SlowCheckpointer.pause = args.pause
-    # The module (``jcnn.fit`` as an attribute is the function): the name fit() instantiates.
-    fit_module = importlib.import_module("jcnn.fit")
+    # The module (``jcnn.training.fit`` as an attribute is the function): the name fit()
+    # instantiates its Checkpointer by.
+    fit_module = importlib.import_module("jcnn.training.fit")
+    assert fit_module.Checkpointer is Checkpointer, "fit no longer makes its Checkpointer here"
     fit_module.Checkpointer = SlowCheckpointer
     result = fit_module.fit(
         network(),
