@@ -8,11 +8,13 @@ XLA flag ``--xla_force_host_platform_device_count`` and must be set before JAX s
 machine with accelerators, ``--platform native`` uses its real devices instead (the device
 counts then select the first N of them).
 
-Rows (all synthetic data, Adam, the step of ``jcnn.distributed.make_sharded_train_step``):
+Rows (all synthetic data, Adam, the step of ``jcnn.make_train_step(..., mesh=mesh)``):
     cnn  dp     the course CNN (5,386 params) on 28x28x1, params replicated
     deep dp     a residual conv net (stem + ``--blocks`` blocks of 2x[Conv 3x3, BatchNorm, ReLU])
     deep remat  the same with every block wrapped in ``jcnn.remat.remat``
-    deep fsdp   the same as ``deep dp`` with every param split FSDP-style (``min_size=0``)
+    deep fsdp   the same as ``deep dp`` with every param split FSDP-style (``min_size=0``: the
+                step is built on ``jcnn.training.Placement(mesh, fsdp=True, min_size=0)``, as
+                ``make_train_step(fsdp=True)`` leaves arrays under 2**14 elements replicated)
 
 Memory is per device, from the compiled step's ``memory_analysis()``: ``args`` (train state and
 batch shard), ``temp`` (activations and scratch). Every step compiles with
@@ -69,6 +71,21 @@ def deep_net(blocks: int, width: int, use_remat: bool):
     )
 
 
+def train_step(net, opt, mesh, fsdp: bool, options: dict):
+    """The data-parallel step on ``mesh``; with ``fsdp`` every divisible array is split."""
+    from jcnn.losses import softmax_cross_entropy
+    from jcnn.training import Placement, TrainStep, make_train_step
+    from jcnn.training.step import make_update
+
+    if not fsdp:
+        return make_train_step(
+            net.apply, softmax_cross_entropy, opt, mesh=mesh, compiler_options=options
+        )
+    placement = Placement(mesh, fsdp=True, min_size=0)
+    update = make_update(net.apply, softmax_cross_entropy, opt, placement=placement)
+    return TrainStep(update, placement, ema=None, donate=True, compiler_options=options)
+
+
 def measure(name: str, mode: str, net, args: argparse.Namespace, devices) -> dict:
     """Compiles and times one train step; returns a row of the table."""
     import jax
@@ -76,10 +93,9 @@ def measure(name: str, mode: str, net, args: argparse.Namespace, devices) -> dic
     import optax
 
     from jcnn import distributed as D
-    from jcnn.losses import softmax_cross_entropy
     from jcnn.remat import compiler_options
     from jcnn.summary import count_params
-    from jcnn.train import create_train_state
+    from jcnn.training import create_train_state
 
     mesh = D.data_mesh(devices)
     fsdp = mode == "fsdp"
@@ -90,15 +106,7 @@ def measure(name: str, mode: str, net, args: argparse.Namespace, devices) -> dic
     x = rng.random((args.batch, 28, 28, 1), dtype=np.float32)
     y = rng.integers(0, 10, args.batch).astype(np.int32)
     batch = D.shard_batch((x, y), mesh)
-    step = D.make_sharded_train_step(
-        net.apply,
-        softmax_cross_entropy,
-        opt,
-        mesh,
-        fsdp=fsdp,
-        min_size=0,
-        compiler_options=compiler_options(),
-    )
+    step = train_step(net, opt, mesh, fsdp, compiler_options())
     t0 = time.perf_counter()
     compiled = step.lower(ts, batch).compile()
     compile_s = time.perf_counter() - t0

@@ -1,5 +1,6 @@
-"""jcnn.distributed: shardings, initialize, and data-parallel training on 8 host devices and on
-2 processes (jax.distributed over gloo), compared against plain single-device jcnn.train.
+"""jcnn.distributed: shardings, initialize, and data-parallel training (``make_train_step`` and
+``fit`` with ``mesh=``) on 8 host devices and on 2 processes (jax.distributed over gloo), compared
+against plain single-device training.
 
 The multi-device runs need ``--xla_force_host_platform_device_count`` before JAX starts, so they
 run tests/helpers/dp_worker.py in subprocesses; every subprocess has a timeout, so a hang fails
@@ -23,8 +24,7 @@ from jax.sharding import PartitionSpec as P
 
 from jcnn import distributed as D
 from jcnn import layers as L
-from jcnn.fit import fit
-from jcnn.train import TrainState, create_train_state
+from jcnn.training import TrainState, create_train_state, fit, make_train_step
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER = REPO / "tests" / "helpers" / "dp_worker.py"
@@ -172,8 +172,11 @@ def test_sharded_step_checks_the_batch_before_compiling():
     ts = D.replicate(create_train_state(net, (3,), opt), mesh)
     with pytest.raises(ValueError, match=r"different numbers of rows \{'\[0\]': 4, '\[1\]': 3\}"):
         step(ts, (np.ones((4, 3), np.float32), np.zeros(3, np.int32)))
+    loss = lambda o, y: jnp.mean(o)  # noqa: E731
+    with pytest.raises(ValueError, match="make_train_step: the mesh has no axis 'model'"):
+        make_train_step(net.apply, loss, opt, mesh=mesh, axis_name="model")
     with pytest.raises(ValueError, match="the mesh has no axis 'model'"):
-        D.sharded_steps(mesh, axis_name="model")
+        D.make_sharded_train_step(net.apply, loss, opt, mesh, axis_name="model")
 
 
 def test_initialize_on_tpu_autodetects(monkeypatch):
@@ -187,41 +190,31 @@ def test_initialize_on_tpu_autodetects(monkeypatch):
     assert args == () and set(kwargs) == {"initialization_timeout"}
 
 
-def test_fit_sharded_matches_fit_on_one_device(rng):
-    """Same permutation, same steps: fit_sharded on a 1-device mesh reproduces jcnn.fit."""
+@pytest.mark.parametrize("on_device", [False, True])
+def test_fit_on_a_mesh_matches_fit_on_one_device(rng, on_device):
+    """Same permutation, same steps: fit(mesh=) on a 1-device mesh reproduces fit without one,
+    in both loops, and leaves the state on the mesh."""
     net = L.serial(L.Flatten(), L.Dense(8), L.Tanh(), L.Dense(3))
     x = rng.normal(size=(48, 2, 3, 1)).astype(np.float32)
     y = rng.integers(0, 3, 48).astype(np.int32)
     opt = optax.sgd(0.1)
     options = {"xla_backend_optimization_level": 0}
 
-    # Called twice, compiled once: fit donates its train state, so each run gets its own.
+    # One compiled init for both runs; each run gets its own state.
     fresh = jax.jit(lambda: create_train_state(net, (2, 3, 1), opt), compiler_options=options)
+    mesh = D.data_mesh()
+    kwargs = dict(optimizer=opt, epochs=2, batch_size=16, on_device=on_device, progress=False)
 
-    ts, history = D.fit_sharded(
-        net,
-        (x, y),
-        optimizer=opt,
-        epochs=2,
-        batch_size=16,
-        train_state=fresh(),
-        compiler_options=options,
-    )
-    ref = fit(
-        net,
-        (x, y),
-        optimizer=opt,
-        epochs=2,
-        batch_size=16,
-        on_device=False,
-        progress=False,
-        train_state=fresh(),
-    )
+    result = fit(net, (x, y), mesh=mesh, train_state=fresh(), **kwargs)
+    ref = fit(net, (x, y), train_state=fresh(), **kwargs)
+    ts, history = result.train_state, result.history
     assert len(history["train_loss"]) == 2
     np.testing.assert_allclose(history["train_loss"], ref.history["train_loss"], rtol=1e-5)
     for a, b in zip(jax.tree.leaves(ts.params), jax.tree.leaves(ref.train_state.params)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
     assert int(ts.step) == 6
+    kernel = ts.params["Dense_0"]["kernel"]
+    assert kernel.sharding.mesh == mesh and kernel.sharding.spec == P()
 
 
 # --- 8 host devices in one process ------------------------------------------------------------
@@ -246,16 +239,23 @@ def test_eight_devices_dp_and_fsdp_params_equal_single_device(eight_devices):
     assert str(r["dp/kernel_spec"]) == str(P())
 
 
-def assert_fit_sharded_matches_fit(sharded: dict, ref: dict) -> None:
-    """fit_sharded (fit's loop through the sharded step factory) == plain fit, host loop."""
-    assert int(sharded["fit_dp/step"]) == 8  # 2 epochs of 4 global batches
-    np.testing.assert_allclose(sharded["fit_dp/train_loss"], ref["fit_ref/train_loss"], rtol=1e-5)
-    for name in FIT_PARAMS:
-        assert rel_err(sharded[f"fit_dp/{name}"], ref[f"fit_ref/{name}"]) <= 1e-5, name
+FIT_RUNS = ("fit_dp", "fit_dev")  # fit(mesh=mesh): the host loop, the on-device loop
 
 
-def test_eight_devices_fit_sharded_equals_fit(eight_devices):
-    assert_fit_sharded_matches_fit(eight_devices, eight_devices)
+def assert_fit_on_mesh_matches_fit(sharded: dict, ref: dict) -> None:
+    """fit(mesh=mesh), both loops, == plain fit without a mesh (host loop, one device)."""
+    for run in FIT_RUNS:
+        assert int(sharded[f"{run}/step"]) == 8, run  # 2 epochs of 4 global batches
+        assert int(sharded[f"{run}/kernel_devices"]) == int(sharded["num_devices"]), run
+        np.testing.assert_allclose(
+            sharded[f"{run}/train_loss"], ref["fit_ref/train_loss"], rtol=1e-5
+        )
+        for name in FIT_PARAMS:
+            assert rel_err(sharded[f"{run}/{name}"], ref[f"fit_ref/{name}"]) <= 1e-5, (run, name)
+
+
+def test_eight_devices_fit_on_mesh_equals_fit(eight_devices):
+    assert_fit_on_mesh_matches_fit(eight_devices, eight_devices)
 
 
 def test_eight_devices_batchnorm_statistics_over_the_global_batch(eight_devices):
@@ -316,10 +316,12 @@ def test_two_processes_one_device_each_match_single_device(tmp_path):
         np.testing.assert_array_equal(p1[f"dp_restored/{name}"], p1[f"dp/{name}"])
     assert int(p0["dp_restored/meta_epoch"]) == 1
     assert sorted(os.listdir(tmp_path / "ckpt" / "dp")) == ["4"]
-    # fit's loop on 2 processes, each loading its 16 rows of every batch of 32.
-    assert_fit_sharded_matches_fit(p0, p0)
-    for name in FIT_PARAMS:
-        np.testing.assert_array_equal(p1[f"fit_dp/{name}"], p0[f"fit_dp/{name}"])
+    # fit on 2 processes: the host loop loads each process's 16 rows of every batch of 32, the
+    # on-device loop holds the data on both.
+    assert_fit_on_mesh_matches_fit(p0, p0)
+    for run in FIT_RUNS:
+        for name in FIT_PARAMS:
+            np.testing.assert_array_equal(p1[f"{run}/{name}"], p0[f"{run}/{name}"])
 
 
 @pytest.mark.slow

@@ -1,6 +1,7 @@
 """jcnn.privacy: per-example gradients against a loop of single-example grads, clipping, the
-noise's standard deviation, the private step against the non-private one, accounting against
-TF Privacy's published values, the BatchNorm refusal and the fit hook."""
+noise's standard deviation, the private step against the non-private one (and micro-batched
+against whole), accounting against TF Privacy's published values, the BatchNorm refusal and
+``fit(privacy=DPSGD(...))``."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ from jcnn import batched, models
 from jcnn import layers as L
 from jcnn import privacy as P
 from jcnn import train as T
-from jcnn.fit import fit
 from jcnn.losses import softmax_cross_entropy
+from jcnn.training import fit, make_train_step
 
 # The programs this file compiles itself (references, per-example gradients) run once or a few
 # times on tiny inputs: XLA's cheapest optimisation level compiles them several times faster.
@@ -239,7 +240,7 @@ def test_noise_key_differs_from_every_dropout_and_augmentation_key():
     key = T.step_key(ts)
     noise = np.asarray(jax.random.key_data(jax.random.fold_in(key, P.NOISE_FOLD)))
     dropout = np.asarray(jax.random.key_data(jax.random.split(key, 512)))  # examples' keys
-    transform = np.asarray(jax.random.key_data(jax.random.fold_in(key, 1)))  # make_epoch's
+    transform = np.asarray(jax.random.key_data(jax.random.fold_in(key, T.TRANSFORM_FOLD)))
     assert not (dropout == noise).all(axis=1).any() and not np.array_equal(noise, transform)
 
 
@@ -269,6 +270,35 @@ def test_private_step_without_noise_or_clipping_is_the_plain_step(rng):
     assert float(m_b["clip_fraction"]) == 0.0
 
 
+def test_microbatched_private_step_adds_the_noise_once(rng):
+    """make_train_step(privacy=, microbatches=4): each example clipped in its slice, the noise
+    drawn once per step after the slices, so the update (noise included) equals the whole-batch
+    private step's; noise per slice, or scaled by the slice size, would differ. The noise is
+    there: the update differs from the noise-free one by about sigma C / B per coordinate."""
+    net = L.serial(L.Flatten(), L.Dense(8), L.Tanh(), L.Dense(3))
+    shape = (4, 3, 1)
+    x, y = _data(rng, 8, shape)
+    opt = optax.sgd(1.0)
+    ts = T.create_train_state(net, shape, opt, seed=2)
+
+    def update(privacy, microbatches):
+        step = make_train_step(net.apply, softmax_cross_entropy, opt, privacy=privacy,
+                               microbatches=microbatches, donate=False)  # fmt: skip
+        return _sgd_update(step, ts, (x, y))
+
+    dp = P.DPSGD(l2_clip=0.1, noise_multiplier=1.0)
+    whole, m_whole = update(dp, 1)
+    sliced, m_sliced = update(dp, 4)
+    assert 0 < float(m_whole["clip_fraction"]) and float(m_whole["clip_fraction"]) == float(
+        m_sliced["clip_fraction"]
+    )
+    _allclose(sliced, whole, rtol=1e-5, atol=1e-7)
+    quiet, _ = update(P.DPSGD(l2_clip=0.1, noise_multiplier=0.0), 4)
+    noise = np.concatenate([np.ravel(a - b) for a, b in zip(jax.tree.leaves(sliced),
+                                                             jax.tree.leaves(quiet))])  # fmt: skip
+    assert 0.5 < noise.std() / (1.0 * 0.1 / 8) < 2.0
+
+
 def test_bad_clip_or_noise_is_a_clear_error():
     net = L.serial(L.Dense(2))
     for kwargs, word in (
@@ -279,7 +309,7 @@ def test_bad_clip_or_noise_is_a_clear_error():
         with pytest.raises(ValueError, match=word):
             P.make_private_train_step(net, softmax_cross_entropy, optax.sgd(0.1), **kwargs)
         with pytest.raises(ValueError, match=word):
-            P.private_steps(**kwargs)
+            P.DPSGD(**kwargs)
 
 
 # --------------------------------------------------------------------------- BatchNorm
@@ -287,13 +317,24 @@ def test_bad_clip_or_noise_is_a_clear_error():
 
 def test_batchnorm_is_refused_by_path_before_tracing():
     net = L.serial(
-        L.Conv(4, 3), L.residual(L.serial(L.Conv(4, 3, padding=1), L.BatchNorm())), name="net"
+        L.Conv(4, 3),
+        L.residual(L.serial(L.Conv(4, 3, padding=1), L.BatchNorm())),
+        L.Flatten(),
+        L.Dense(3),
+        name="net",
     )
     for make in (
         lambda: P.make_private_train_step(
             net, softmax_cross_entropy, optax.sgd(0.1), l2_clip=1.0, noise_multiplier=1.0
         ),
-        lambda: P.private_steps(l2_clip=1.0, noise_multiplier=1.0, layer=net),
+        lambda: fit(
+            net,
+            _data(np.random.default_rng(0), 4, (6, 6, 1)),
+            epochs=1,
+            batch_size=2,
+            privacy=P.DPSGD(l2_clip=1.0, noise_multiplier=1.0),
+            progress=False,
+        ),
         lambda: P.check_per_example(net),
     ):
         with pytest.raises(
@@ -305,15 +346,20 @@ def test_batchnorm_is_refused_by_path_before_tracing():
         P.check_per_example(models.cifar_resnet18())  # every one of them listed
 
 
-def test_batchnorm_through_a_bare_apply_fails_when_traced_with_its_path(rng):
-    """Given only the apply function (as fit's step spec holds), the per-example trace binds no
+@pytest.mark.parametrize("builder", ["make_private_train_step", "make_train_step"])
+def test_batchnorm_through_a_bare_apply_fails_when_traced_with_its_path(rng, builder):
+    """Given only the apply function (as a step builder holds), the per-example trace binds no
     batch axis, and BatchNorm's request for it becomes the same advice."""
     net = L.serial(L.Conv(4, 3), L.BatchNorm(), L.Flatten(), L.Dense(3), name="net")
     shape = (6, 6, 1)
     ts = T.create_train_state(net, shape, optax.sgd(0.1))
-    step = P.make_private_train_step(
-        net.apply, softmax_cross_entropy, optax.sgd(0.1), l2_clip=1.0, noise_multiplier=1.0
-    )
+    if builder == "make_private_train_step":
+        step = P.make_private_train_step(
+            net.apply, softmax_cross_entropy, optax.sgd(0.1), l2_clip=1.0, noise_multiplier=1.0
+        )
+    else:
+        privacy = P.DPSGD(l2_clip=1.0, noise_multiplier=1.0)
+        step = make_train_step(net.apply, softmax_cross_entropy, optax.sgd(0.1), privacy=privacy)
     with pytest.raises(ValueError, match="net/BatchNorm_0 is not per-example.*GroupNorm"):
         step(ts, _data(rng, 4, shape))
 
@@ -390,24 +436,24 @@ def test_accounting_edge_cases_and_errors():
         P.run_epsilon({}, num_examples=10, batch_size=2, noise_multiplier=1.0, delta=1e-5)
 
 
-# --------------------------------------------------------------------------- the fit hook
+# --------------------------------------------------------------------------- fit(privacy=)
 
 
-def test_fit_with_private_steps_both_loops_agree_and_report_epsilon(rng):
+def test_fit_with_privacy_both_loops_agree_and_report_epsilon(rng):
     net = L.serial(L.Flatten(), L.Dense(8), L.GroupNorm(2), L.Relu(), L.Dropout(0.2), L.Dense(3))
     x, y = map(np.asarray, _data(rng, 48, (5, 5, 1)))
-    steps = P.private_steps(l2_clip=0.5, noise_multiplier=1.2, layer=net)
+    dp = P.DPSGD(l2_clip=0.5, noise_multiplier=1.2)
     opt = optax.sgd(0.2)
     runs = [
         fit(net, (x, y), optimizer=opt, epochs=2, batch_size=12, seed=4, on_device=on_device,
-            progress=False, steps=steps)
+            progress=False, privacy=dp)
         for on_device in (True, False)
     ]  # fmt: skip
     _allclose(runs[0].train_state.params, runs[1].train_state.params, rtol=1e-5, atol=1e-6)
     assert runs[0].history["train_loss"] == pytest.approx(runs[1].history["train_loss"], 1e-5)
     assert "train_clip_fraction" in runs[0].history
     assert int(runs[0].train_state.step) == 8
-    eps = steps.epsilon(runs[0], num_examples=48, batch_size=12, delta=1e-3)
+    eps = dp.epsilon(runs[0], num_examples=48, batch_size=12, delta=1e-3)
     assert eps == P.epsilon(8, 12 / 48, 1.2, 1e-3)
     assert eps == P.run_epsilon(
         runs[0].train_state, num_examples=48, batch_size=12, noise_multiplier=1.2, delta=1e-3

@@ -242,6 +242,7 @@ def make_train_step(
     metrics_fn: MetricsFn = default_metrics,
     gradients: Gradients | None = None,
     fsdp: bool = False,
+    min_size: int = 2**14,
     axis_name: str = DATA_AXIS,
     donate: bool = True,
     compiler_options: dict[str, Any] | None = None,
@@ -266,7 +267,8 @@ def make_train_step(
         gradients: your own estimator ``gradients(params, state, batch, key) -> (grads,
             new_state, metrics)`` in place of the plain gradient (see
             :mod:`jcnn.training.estimators`); micro-batches, EMA and placement still apply.
-        fsdp, axis_name: the mesh layout.
+        fsdp, min_size, axis_name: the mesh layout (under FSDP, arrays of fewer than
+            ``min_size`` elements stay replicated).
         donate: donate the input state (its arrays are reused for the output).
         compiler_options: passed to ``jax.jit``.
 
@@ -286,7 +288,7 @@ def make_train_step(
         >>> int(ts.step), sorted(metrics), ts.ema["Dense_0"]["kernel"].shape
         (1, ['accuracy', 'loss'], (3, 2))
     """
-    placement = Placement(mesh, fsdp=fsdp, axis_name=axis_name)
+    placement = Placement(mesh, fsdp=fsdp, axis_name=axis_name, min_size=min_size)
     options = None if compiler_options is None else tuple(sorted(compiler_options.items()))
     args = (
         apply,

@@ -75,21 +75,22 @@ _EIGHT = r"""
 import json
 import numpy as np, optax
 from jcnn import distributed as D, layers as L
-from jcnn.fit import fit
 from jcnn.losses import softmax_cross_entropy
-from jcnn.train import create_train_state
+from jcnn.training import create_train_state, fit, make_train_step
 
 mesh = D.data_mesh()
 assert mesh.size == 8, mesh
 x, y = np.ones((24, 3), np.float32), np.zeros(24, np.int32)
 net = L.serial(L.Dense(2))
-step = D.make_sharded_train_step(net.apply, softmax_cross_entropy, optax.sgd(0.1), mesh)
+step = make_train_step(net.apply, softmax_cross_entropy, optax.sgd(0.1), mesh=mesh)
 ts = D.replicate(create_train_state(net, (3,), optax.sgd(0.1)), mesh)
 tries = [
     lambda: D.shard_batch((x[:12], y[:12]), mesh),
     lambda: D.process_batch_slice(12, mesh),
     lambda: fit(net, (x, y), epochs=1, batch_size=12, progress=False, on_device=False,
-                steps=D.sharded_steps(mesh)),
+                mesh=mesh),
+    lambda: fit(net, (x, y), epochs=1, batch_size=12, progress=False, on_device=True,
+                mesh=mesh),
     lambda: step(ts, (x[:12], y[:12])),
 ]
 out = []
@@ -104,7 +105,7 @@ print("RESULT " + json.dumps(out))
 
 
 def _eight_devices_indivisible(tmp: Path) -> None:
-    """Four ways to give a batch of 12 to 8 devices; each a ValueError before any compile."""
+    """Five ways to give a batch of 12 to 8 devices; each a ValueError before any compile."""
     env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")}
     env.update(
         JAX_PLATFORMS="cpu",
@@ -122,7 +123,10 @@ def _eight_devices_indivisible(tmp: Path) -> None:
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, proc.stdout[-2000:] + proc.stderr[-3000:]
     results = json.loads(lines[-1][len("RESULT ") :])
-    assert [kind for kind, _ in results] == ["ValueError"] * 4, results
+    assert [kind for kind, _ in results] == ["ValueError"] * 5, results
+    # Each try is refused by its own check (the train step's by the batch placement).
+    callers = ["shard_batch:", "process_batch_slice:", "fit:", "fit:", "shard_batch:"]
+    assert [message.split(" ")[0] for _, message in results] == callers, results
     raise ValueError("\n".join(message for _, message in results))
 
 
@@ -161,15 +165,14 @@ CASES = [
     Case(
         "distributed",
         "eight_devices_indivisible",
-        "a batch of 12 on 8 devices: shard_batch, process_batch_slice, sharded_steps in fit, "
-        "the sharded train step",
+        "a batch of 12 on 8 devices: shard_batch, process_batch_slice, fit(mesh=mesh) (both "
+        "loops), a train step made with mesh=mesh",
         _eight_devices_indivisible,
         ValueError,
         [
             "shard_batch: the batch of 12 rows does not split over the 8 devices",
             "process_batch_slice: the global batch of 12 does not split",
-            "sharded_steps: batch_size 12 does not split",
-            "sharded train step: the batch of 12 rows",
+            "fit: batch_size 12 does not split over the 8 devices of mesh axis 'data'",
             "12 is not a multiple of 8",
             "a multiple of 8 (e.g. 8 or 16), or drop the last 4 rows",
         ],
