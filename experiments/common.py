@@ -16,6 +16,7 @@ import numpy as np
 
 from jcnn import compile_cache
 from jcnn.data import ChecksumMismatchError, DatasetUnavailableError, load_mnist_or_fallback
+from jcnn.training import Callback
 
 
 def parser(
@@ -94,9 +95,10 @@ def _plain(value: Any) -> Any:
 
 LOOPS = ("device", "host")
 DEFAULT_LOOP = "device"
-"""Default training loop of the course experiments: ``"device"``, one compiled ``lax.scan`` per
-epoch over data resident on the device (``jcnn.train.make_epoch``); ``"host"`` is one compiled
-call per step with host batches. Both give the same history for the same seed.
+"""Default training loop of the course experiments: ``"device"``, the data resident on the device
+and each chunk of steps one compiled call (``jcnn.training.DeviceLoop``: a ``lax.fori_loop``;
+on XLA:CPU one compiled step per batch); ``"host"`` is one compiled call per step with host
+batches. Both give the same history for the same seed.
 """
 
 
@@ -125,8 +127,8 @@ def add_training_args(
         "--loop",
         choices=LOOPS,
         default=DEFAULT_LOOP,
-        help=f"'device': one compiled lax.scan per epoch; 'host': one compiled call per step "
-        f"(default {DEFAULT_LOOP})",
+        help="'device': the data on the device, compiled chunks of steps; 'host': one compiled "
+        f"call per step with host batches (default {DEFAULT_LOOP})",
     )
     return p
 
@@ -192,6 +194,26 @@ def fast_prng() -> Iterator[None]:
         yield
 
 
+class SharedBar(Callback):
+    """A fit callback that advances one tqdm bar shared by several runs.
+
+    Each compiled chunk adds its steps to ``bar``; each epoch's end shows the run's label
+    (``label=value`` pairs, e.g. ``seed=3``), the epoch (from 1) and the validation accuracy.
+    """
+
+    def __init__(self, bar: Any, **label: Any) -> None:
+        self.bar, self.label = bar, label
+
+    def on_chunk_end(self, chunk: Any) -> None:
+        self.bar.update(chunk.num_steps)
+
+    def on_epoch_end(self, end: Any) -> None:
+        shown = {**self.label, "epoch": end.epoch + 1}
+        if "val_accuracy" in end.record:
+            shown["val_acc"] = f"{end.record['val_accuracy']:.4f}"
+        self.bar.set_postfix(**shown)
+
+
 def train_seeds(
     net: Any,
     train: tuple[np.ndarray, np.ndarray],
@@ -207,9 +229,10 @@ def train_seeds(
 ) -> list[Any]:
     """Trains ``net`` once per seed with Adam, compiling its steps only once.
 
-    ``jcnn.fit.fit(..., seed=s)`` for every seed, with one progress bar over all of them and the
-    step factory ``functools.cache(jcnn.train.default_steps)``: the jitted train and eval steps
-    are compiled once and reused for every seed, so a multi-seed comparison pays one step
+    ``jcnn.fit(..., seed=s)`` for every seed, with one progress bar over all of them and the
+    same optimizer object for every seed: ``jcnn.make_train_step`` caches its steps by their
+    arguments (and the evaluation step is cached the same way), so the jitted train and eval
+    steps are compiled once and reused for every seed, and a multi-seed comparison pays one step
     compilation per architecture.
 
     Args:
@@ -222,7 +245,7 @@ def train_seeds(
         desc: label of the bar.
 
     Returns:
-        One ``jcnn.fit.FitResult`` per seed (``train_state``, ``history`` with ``epoch``,
+        One ``jcnn.FitResult`` per seed (``train_state``, ``history`` with ``epoch``,
         ``train_loss``, ``train_accuracy``, ``val_loss``, ``val_accuracy``, ``seconds``).
 
     Shapes:
@@ -237,16 +260,12 @@ def train_seeds(
 
 
 def _train_seeds(net, train, val, seeds, epochs, batch_size, lr, loop, progress, desc):
-    import functools
-
     import optax
     from tqdm.auto import tqdm
 
-    from jcnn.fit import fit
-    from jcnn.train import default_steps
+    from jcnn.training import fit
 
-    optimizer = optax.adam(lr)
-    steps = functools.cache(default_steps)  # one spec for every seed: compiled once
+    optimizer = optax.adam(lr)  # one optimizer for every seed: fit's steps are compiled once
     bar = tqdm(
         total=len(seeds) * epochs * (len(train[0]) // batch_size),
         disable=not progress,
@@ -256,10 +275,6 @@ def _train_seeds(net, train, val, seeds, epochs, batch_size, lr, loop, progress,
     )
     results = []
     for seed in seeds:
-
-        def show(epoch: int, record: dict[str, float], seed: int = seed) -> None:
-            bar.set_postfix(seed=seed, epoch=epoch + 1, val_acc=f"{record['val_accuracy']:.4f}")
-
         result = fit(
             net,
             train,
@@ -271,9 +286,7 @@ def _train_seeds(net, train, val, seeds, epochs, batch_size, lr, loop, progress,
             on_device=loop == "device",
             eval_batch_size=batch_size,
             progress=False,
-            steps=steps,
-            on_chunk_end=lambda chunk: bar.update(chunk.num_steps),
-            on_epoch_end=show,
+            callbacks=[SharedBar(bar, seed=seed)],
         )
         results.append(result)
     bar.close()

@@ -24,13 +24,13 @@ import optax
 import jcnn
 from experiments import common
 from jcnn import layers as L
-from jcnn.fit import fit
 from jcnn.localization import (
     localization_head,
     localization_loss,
     localization_metrics,
     place_digits,
 )
+from jcnn.training import fit
 
 NUM_CLASSES = 10
 

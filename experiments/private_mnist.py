@@ -28,8 +28,7 @@ from tqdm.auto import tqdm
 import jcnn
 from experiments import common
 from jcnn import models, privacy, viz
-from jcnn.fit import FitResult, fit
-from jcnn.train import default_steps
+from jcnn.training import FitResult, fit
 
 QUICK_NOISE = "1.0,3.0"
 
@@ -50,29 +49,30 @@ def _train(
     data: dict[str, Any],
     args: Any,
     batch_size: int,
-    steps: Any,
+    optimizer: optax.GradientTransformation,
+    dp: privacy.DPSGD | None,
     bar: Any,
     label: str,
 ) -> FitResult:
-    """One run of ``fit`` with the step factory ``steps``, advancing the shared ``bar``."""
+    """One run of ``fit`` (DP-SGD when ``dp`` is given), advancing the shared ``bar``.
 
-    def show(epoch: int, record: dict[str, float]) -> None:
-        bar.set_postfix(run=label, epoch=epoch + 1, val_acc=f"{record['val_accuracy']:.4f}")
-
+    Every run gets the same ``optimizer`` object, so runs of the same ``dp`` share compiled
+    steps (``make_train_step`` caches them by their arguments) and the evaluation step is
+    compiled once for all of them.
+    """
     return fit(
         net,
         data["train"],
         val=data["val"],
-        optimizer=optax.adam(args.lr),
+        optimizer=optimizer,
         epochs=args.epochs,
         batch_size=batch_size,
         seed=args.seed,
+        privacy=dp,
         on_device=args.loop == "device",
         eval_batch_size=1000,
         progress=False,
-        steps=steps,
-        on_chunk_end=lambda chunk: bar.update(chunk.num_steps),
-        on_epoch_end=show,
+        callbacks=[common.SharedBar(bar, run=label)],
     )
 
 
@@ -159,13 +159,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
         desc="private_mnist",
         dynamic_ncols=True,
     )
-    baseline = _train(net, data, args, batch_size, default_steps, bar, "non-private")
+    optimizer = optax.adam(args.lr)  # one object for every run: their steps are cached
+    baseline = _train(net, data, args, batch_size, optimizer, None, bar, "non-private")
     private_runs = []
     for sigma in levels:
-        steps = privacy.private_steps(l2_clip=args.l2_clip, noise_multiplier=sigma, layer=net)
-        result = _train(net, data, args, batch_size, steps, bar, f"sigma {sigma:g}")
+        dp = privacy.DPSGD(l2_clip=args.l2_clip, noise_multiplier=sigma)
+        result = _train(net, data, args, batch_size, optimizer, dp, bar, f"sigma {sigma:g}")
         eps = {
-            f"epsilon_{acc}": steps.epsilon(
+            f"epsilon_{acc}": dp.epsilon(
                 result, num_examples=n_train, batch_size=batch_size, delta=args.delta,
                 accountant=acc,
             )

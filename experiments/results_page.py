@@ -411,9 +411,10 @@ EXPERIMENTS: tuple[Experiment, ...] = (
     ),
     Experiment(
         "private_mnist",
-        "Differentially private training (DP-SGD, `jcnn.privacy.private_steps`: per-example "
-        "gradients clipped to norm 1, Gaussian noise) of the course CNN on 5,000 digits at "
-        "several noise levels, against the same training without privacy; epsilon from Google's "
+        "Differentially private training (DP-SGD, `jcnn.fit(privacy=jcnn.privacy.DPSGD(...))`: "
+        "per-example gradients clipped to norm 1, Gaussian noise) of the course CNN on 5,000 "
+        "digits at several noise levels, against the same training without privacy; epsilon "
+        "from Google's "
         "dp-accounting (RDP and PLD), batch 250, Adam 0.005, 15 epochs.",
         _private_mnist,
     ),

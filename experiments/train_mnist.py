@@ -26,7 +26,7 @@ import optax
 import jcnn
 from experiments import common
 from jcnn import models, viz
-from jcnn.fit import fit
+from jcnn.training import fit
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -18,7 +18,7 @@ for ConvNeXt its LayerNorm and linear) is replaced by a new ``Dense(10)`` keyed 
 (``head="classifier/Dense_2"``, torchvision's ``model.classifier[6] = nn.Linear(4096, 10)``), so
 their pretrained 4096-wide dense layers are kept, frozen, and the new head sits at
 ``classifier/head`` (see :func:`head_path`). Every other parameter path is frozen by name
-(``jcnn.fit.fit(frozen=...)``) and the body runs in inference mode
+(``jcnn.fit(frozen=...)``) and the body runs in inference mode
 (``jcnn.models.transfer.inference_mode``: BatchNorm uses its running statistics and keeps them,
 Dropout is off). Only the head is trained, with Adam, on MNIST digits prepared by
 :func:`prepare_images` (resized to ``--image-size``, grey repeated to RGB, normalised with
@@ -50,10 +50,9 @@ import jcnn
 from experiments import common
 from jcnn import layers as L
 from jcnn import models
-from jcnn.fit import fit
 from jcnn.layers.core import Layer
 from jcnn.shapes import ShapeError
-from jcnn.train import TrainState
+from jcnn.training import Callback, EpochEnd, TrainState, fit
 from jcnn.transfer import transfer_setup
 
 #: torchvision's normalisation of its ImageNet weights (``transforms.Normalize``), RGB.
@@ -203,14 +202,23 @@ def prepare_images(
     return out
 
 
-def _evaluator(net: Layer, val: tuple[np.ndarray, np.ndarray], batch_size: int, seconds: list):
-    """``validate(ts) -> {"loss", "accuracy"}`` over all of ``val`` (train=False), one compiled
-    predict of ``batch_size`` (the last batch padded, so nothing recompiles); appends each
-    call's wall time to ``seconds``."""
-    x, y = val
-    predict = jax.jit(lambda p, s, xb: jcnn.batched(net.apply)(p, s, xb, train=False)[0])
+class HeldOut(Callback):
+    """Held-out loss and accuracy after every epoch, as ``val_loss`` and ``val_accuracy`` of the
+    epoch's record (``extend_record``).
 
-    def validate(ts: TrainState) -> dict[str, float]:
+    Over all of ``val`` in inference mode (train=False), with one compiled predict of
+    ``batch_size`` (the last batch padded, so nothing recompiles); each evaluation's wall time
+    is appended to :attr:`seconds`.
+    """
+
+    def __init__(self, net: Layer, val: tuple[np.ndarray, np.ndarray], batch_size: int) -> None:
+        self.val, self.batch_size = val, batch_size
+        self.seconds: list[float] = []
+        self._predict = jax.jit(lambda p, s, xb: jcnn.batched(net.apply)(p, s, xb, train=False)[0])
+
+    def evaluate(self, ts: TrainState) -> dict[str, float]:
+        """``{"loss", "accuracy"}`` of ``ts`` over all of ``val``."""
+        (x, y), batch_size = self.val, self.batch_size
         t0 = time.perf_counter()
         logits = []
         for i in range(0, len(x), batch_size):
@@ -218,16 +226,17 @@ def _evaluator(net: Layer, val: tuple[np.ndarray, np.ndarray], batch_size: int, 
             pad = batch_size - len(part)
             if pad:
                 part = np.concatenate([part, np.zeros((pad, *part.shape[1:]), part.dtype)])
-            logits.append(np.asarray(predict(ts.params, ts.state, part))[: batch_size - pad])
+            logits.append(np.asarray(self._predict(ts.params, ts.state, part))[: batch_size - pad])
         z = np.concatenate(logits).astype(np.float64)
         z -= z.max(axis=1, keepdims=True)
         log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
         loss = float(-log_p[np.arange(len(y)), y].mean())
         accuracy = float((z.argmax(axis=1) == y).mean())
-        seconds.append(time.perf_counter() - t0)
+        self.seconds.append(time.perf_counter() - t0)
         return {"loss": loss, "accuracy": accuracy}
 
-    return validate
+    def extend_record(self, end: EpochEnd) -> dict[str, float]:
+        return {f"val_{k}": v for k, v in self.evaluate(end.train_state).items()}
 
 
 def _size(tree: Any) -> int:
@@ -373,13 +382,14 @@ def run(argv: Sequence[str] | None = None) -> TransferRun:
 
     # New head, body frozen by name and in inference mode (BatchNorm's running statistics).
     old_head = head_path(args.model, net)
+    optimizer = optax.adam(args.lr)
     setup = transfer_setup(
         net,
         L.Dense(NUM_CLASSES),
         shape,
         params,
         state,
-        optax.adam(args.lr),
+        optimizer,
         head=old_head,
         head_name=HEAD,
         body_inference=True,
@@ -397,22 +407,20 @@ def run(argv: Sequence[str] | None = None) -> TransferRun:
         flush=True,
     )
 
-    eval_seconds: list[float] = []
-    validate = _evaluator(
-        setup.net, (x_val, y_val), batch_size=min(128, len(x_val)), seconds=eval_seconds
-    )
+    held_out = HeldOut(setup.net, (x_val, y_val), batch_size=min(128, len(x_val)))
+    eval_seconds = held_out.seconds
     t0 = time.perf_counter()
     result = fit(
         setup.net,
         (x_train, y_train),
-        optimizer=optax.adam(args.lr),
+        optimizer=optimizer,
         frozen=setup.frozen,
         train_state=setup.train_state,
         epochs=args.epochs,
         batch_size=batch_size,
         seed=args.seed,
         on_device=args.loop == "device",
-        validate=validate,
+        callbacks=[held_out],
         progress=not args.no_progress,
     )
     fit_seconds = time.perf_counter() - t0

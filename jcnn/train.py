@@ -28,8 +28,6 @@ from jcnn.training.estimators import (
     default_metrics,
     loss_and_grads,
     loss_and_metrics,
-    microbatched,
-    plain,
 )
 from jcnn.training.freeze import freeze, param_labels, param_path
 from jcnn.training.loops import DeviceLoop
@@ -55,7 +53,6 @@ __all__ = [
     "MetricsFn",
     "TrainState",
     "Transform",
-    "accumulated_loss_and_grads",
     "apply_gradients",
     "create_train_state",
     "data_rng",
@@ -73,24 +70,6 @@ __all__ = [
     "step_key",
     "train_step",
 ]
-
-
-def accumulated_loss_and_grads(
-    apply: Callable[..., Any],
-    loss_fn: LossFn,
-    params: Any,
-    state: Any,
-    batch: Batch,
-    microbatches: int,
-    *,
-    key: jax.Array | None,
-    metrics_fn: MetricsFn = default_metrics,
-) -> tuple[tuple[jax.Array, tuple[Any, dict]], Any]:
-    """:func:`loss_and_grads` over ``microbatches`` equal slices of the batch (see
-    :func:`jcnn.training.estimators.microbatched`): ``((loss, (new_state, metrics)), grads)``."""
-    estimate = microbatched(plain(apply, loss_fn, metrics_fn), microbatches)
-    grads, new_state, metrics = estimate(params, state, batch, key)
-    return (metrics["loss"], (new_state, metrics)), grads
 
 
 def train_step(

@@ -167,7 +167,6 @@ class DeviceLoop:
             raise ValueError(f"DeviceLoop: kind must be 'loop' or 'dispatch', got {kind!r}")
         self.images, self.labels = data if placed else placement.place_dataset(tuple(data))
         self._permutation = jax.jit(epoch_permutation, static_argnums=(2,))
-        self._compiled: dict[Any, Callable] = {}
 
     @property
     def steps(self) -> int:
@@ -191,11 +190,11 @@ class DeviceLoop:
     def _program(self, kind: str, ts: TrainState) -> Callable:
         """The compiled chunk (``"loop"``) or step (``"dispatch"``) for ``ts``'s structure."""
         leaves, treedef = jax.tree.flatten(ts)
-        key = (kind, treedef, tuple(jnp.shape(a) for a in leaves), self.steps)
-        if key not in self._compiled:
-            fn = self._looped if kind == "loop" else self._one_step
-            self._compiled[key] = self._jit(fn, ts)
-        return self._compiled[key]
+        key = (kind, treedef, tuple(jnp.shape(a) for a in leaves), self.steps, self.batch_size)
+        programs = self.step.programs  # shared by every loop of this step: one compile per run
+        if key not in programs:
+            programs[key] = self._jit(self._looped if kind == "loop" else self._one_step, ts)
+        return programs[key]
 
     def _one_step(self, ts, xs, ys, perm, i):
         return self.step.update(ts, self._batch(xs, ys, perm, i))

@@ -59,8 +59,8 @@ def ema_update(average: Any, params: Any, decay: float) -> Any:
     """``decay * average + (1 - decay) * params``, leaf by leaf (in the params' dtypes).
 
     Example:
-        >>> ema_update({"w": jnp.zeros(2)}, {"w": jnp.ones(2)}, 0.9)["w"].tolist()
-        [0.09999999403953552, 0.09999999403953552]
+        >>> [round(v, 6) for v in ema_update({"w": jnp.zeros(2)}, {"w": jnp.ones(2)}, 0.9)["w"].tolist()]
+        [0.1, 0.1]
     """
     return jax.tree.map(lambda a, p: (decay * a + (1 - decay) * p).astype(a.dtype), average, params)
 
@@ -143,6 +143,9 @@ class TrainStep:
         self.donate_argnums = (0,) if donate else ()
         self._options = compiler_options
         self._compiled: dict[Any, Callable] = {}
+        #: Programs the loops compile from this step (by kind, structure and shapes), kept here
+        #: so that every run with this step reuses them.
+        self.programs: dict[Any, Callable] = {}
 
     def prepare(self, ts: TrainState) -> TrainState:
         """``ts`` with its EMA started (a copy of the params) when the step keeps one, placed
@@ -195,38 +198,26 @@ class TrainStep:
 
 
 @functools.lru_cache(maxsize=64)
-def _cached_step(*args: Any) -> TrainStep:
-    return _build_step(*args)
+def _cached_step(*spec: Any) -> TrainStep:
+    return _build_step(*spec)
 
 
 def _build_step(
-    apply,
-    loss_fn,
-    optimizer,
-    placement,
-    microbatches,
-    privacy,
-    ema,
-    transform,
-    metrics_fn,
-    gradients,
-    donate,
-    options,
+    apply: Callable[..., Any],
+    loss_fn: LossFn,
+    optimizer: optax.GradientTransformation,
+    choices: tuple[tuple[str, Any], ...],
+    donate: bool,
+    options: tuple[tuple[str, Any], ...] | None,
 ) -> TrainStep:
-    update = make_update(
-        apply,
-        loss_fn,
-        optimizer,
-        placement=placement,
-        microbatches=microbatches,
-        privacy=privacy,
-        ema=ema,
-        transform=transform,
-        metrics_fn=metrics_fn,
-        gradients=gradients,
-    )
-    opts = None if options is None else dict(options)
-    return TrainStep(update, placement, ema=ema, donate=donate, compiler_options=opts)
+    """The step of :func:`make_train_step`; ``choices`` are :func:`make_update`'s options."""
+    chosen = dict(choices)
+    update = make_update(apply, loss_fn, optimizer, **chosen)
+    compiler_options = None if options is None else dict(options)
+    return TrainStep(
+        update, chosen["placement"], ema=chosen["ema"], donate=donate,
+        compiler_options=compiler_options,
+    )  # fmt: skip
 
 
 def make_train_step(
@@ -283,32 +274,23 @@ def make_train_step(
         >>> opt = optax.sgd(0.1)
         >>> step = make_train_step(net.apply, jcnn.losses.softmax_cross_entropy, opt,
         ...                        microbatches=2, ema=0.9)
-        >>> ts = create_train_state(net, (3,), opt)
+        >>> ts = jcnn.create_train_state(net, (3,), opt)
         >>> ts, metrics = step(ts, (np.ones((4, 3), np.float32), np.zeros(4, np.int32)))
         >>> int(ts.step), sorted(metrics), ts.ema["Dense_0"]["kernel"].shape
         (1, ['accuracy', 'loss'], (3, 2))
     """
-    placement = Placement(mesh, fsdp=fsdp, axis_name=axis_name, min_size=min_size)
+    choices = dict(
+        placement=Placement(mesh, fsdp=fsdp, axis_name=axis_name, min_size=min_size),
+        microbatches=microbatches, privacy=privacy, ema=ema, transform=transform,
+        metrics_fn=metrics_fn, gradients=gradients,
+    )  # fmt: skip
     options = None if compiler_options is None else tuple(sorted(compiler_options.items()))
-    args = (
-        apply,
-        loss_fn,
-        optimizer,
-        placement,
-        microbatches,
-        privacy,
-        ema,
-        transform,
-        metrics_fn,
-        gradients,
-        donate,
-        options,
-    )
+    spec = (apply, loss_fn, optimizer, tuple(sorted(choices.items())), donate, options)
     try:
-        hash(args)
+        hash(spec)
     except TypeError:  # an unhashable argument: build afresh
-        return _build_step(*args)
-    return _cached_step(*args)
+        return _build_step(*spec)
+    return _cached_step(*spec)
 
 
 def make_eval_step(

@@ -30,7 +30,7 @@ from experiments import (
 )
 from jcnn import layers as L
 from jcnn.data import load_mnist_or_fallback
-from jcnn.fit import fit
+from jcnn.training import fit
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SCRIPTS = (
