@@ -12,10 +12,12 @@ each with two conv rules:
 
 * ``old``: ``lowering="auto"`` as it was: ``"patches"`` for thin convs, ``"native"`` otherwise
   (``jcnn.lowering.CPU_WIDE_CONV = "native"``);
-* ``new``: ``lowering="auto"`` now: ``"patches"`` for thin convs, ``"canonical"`` otherwise.
+* ``new``: ``lowering="auto"`` now: ``"patches"`` for thin convs, ``"canonical"`` otherwise;
+* ``allcanon`` (only with ``--rules``): ``"canonical"`` for every conv, thin ones too.
 
-Times are wall-clock ms per step of compiled programs, interleaved; each cell is the best of
-``--reps`` (a cell whose repetitions exceed ``--budget`` seconds stops early).
+Each cell is ``wall / CPU`` ms per step of compiled programs, interleaved A B C D A B C D; the
+best of ``--reps`` (a cell whose repetitions exceed ``--budget`` seconds stops early). CPU is
+the process CPU time (all threads), the steadier figure when the machine is shared.
 The training step is written here (optax + :func:`jcnn.batched`) so that the script does not
 depend on :mod:`jcnn.train`.
 
@@ -55,7 +57,8 @@ CASES = {
     "cifar_resnet18": (models.cifar_resnet18, (32, 32, 3), 32, 2),
     "mobilenet_v2": (lambda: models.mobilenet_v2(num_classes=10), (32, 32, 3), 32, 3),
 }
-RULES = {"old": "native", "new": "canonical"}
+# rule -> (jcnn.lowering.CPU_WIDE_CONV, jcnn.lowering.PATCHES_MAX_CHANNELS) while tracing
+RULES = {"old": ("native", 8), "new": ("canonical", 8), "allcanon": ("canonical", 0)}
 
 
 def _programs(name: str):
@@ -75,7 +78,8 @@ def _programs(name: str):
         yb = jax.lax.dynamic_slice_in_dim(ys, i * batch, batch)
 
         def loss(p):
-            logits, new_state = apply(p, state, xb, train=True)
+            key = jax.random.fold_in(jax.random.key(1), i)  # dropout (MobileNetV2)
+            logits, new_state = apply(p, state, xb, key=key, train=True)
             return softmax_cross_entropy(logits, yb), new_state
 
         (value, new_state), grads = jax.value_and_grad(loss, has_aux=True)(params)
@@ -88,18 +92,15 @@ def _programs(name: str):
     return scan, one, carry, steps
 
 
-def _time_per_step(run, steps: int, reps: int, budget_s: float) -> list[float]:
-    """Seconds per step of ``run()`` (which runs ``steps`` steps), repeated while in budget."""
-    times = []
-    while len(times) < reps and (not times or sum(times) * steps < budget_s):
-        t = time.perf_counter()
-        jax.block_until_ready(run())
-        times.append((time.perf_counter() - t) / steps)
-    return times
+def _time_per_step(run, steps: int) -> tuple[float, float]:
+    """(wall, process CPU) seconds per step of ``run()``, which runs ``steps`` steps."""
+    t, c = time.perf_counter(), time.process_time()
+    jax.block_until_ready(run())
+    return (time.perf_counter() - t) / steps, (time.process_time() - c) / steps
 
 
 def measure(name: str, rules: list[str], reps: int, budget_s: float) -> dict:
-    """``{(rule, loop): ms per step}`` of case ``name``: the best of up to ``reps`` repetitions.
+    """``{(rule, loop): (wall, CPU) ms per step}`` of case ``name``: best of up to ``reps``.
 
     Every program is compiled first; then the repetitions are interleaved (old scan, old
     dispatch, new scan, ... and again) so that slow drifts of a shared machine hit all alike.
@@ -107,14 +108,14 @@ def measure(name: str, rules: list[str], reps: int, budget_s: float) -> dict:
     """
     runs = {}
     for rule in rules:
-        saved = lw.CPU_WIDE_CONV
-        lw.CPU_WIDE_CONV = RULES[rule]
+        saved = lw.CPU_WIDE_CONV, lw.PATCHES_MAX_CHANNELS
+        lw.CPU_WIDE_CONV, lw.PATCHES_MAX_CHANNELS = RULES[rule]
         try:
             scan, one, carry, steps = _programs(name)
             scan_c = scan.lower(carry).compile()
             one_c = one.lower(carry, jnp.asarray(0)).compile()
         finally:
-            lw.CPU_WIDE_CONV = saved
+            lw.CPU_WIDE_CONV, lw.PATCHES_MAX_CHANNELS = saved
 
         def dispatch(one_c=one_c, carry=carry, steps=steps):
             c = carry
@@ -128,31 +129,36 @@ def measure(name: str, rules: list[str], reps: int, budget_s: float) -> dict:
     times = {key: [] for key in runs}
     for _ in range(reps):
         for key, run in runs.items():
-            if not times[key] or sum(times[key]) * steps < budget_s:
-                times[key] += _time_per_step(run, steps, 1, budget_s)
-    return {key: 1e3 * min(t) for key, t in times.items()}
+            if not times[key] or sum(w for w, _ in times[key]) * steps < budget_s:
+                times[key].append(_time_per_step(run, steps))
+    return {key: tuple(1e3 * min(col) for col in zip(*t)) for key, t in times.items()}
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", default=",".join(CASES), help="comma-separated: " + ",".join(CASES))
-    parser.add_argument("--rules", default="old,new")
+    parser.add_argument(
+        "--cases", default=",".join(CASES), help="comma-separated: " + ",".join(CASES)
+    )
+    parser.add_argument("--rules", default="old,new", help="comma-separated: " + ",".join(RULES))
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument(
         "--budget", type=float, default=20.0, help="seconds after which a cell stops repeating"
     )
     args = parser.parse_args(argv)
     rules = args.rules.split(",")
-    print(f"jax {jax.__version__}, {jax.devices()[0].platform}; ms/step, best of {args.reps}")
+    print(f"jax {jax.__version__}, {jax.devices()[0].platform}; ms/step, best of {args.reps};")
+    print("each cell: wall / process CPU time (all threads; steadier on a shared machine)")
     head = f"{'case':<15}{'batch':>6}" + "".join(
-        f"{r + ' ' + loop:>15}" for r in rules for loop in ("scan", "dispatch")
+        f"{r + ' ' + loop:>18}" for r in rules for loop in ("scan", "dispatch")
     )
     print(head)
     for name in args.cases.split(","):
         row = f"{name:<15}{CASES[name][2]:>6}"
         ms = measure(name, rules, args.reps, args.budget)
         for rule in rules:
-            row += f"{ms[rule, 'scan']:>15.1f}{ms[rule, 'dispatch']:>15.1f}"
+            for loop in ("scan", "dispatch"):
+                wall, cpu = ms[rule, loop]
+                row += f"{f'{wall:.1f} / {cpu:.1f}':>18}"
         print(row, flush=True)
 
 

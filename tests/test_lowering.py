@@ -147,7 +147,9 @@ def test_canonical_conv_float32_gradients_match_native(case, lowering):
         close(a[1], b)
     # Per-example kernel gradients (vmap of grad: the kernel tangent is batched too).
     per_ex = jax.jit(
-        jax.vmap(lambda x, gg: jax.grad(lambda k: jnp.sum(_conv(lowering, x, k, *args) * gg))(kernel))
+        jax.vmap(
+            lambda x, gg: jax.grad(lambda k: jnp.sum(_conv(lowering, x, k, *args) * gg))(kernel)
+        )
     )(xs, g)
     per_ex_nat = jax.vmap(
         lambda x, gg: jax.grad(lambda k: jnp.sum(_conv("native", x, k, *args) * gg))(kernel)
@@ -167,9 +169,10 @@ def _loop_conv_labels(lowering: str, rank: int) -> list[str]:
     """``dim_labels`` of every convolution in the compiled ``lax.scan`` of a training step."""
     spatial = (7, 6, 5)[:rank]
     net = L.serial(
-        L.Conv(12, 3, padding="SAME", lowering=lowering),  # C_in = 9: "canonical" for CPU
+        L.Conv(20, (3,) * rank, padding="SAME", lowering=lowering),  # C_in = 9: "canonical"
         L.Relu(),
-        L.Conv(10, 2, stride=2, lowering=lowering),  # C_in = 12, strided
+        # strided, grouped: 10 input channels per group ("canonical"; one filter gradient each)
+        L.Conv(10, (2,) * rank, stride=(2,) * rank, groups=2, lowering=lowering),
         L.Flatten(),
         L.Dense(3),
     )
@@ -193,7 +196,7 @@ def test_auto_gradients_in_loops_are_canonical_convolutions(rank):
     # non-canonical conv (the native gradients: f01b_i01o->01bf, b01f_01oi->b01f) runs as a
     # generic loop, 10-35x slower. "auto" must leave only canonical ones there.
     labels = _loop_conv_labels("auto", rank)
-    assert len(labels) == 6  # 2 forward, 2 filter gradients, 1 input gradient ... and 1 more
+    assert len(labels) == 6  # 2 forward, 1 + 2 filter gradients, the 2nd conv's input gradient
     assert set(labels) == {_CANONICAL_LABELS[rank]}, labels
     # The check can fail: the native gradients in the same loop are not canonical.
     assert set(_loop_conv_labels("native", rank)) != {_CANONICAL_LABELS[rank]}

@@ -224,7 +224,8 @@ def shard_batch(local_batch: Any, mesh: Mesh, *, axis_name: str = DATA_AXIS) -> 
             the axis (the message names the batch size, the device count and the fix).
 
     Example:
-        >>> batch = shard_batch((np.zeros((3, 2)), np.zeros(3)), data_mesh(jax.devices()[:1]))
+        >>> mesh = jcnn.distributed.data_mesh(jax.devices()[:1])
+        >>> batch = shard_batch((np.zeros((3, 2)), np.zeros(3)), mesh)
         >>> batch[0].shape
         (3, 2)
     """
