@@ -57,14 +57,21 @@ Measured on a 2-core x86 CPU (XLA 0.10.2; course CNN, batch 1,000, Adam; process
 step, A/B in one process): native 493 ms, ``"auto"`` 325 ms (1.5x), ``"auto"`` with
 ``microbatches=8`` in :mod:`jcnn.train` 216 ms (2.3x). At batch 128: 36.9 -> 28.2 ms (1.3x).
 Inside loops (``python -m bench.lowering_loops``: a training step with Adam, ``lax.scan`` over
-the batches vs one jitted step dispatched per batch; process CPU ms per step, on a shared 2-core
-machine), "auto" with ``"native"`` for wide convs (the rule before ``"canonical"``) -> "auto"
-now: 3x ``Conv(16, 3)`` on 28x28x1, batch 64: scan 483 -> 32, dispatch 39 -> 36;
-``cifar_resnet18`` batch 32: scan 68,200 -> 1,609, dispatch 1,634 -> 1,657;
-``mobilenet_v2(num_classes=10)`` 32x32x3 batch 32: scan 399 -> 174, dispatch 201 -> 198; the
-course CNN (thin convs only: the same program) scan 141, dispatch 207 at batch 1,000. With
-``"canonical"`` for thin convs too, the depthwise convs of MobileNetV2 took 390 ms in scan and
-the course CNN at batch 1,000 179 ms: ``"patches"`` stays the rule for them.
+the batches vs one jitted step dispatched per batch; wall ms per step), "auto" with
+``"native"`` for wide convs (the rule before ``"canonical"``) -> "auto" now:
+
+==============================================  =================  ===================
+model (batch)                                   scan               dispatch
+==============================================  =================  ===================
+3x ``Conv(16, 3)`` on 28x28x1 (64)              336 -> 28.6        33.7 -> 34.6
+``cifar_resnet18`` 32x32x3 (32)                 41,754 -> 1,152    1,138 -> 1,115
+``mobilenet_v2(num_classes=10)`` 32x32x3 (32)   236 -> 130         133 -> 133
+course CNN (64 / 1,000; thin convs: unchanged)  6.0 / 92           5.6 / 125
+==============================================  =================  ===================
+
+With ``"canonical"`` for thin convs too (``PATCHES_MAX_CHANNELS = 0``) the depthwise convs of
+MobileNetV2 took 2.2x the CPU time in scan and the course CNN at batch 1,000 1.2x: ``"patches"``
+stays the rule for them.
 See docs/benchmarks.md.
 """
 

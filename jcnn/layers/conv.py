@@ -270,10 +270,10 @@ def Conv(
         kernel_init: default ``lecun_normal()`` (fan-in ``prod(window) * C_in // groups``).
         bias_init: default zeros.
         precision: passed to ``lax.conv_general_dilated``.
-        lowering: how derivatives are formed: ``"auto"`` (default: ``"patches"`` for thin convs
-            in a program lowered for CPU, ``"native"`` otherwise, decided when the program is
-            lowered), ``"native"`` or ``"patches"``; forward values are the same in all (see
-            :mod:`jcnn.lowering`).
+        lowering: how derivatives are formed: ``"auto"`` (default; in a program lowered for
+            CPU ``"patches"`` for thin convs and ``"canonical"`` for the others, ``"native"`` on
+            GPU/TPU, decided when the program is lowered), ``"native"``, ``"patches"`` or
+            ``"canonical"``; forward values are the same in all (see :mod:`jcnn.lowering`).
         padding_mode: what the padded cells hold, as ``torch.nn.Conv*d(padding_mode=...)``:
             ``"zeros"`` (default), ``"reflect"`` (mirrored about the edge cell, which is not
             repeated: ``[c b | a b c d | c b]``), ``"replicate"`` (the edge cell repeated:

@@ -9,9 +9,8 @@ checkpoints and preemption.
 * :class:`HostLoop`: host batches gathered (and placed) by a prefetch thread, one compiled
   step per batch.
 * :class:`DeviceLoop`: the data set placed on the device(s) once (a full copy per device of a
-  mesh); each step gathers its batch there. How a chunk runs is :func:`device_loop_kind`'s
-  rule: a ``lax.fori_loop`` over a run-time number of steps (one compiled program for every
-  chunk length), or one compiled step per batch where a loop is slower.
+  mesh); each step gathers its batch there. A chunk is one ``lax.fori_loop`` over a run-time
+  number of steps (one compiled program for every chunk length; :func:`device_loop_kind`).
 """
 
 from __future__ import annotations
@@ -130,16 +129,20 @@ class HostLoop:
 
 
 def device_loop_kind(platform: str) -> str:
-    """How the on-device loop runs a chunk on ``platform``: ``"loop"`` or ``"dispatch"``.
+    """How the on-device loop runs a chunk on ``platform``: ``"loop"`` everywhere.
 
-    ``"loop"``: one compiled ``lax.fori_loop`` over the chunk's steps (no host round trip per
-    step): GPUs and TPUs. ``"dispatch"``: one compiled step per batch over the device-resident
-    data: XLA:CPU, where a convolution's native gradient inside a while loop is not rewritten
-    to the layouts of its fast convolution runtime and runs in XLA's generic loop emitter
-    (measured, ``python -m bench.loops``: ResNet-18 on 32x32 images 35x slower per step in a
-    loop), while dispatching a step costs microseconds.
+    ``"loop"`` is one compiled ``lax.fori_loop`` over the chunk's steps (no host round trip per
+    step); ``"dispatch"`` (``DeviceLoop(kind="dispatch")``) one compiled step per batch. Inside
+    a loop, XLA:CPU does not rewrite convolutions to the layouts of its fast runtime (its
+    ``ConvCanonicalization`` pass reads only the entry computation), so the native conv
+    gradients ran in its generic emitter, 10-36x slower per step; jcnn's ``lowering="auto"``
+    writes CPU conv gradients that are canonical already (:mod:`jcnn.lowering`), and then the
+    loop is as fast as dispatching or faster (``python -m bench.lowering_loops``: ResNet-18 on
+    32x32 1.15 vs 1.12 s per step, three ``Conv(16, 3)`` 28.6 vs 34.6 ms, the course CNN at
+    batch 1,000 92 vs 125 ms; ``python -m bench.loops`` compares whole epochs).
     """
-    return "dispatch" if platform == "cpu" else "loop"
+    del platform
+    return "loop"
 
 
 class DeviceLoop:
