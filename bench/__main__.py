@@ -51,6 +51,7 @@ WORKLOAD_HELP = """workloads (--workloads; W1 = both batch sizes, W5 = both halv
   W4               one epoch of the course CNN on 5,000 images, batch 128 (jcnn: on device)
   W5-dp, W5-sgd    the course CNN at batch 256: an Adam step with DP-SGD per-example clipping
                    and noise (jcnn.privacy; PyTorch + Opacus), and the same step not private
+  (a full run also compares jcnn's loops: python -m bench.loops; --no-loops skips it)
 frameworks (--frameworks): jcnn, stax, linen, nnx, equinox, haiku, torch; a peer that is not
 importable is reported as such (pip install -e ".[bench]" installs the JAX peers)."""
 
@@ -555,9 +556,26 @@ def write_docs(report: dict, rows, path: Path, png: Path, command: str) -> None:
         f"![images per second]({png.name})",
         "",
         *cold_warm_section(report),
+        *loops_section(report),
         *device_docs_section(),
     ]
     _write_atomic(path, "\n".join(lines))
+
+
+def loops_section(report: dict) -> list[str]:
+    """The docs section of the loop comparison (:mod:`bench.loops`), when it was measured."""
+    if "loops" not in report:
+        return []
+    from bench import loops
+
+    return [
+        "## Loops: the default `fit` against its host loop and a hand-written step",
+        "",
+        loops.__doc__.split("\n\n", 2)[2].strip(),
+        "",
+        loops.table(report["loops"]),
+        "",
+    ]
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -605,6 +623,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
         dest="cold_warm",
         action="store_false",
         help="skip the cold/warm compilation-cache measurement (python -m bench.cold_warm)",
+    )
+    p.add_argument(
+        "--no-loops",
+        dest="loops",
+        action="store_false",
+        help="skip the loop comparison (python -m bench.loops: default fit vs host loop vs a "
+        "hand-written jitted step, seconds per epoch)",
     )
     p.add_argument(
         "--device",
@@ -689,6 +714,12 @@ def main(argv: list[str] | None = None) -> int:
         log("first call, cold vs warm compilation cache (W1, W2 at batch 128)")
         report["cold_warm"] = cold_warm.measure(["W1", "W2"], 128)
         log("\n".join(cold_warm.text_lines(report["cold_warm"])))
+    if args.loops and not args.quick:
+        from bench import loops
+
+        log("loops: seconds per epoch of the default fit, the host loop and a jitted step")
+        report["loops"] = loops.measure(reps=args.reps)
+        log(loops.table(report["loops"]))
     report["load"] = [load0, "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())]
     summarise(report)
     rows = table_rows(report)
