@@ -96,9 +96,8 @@ def _plain(value: Any) -> Any:
 LOOPS = ("device", "host")
 DEFAULT_LOOP = "device"
 """Default training loop of the course experiments: ``"device"``, the data resident on the device
-and each chunk of steps one compiled call (``jcnn.training.DeviceLoop``: a ``lax.fori_loop``;
-on XLA:CPU one compiled step per batch); ``"host"`` is one compiled call per step with host
-batches. Both give the same history for the same seed.
+and each chunk of steps one compiled call (``jcnn.training.DeviceLoop``: a ``lax.fori_loop``);
+``"host"`` is one compiled call per step with host batches. Both give the same history for the same seed.
 """
 
 

@@ -139,7 +139,6 @@ def main(argv: list[str] | None = None) -> dict:
             epochs=args.epochs,
             batch_size=batch_size,
             seed=args.seed,
-            on_device=False,  # convolutions inside lax.scan are slow on XLA:CPU (common.py)
             progress=not args.no_progress,
         )
     wall = time.perf_counter() - t0

@@ -551,7 +551,7 @@ course texts. Each one is `python -m experiments.<name>` with `--help`, takes `-
 summary. Those that read MNIST also take `--data-dir`, `--seed`, `--quick` (a CI-sized run of
 seconds), `--no-progress` (they show a tqdm bar while training) and `--offline`; the training
 scripts also take `--epochs`, `--batch-size`, `--lr` (Adam), `--loop device|host` (default
-`device`: one compiled `lax.scan` per epoch) and, where they compare models, `--seeds`.
+`device`: the data on the device, chunks of steps in one compiled `fori_loop`) and, where they compare models, `--seeds`.
 `convolution_math` takes only `--out` and `--seed`, `receptive_fields` only `--out`.
 
 Data: `--data-dir <folder>`, else `$JCNN_DATA_DIR`, the cache or a download
