@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import jax
@@ -30,6 +30,7 @@ import optax.tree_utils as otu
 from jax.flatten_util import ravel_pytree
 
 from jcnn.batch import batched
+from jcnn.layers.core import Layer
 from jcnn.losses import accuracy
 from jcnn.training.state import NOISE_FOLD
 
@@ -205,7 +206,7 @@ class DPSGD:
         accountant: str = "rdp",
     ) -> float:
         """:func:`jcnn.privacy.run_epsilon` of a finished run (a ``FitResult`` or train state)."""
-        from jcnn.privacy import run_epsilon
+        from jcnn.training.accounting import run_epsilon
 
         return run_epsilon(
             run,
@@ -214,6 +215,41 @@ class DPSGD:
             noise_multiplier=self.noise_multiplier,
             delta=delta,
             accountant=accountant,
+        )
+
+
+def _batch_coupled(layer: Layer, path: tuple[str, ...]) -> Iterator[tuple[str, Layer]]:
+    """``(path, layer)`` of every layer in the tree that reduces over a named batch axis."""
+    if "axis_name" in layer.hparams:  # the fact BatchNorm states: statistics over a vmap axis
+        yield "/".join(path), layer
+    for key, child in layer.children:
+        yield from _batch_coupled(child, (*path, key))
+
+
+def check_per_example(layer: Layer) -> None:
+    """Raises unless every layer of ``layer`` computes each example from that example alone.
+
+    Reads the layers' facts, nothing is traced: a layer whose hyper-parameters name a batch
+    axis (``axis_name``, as BatchNorm's) takes statistics over the batch. Paths are those of
+    jcnn's errors: the root's name, then the children's keys.
+
+    Raises:
+        TypeError: ``layer`` is not a :class:`jcnn.layers.Layer`.
+        ValueError: a batch-coupled layer, named by its path.
+
+    Example:
+        >>> check_per_example(L.serial(L.Conv(8, 3), L.GroupNorm(4), L.Relu()))
+        >>> check_per_example(L.serial(L.Conv(8, 3), L.BatchNorm(), name="net"))
+        Traceback (most recent call last):
+        ValueError: net/BatchNorm_0 (BatchNorm) is not per-example: it mixes the examples ...
+    """
+    if not isinstance(layer, Layer):
+        raise TypeError(f"check_per_example: expected a jcnn Layer, got {type(layer).__name__}")
+    found = list(_batch_coupled(layer, (layer.name,)))
+    if found:
+        where = ", ".join(f"{path} ({found_layer.kind})" for path, found_layer in found)
+        raise ValueError(
+            f"{where} {'is' if len(found) == 1 else 'are'} not per-example: {_NORM_ADVICE}"
         )
 
 

@@ -37,7 +37,14 @@ from jcnn.losses import softmax_cross_entropy, takes_integer_labels
 from jcnn.shapes import is_int
 from jcnn.training import resume as resuming
 from jcnn.training.callbacks import Callback, EpochEnd, RunInfo, learning_rate_of
-from jcnn.training.estimators import DPSGD, Gradients, LossFn, MetricsFn, default_metrics
+from jcnn.training.estimators import (
+    DPSGD,
+    Gradients,
+    LossFn,
+    MetricsFn,
+    check_per_example,
+    default_metrics,
+)
 from jcnn.training.evaluation import cached_eval_step, evaluate_with
 from jcnn.training.freeze import freeze
 from jcnn.training.loops import CHUNK_SECONDS, Chunk, ChunkSchedule, DeviceLoop, HostLoop, timed
@@ -318,8 +325,6 @@ class Run:
         """Checks the arguments, builds the step and the state, and finds the resume point."""
         a = args.checked()
         if a.privacy is not None:
-            from jcnn.privacy import check_per_example
-
             check_per_example(a.net)  # BatchNorm mixes examples: refused by its path
         ts = a.train_state
         if ts is None:
