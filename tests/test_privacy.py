@@ -474,3 +474,26 @@ def test_batched_gives_example_i_the_key_the_reference_loop_uses():
     for i, k_i in enumerate(jax.random.split(k, 3)):
         out_i, _ = apply(params, state, x[i], key=k_i, train=True)
         np.testing.assert_allclose(out_b[i], out_i, rtol=1e-6, atol=1e-7)
+
+
+def test_batch_coupling_is_a_stated_fact_not_an_axis_name():
+    """StochasticDepth has an ``axis_name`` hyper-parameter but mixes no data: a net with it
+    (ConvNeXt-Tiny) is per-example; BatchNorm and a custom layer that says so are not."""
+    from jcnn.privacy import check_per_example
+
+    assert "axis_name" in L.StochasticDepth(0.1).hparams  # what the old check keyed off
+    row = L.serial(L.Conv(4, 3), L.residual(L.StochasticDepth(0.1, mode="row")), L.Flatten())
+    check_per_example(row)
+    check_per_example(models.convnext_tiny())
+    assert L.BatchNorm().batch_coupled and L.serial(L.Dense(2), L.BatchNorm()).batch_coupled
+    assert not L.StochasticDepth(0.1, mode="batch").batch_coupled
+
+    def init(key, shape):
+        return shape, {}, {}
+
+    def apply(params, state, x, *, key=None, train=False):
+        return x, state
+
+    mixer = L.custom(init, apply, "Mixer", output_shape=lambda s: s, batch_coupled=True)
+    with pytest.raises(ValueError, match=r"net/Mixer_0 \(Mixer\) is not per-example"):
+        check_per_example(L.serial(L.Dense(2), mixer, name="net"))

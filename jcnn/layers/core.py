@@ -187,6 +187,11 @@ class Layer:
             StochasticDepth, custom layers unless they say otherwise); a combinator is
             stochastic when a child is, and hands keys only to its stochastic children
             (:func:`child_keys`), so a deterministic network traces no key splits.
+        batch_coupled: ``apply`` in training mixes the examples of a batch (statistics over
+            the named batch axis: BatchNorm), so one example's output depends on the others;
+            a combinator is batch-coupled when a child is. Per-example tools (DP-SGD's
+            per-example gradients) refuse such layers by this fact. StochasticDepth is not
+            batch-coupled (its ``mode="batch"`` shares a random draw, not data).
     """
 
     rule: Rule
@@ -200,6 +205,7 @@ class Layer:
     window: Window | None = None
     wrappers: tuple[Wrapper, ...] = ()
     stochastic: bool = False
+    batch_coupled: bool = False
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -208,6 +214,7 @@ class Layer:
         set_(self, "children", tuple((str(k), c) for k, c in self.children))
         if self.children:
             set_(self, "stochastic", any(c.stochastic for _, c in self.children))
+            set_(self, "batch_coupled", any(c.batch_coupled for _, c in self.children))
         set_(self, "wrappers", tuple(self.wrappers))
         if not self.name:
             set_(self, "name", self.kind)
@@ -392,9 +399,10 @@ def leaf(
     pointwise: bool = False,
     window: Window | None = None,
     stochastic: bool = False,
+    batch_coupled: bool = False,
 ) -> Layer:
     """A leaf layer (no children) of ``kind`` built by ``rule``; ``stochastic`` when its apply
-    draws random numbers from its key."""
+    draws random numbers from its key, ``batch_coupled`` when it mixes a batch's examples."""
     return Layer(
         rule,
         kind,
@@ -402,6 +410,7 @@ def leaf(
         pointwise=pointwise,
         window=window,
         stochastic=stochastic,
+        batch_coupled=batch_coupled,
     )
 
 
@@ -462,6 +471,7 @@ def custom(
     pointwise: bool = False,
     window: Window | None = None,
     stochastic: bool = True,
+    batch_coupled: bool = False,
 ) -> Layer:
     """A layer from your own stax-style ``init`` and ``apply`` functions.
 
@@ -474,6 +484,8 @@ def custom(
         stochastic: whether ``apply`` uses its ``key`` (default True: a combinator hands keys
             only to stochastic children; say False for a deterministic layer to spare the
             key split).
+        batch_coupled: whether ``apply`` in training mixes the examples of a batch (reads
+            statistics over the named batch axis, as BatchNorm); DP-SGD refuses such layers.
 
     Example:
         >>> import jax.numpy as jnp
@@ -486,7 +498,10 @@ def custom(
         (4, 4, 3)
     """
     hp = {"init": init, "apply": apply, "output_shape": output_shape}
-    return leaf(_custom_rule, kind, hp, pointwise=pointwise, window=window, stochastic=stochastic)
+    return leaf(
+        _custom_rule, kind, hp, pointwise=pointwise, window=window, stochastic=stochastic,
+        batch_coupled=batch_coupled,
+    )  # fmt: skip
 
 
 #: Error types whose message a combinator rewrites to name the failing layer's path.

@@ -58,7 +58,7 @@ def BatchNorm(
         "unbiased_running_var": unbiased_running_var,
         "axis_name": axis_name,
     }
-    return leaf(_batch_norm_rule, "BatchNorm", hparams, pointwise=True)
+    return leaf(_batch_norm_rule, "BatchNorm", hparams, pointwise=True, batch_coupled=True)
 
 
 def _batch_norm_rule(layer: Layer) -> Fns:

@@ -219,8 +219,8 @@ class DPSGD:
 
 
 def _batch_coupled(layer: Layer, path: tuple[str, ...]) -> Iterator[tuple[str, Layer]]:
-    """``(path, layer)`` of every layer in the tree that reduces over a named batch axis."""
-    if "axis_name" in layer.hparams:  # the fact BatchNorm states: statistics over a vmap axis
+    """``(path, layer)`` of every leaf that states it mixes a batch's examples."""
+    if layer.batch_coupled and not layer.children:  # the fact BatchNorm states
         yield "/".join(path), layer
     for key, child in layer.children:
         yield from _batch_coupled(child, (*path, key))
@@ -229,8 +229,8 @@ def _batch_coupled(layer: Layer, path: tuple[str, ...]) -> Iterator[tuple[str, L
 def check_per_example(layer: Layer) -> None:
     """Raises unless every layer of ``layer`` computes each example from that example alone.
 
-    Reads the layers' facts, nothing is traced: a layer whose hyper-parameters name a batch
-    axis (``axis_name``, as BatchNorm's) takes statistics over the batch. Paths are those of
+    Reads the layers' facts, nothing is traced: a layer that states ``batch_coupled`` (as
+    BatchNorm does) takes statistics over the batch. Paths are those of
     jcnn's errors: the root's name, then the children's keys.
 
     Raises:
