@@ -456,7 +456,20 @@ def init_shapes(layer: Layer | Fns, input_shape: Any) -> tuple[Any, Any, Any]:
 
 def _custom_rule(layer: Layer) -> Fns:
     hp = layer.hparams
-    fns = Fns(hp["init"], hp["apply"], hp["output_shape"])
+    user_apply, kind = hp["apply"], layer.kind
+
+    def apply(params, state, x, *, key=None, train=False):
+        out = user_apply(params, state, x, key=key, train=train)
+        if not (isinstance(out, tuple) and len(out) == 2):
+            got = f"a tuple of {len(out)}" if isinstance(out, tuple) else type(out).__name__
+            raise TypeError(
+                f"{kind}: the apply given to L.custom returned {got}; a layer's apply returns "
+                "the pair (y, state): end it with `return y, state` (the state it was given, "
+                "when it keeps none)"
+            )
+        return out
+
+    fns = Fns(hp["init"], apply, hp["output_shape"])
     if fns.output_shape is None:  # traced, nothing allocated
         return fns._replace(output_shape=lambda input_shape: init_shapes(fns, input_shape)[0])
     return fns

@@ -130,8 +130,8 @@ def _stochastic_depth_rule(layer: Layer) -> Fns:
                 raise NameError(
                     f"StochasticDepth(mode='batch') makes one decision for the batch axis "
                     f"{axis_name!r}, which is not bound: batch the apply with "
-                    f"jcnn.batched(apply) or jax.vmap(apply, axis_name={axis_name!r}), or use "
-                    f"mode='row' ({err})"
+                    f"jcnn.batched(apply) (or jax.vmap(apply, in_axes=(None, None, 0), "
+                    f"out_axes=(0, None), axis_name={axis_name!r})), or use mode='row' ({err})"
                 ) from None
         if p == 1.0:
             return jnp.zeros_like(x), state

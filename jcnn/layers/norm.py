@@ -105,8 +105,9 @@ def _batch_norm_rule(layer: Layer) -> Fns:
         except NameError as err:
             raise NameError(
                 f"BatchNorm(train=True) takes statistics over the batch axis {axis_name!r}, which "
-                f"is not bound: batch the apply with jcnn.batched(apply) or "
-                f"jax.vmap(apply, axis_name={axis_name!r}) ({err})"
+                f"is not bound: batch the apply with jcnn.batched(apply) (or jax.vmap(apply, "
+                f"in_axes=(None, None, 0), out_axes=(0, None), axis_name={axis_name!r}): the "
+                f"state, one for the batch, is not batched) ({err})"
             ) from None
         y = _normalise(params, centred, var, eps, x.dtype)
         mean, var = mean.reshape(-1), var.reshape(-1)

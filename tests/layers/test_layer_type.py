@@ -209,3 +209,25 @@ def test_wrappers_keep_facts_and_trees_and_print():
     assert wrapped.describe().startswith("inference_mode(remat(with_policy[float32/bfloat16/")
     t1 = jax.tree.structure(jcnn.init_shapes(block, (8, 8, 2))[1:])
     assert jax.tree.structure(jcnn.init_shapes(wrapped, (8, 8, 2))[1:]) == t1
+
+
+def test_custom_apply_returning_only_y_is_named_with_the_fix():
+    def init(key, shape):
+        return shape, {}, {}
+
+    def apply(params, state, x, *, key=None, train=False):
+        return 2 * x  # forgot the state
+
+    twice = L.custom(init, apply, "Twice", output_shape=lambda s: s, stochastic=False)
+    net = L.serial(L.Dense(3), twice)
+    _, params, state = net.init(jax.random.key(0), (4,))
+    with pytest.raises(TypeError, match=r"Twice_0: .*returned ArrayImpl.*return y, state"):
+        net.apply(params, state, jnp.ones(4))
+    with pytest.raises(TypeError, match="return y, state"):
+        jcnn.batched(net.apply)(params, state, jnp.ones((2, 4)))
+
+
+def test_batch_norm_unbound_axis_hint_keeps_the_state_unbatched():
+    _, params, state = L.BatchNorm().init(jax.random.key(0), (3,))
+    with pytest.raises(NameError, match=r"out_axes=\(0, None\)"):
+        L.BatchNorm().apply(params, state, jnp.ones(3), train=True)
