@@ -196,17 +196,23 @@ def dimension_numbers(rank: int) -> lax.ConvDimensionNumbers:
     return lax.ConvDimensionNumbers(io, kernel, io)
 
 
-def _native_conv(x, kernel, strides, pads, dilation, groups, precision):
+def _conv(lhs, rhs, dims, strides, pads, dilation, groups, precision):
+    """``lax.conv_general_dilated`` of jcnn's geometry with the layouts ``dims``."""
     return lax.conv_general_dilated(
-        x[None],
-        kernel,
+        lhs,
+        rhs,
         window_strides=strides,
         padding=pads,
         rhs_dilation=dilation,
-        dimension_numbers=dimension_numbers(len(strides)),
+        dimension_numbers=dims,
         feature_group_count=groups,
         precision=precision,
-    )[0]
+    )
+
+
+def _native_conv(x, kernel, strides, pads, dilation, groups, precision):
+    dims = dimension_numbers(len(strides))
+    return _conv(x[None], kernel, dims, strides, pads, dilation, groups, precision)[0]
 
 
 def _geometry(shape, window, strides, pads, dilation):
@@ -281,16 +287,8 @@ def _canonical_input_term(tx, kernel, strides, pads, dilation, groups, precision
     io = (0, rank + 1, *range(1, rank + 1))
     swapped = (rank, rank + 1, *range(rank))  # (out feature, in feature, spatial) of the kernel
     kernel_t = jnp.swapaxes(kernel, -1, -2)
-    return lax.conv_general_dilated(
-        tx[None],
-        kernel_t,
-        window_strides=strides,
-        padding=pads,
-        rhs_dilation=dilation,
-        dimension_numbers=lax.ConvDimensionNumbers(io, swapped, io),
-        feature_group_count=groups,
-        precision=precision,
-    )[0]
+    dims = lax.ConvDimensionNumbers(io, swapped, io)
+    return _conv(tx[None], kernel_t, dims, strides, pads, dilation, groups, precision)[0]
 
 
 def _canonical_kernel_term(x, tk, strides, pads, dilation, groups, precision):
@@ -329,17 +327,8 @@ def _canonical_kernel_term(x, tk, strides, pads, dilation, groups, precision):
     out = (rank, rank + 1, *range(rank))  # (*spatial', N, C_out)
     xt = jnp.moveaxis(x, -1, 0)[..., None]
     tkt = jnp.moveaxis(tk, -2, 0)
-    y = lax.conv_general_dilated(
-        xt,
-        tkt,
-        window_strides=strides,
-        padding=pads,
-        rhs_dilation=dilation,
-        dimension_numbers=lax.ConvDimensionNumbers(lhs, rhs, out),
-        feature_group_count=groups,
-        precision=precision,
-    )
-    return y[..., 0, :]
+    dims = lax.ConvDimensionNumbers(lhs, rhs, out)
+    return _conv(xt, tkt, dims, strides, pads, dilation, groups, precision)[..., 0, :]
 
 
 def _conv_tangent(method, geometry, x, kernel, tx, tk):

@@ -390,7 +390,8 @@ class Run:
         """Checks the losses, sums the metrics, saves at a period, tells the callbacks."""
         a, n = self.args, len(next(iter(metrics.values()), ()))
         checks.check_per_step(metrics, n)
-        if a.stop_on_nonfinite and "loss" in metrics:
+        finite = "loss" not in metrics or bool(np.isfinite(metrics["loss"]).all())
+        if a.stop_on_nonfinite and not finite:  # only then ask the checkpointer (a listing)
             latest = self.ckpt.latest_step() if self.ckpt is not None else None
             saved = "" if latest is None else f" (the last saved is step {latest})"
             before = tracker.sums["loss"] / tracker.steps if tracker.steps else None

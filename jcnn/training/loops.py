@@ -238,9 +238,9 @@ class DeviceLoop:
                 program = self._program("loop", ts)
                 ts, buffers = program(ts, xs, ys, perm, jnp.int32(start), jnp.int32(num_steps))
                 return ts, jax.tree.map(lambda b: b[:num_steps], buffers)
-            per_step = []
+            one_step, per_step = self._program("dispatch", ts), []
             for i in range(start, start + num_steps):
-                ts, metrics = self._program("dispatch", ts)(ts, xs, ys, perm, jnp.int32(i))
+                ts, metrics = one_step(ts, xs, ys, perm, jnp.int32(i))
                 per_step.append(metrics)
             return ts, _stack(per_step)
 

@@ -163,9 +163,13 @@ class TrainStep:
         return ts
 
     def jitted(self, ts: TrainState) -> Callable:
-        """The compiled step for the structure of ``ts`` (one per structure and shapes)."""
-        leaves, treedef = jax.tree.flatten(ts)
-        key = (treedef, tuple(jnp.shape(x) for x in leaves))
+        """The compiled step for ``ts``: one ``jax.jit`` on one device (it retraces per
+        structure itself); on a mesh one per structure and shapes, whose shardings it fixes."""
+        if self.placement.mesh is None:
+            key = None  # no per-call flattening of the state on the default path
+        else:
+            leaves, treedef = jax.tree.flatten(ts)
+            key = (treedef, tuple(jnp.shape(x) for x in leaves))
         if key not in self._compiled:
             shardings = self.placement.state_shardings(ts)
             kwargs: dict[str, Any] = {}
