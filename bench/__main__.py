@@ -536,7 +536,7 @@ def write_docs(report: dict, rows, path: Path, png: Path, command: str) -> None:
         "",
         'jcnn runs its default `lowering="auto"` (on CPU: patches-matmul gradients for convs '
         "with <= 8 input channels per group, first-max mask gradient for non-overlapping max-pools;"
-        " see `jcnn/lowering.py`); for batches >= 500 the benchmark passes "
+        " see `jcnn/layers/lowering.py`); for batches >= 500 the benchmark passes "
         "`microbatches=round(batch / 125)` to `jcnn.train.train_step` (W1 at 1,000: 8 slices of "
         "125 inside the compiled step).",
         "",

@@ -30,7 +30,7 @@ import optax
 import jcnn
 from jcnn import layers as L
 from jcnn import models
-from jcnn.losses import softmax_cross_entropy
+from jcnn.training.losses import softmax_cross_entropy
 
 ROOT = Path(__file__).resolve().parents[1]
 

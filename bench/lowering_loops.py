@@ -40,7 +40,7 @@ import jcnn
 from jcnn import layers as L
 from jcnn import lowering as lw
 from jcnn import models
-from jcnn.losses import softmax_cross_entropy
+from jcnn.training.losses import softmax_cross_entropy
 
 # name -> (model factory, example shape, batch, steps)
 CASES = {

@@ -18,7 +18,7 @@ Rows (all synthetic data, Adam, the step of ``jcnn.make_train_step(..., mesh=mes
 
 Memory is per device, from the compiled step's ``memory_analysis()``: ``args`` (train state and
 batch shard), ``temp`` (activations and scratch). Every step compiles with
-``jcnn.remat.compiler_options()`` so remat saves memory on CPU too (see ``jcnn/remat.py``).
+``jcnn.remat.compiler_options()`` so remat saves memory on CPU too (see ``jcnn/layers/remat.py``).
 Timings on a shared CPU are rough; the 8 "devices" of one CPU share its cores, so no speed-up
 is expected there, only the same results with the batch split eight ways.
 """
@@ -49,7 +49,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def deep_net(blocks: int, width: int, use_remat: bool):
     from jcnn import layers as L
-    from jcnn.remat import remat
+    from jcnn.layers.remat import remat
 
     def block():
         body = L.serial(
@@ -73,8 +73,8 @@ def deep_net(blocks: int, width: int, use_remat: bool):
 
 def train_step(net, opt, mesh, fsdp: bool, options: dict):
     """The data-parallel step on ``mesh``; with ``fsdp`` every divisible array is split."""
-    from jcnn.losses import softmax_cross_entropy
     from jcnn.training import Placement, TrainStep, make_train_step
+    from jcnn.training.losses import softmax_cross_entropy
     from jcnn.training.step import make_update
 
     if not fsdp:
@@ -93,8 +93,8 @@ def measure(name: str, mode: str, net, args: argparse.Namespace, devices) -> dic
     import optax
 
     from jcnn import distributed as D
-    from jcnn.remat import compiler_options
-    from jcnn.summary import count_params
+    from jcnn.layers.remat import compiler_options
+    from jcnn.tools.summary import count_params
     from jcnn.training import create_train_state
 
     mesh = D.data_mesh(devices)

@@ -385,7 +385,7 @@ def accuracy_plot(
         path: PNG file to write.
         title: figure title.
     """
-    from jcnn.viz import plt  # the Agg backend
+    from jcnn.course.viz import plt  # the Agg backend
 
     counts = sorted({len(entry["final_val_accuracy"]) for entry in summary.values()})
     n = "/".join(str(c) for c in counts)
@@ -425,7 +425,7 @@ def accuracy_plot(
 
 def save_figure(fig: Any, path: str | os.PathLike[str]) -> Path:
     """Saves a matplotlib figure as PNG atomically (temporary file, then rename) and closes it."""
-    from jcnn.viz import plt
+    from jcnn.course.viz import plt
 
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")

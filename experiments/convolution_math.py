@@ -209,7 +209,7 @@ def plot(ma: list[dict], dice_: dict, poly: dict, lti_: dict, path: Any) -> None
     """Four panels (2x2): moving averages, pmf of Z, T(x), impulse response."""
     from matplotlib.ticker import MaxNLocator
 
-    from jcnn.viz import plt
+    from jcnn.course.viz import plt
 
     fig, axes = plt.subplots(2, 2, figsize=(11.5, 8.2), layout="constrained")
     ax = axes[0, 0]

@@ -24,7 +24,7 @@ import optax
 import jcnn
 from experiments import common
 from jcnn import layers as L
-from jcnn.localization import (
+from jcnn.course.localization import (
     localization_head,
     localization_loss,
     localization_metrics,
@@ -74,7 +74,7 @@ def plot_boxes(canvases, targets, preds, path, *, count: int = 24, cols: int = 8
     """A grid of canvases: true box green (solid), predicted box red (dashed) when p_c > 0.5."""
     from matplotlib.patches import Rectangle
 
-    from jcnn.viz import plt
+    from jcnn.course.viz import plt
 
     size = canvases.shape[1]
     rows = -(-count // cols)

@@ -89,7 +89,7 @@ def accuracy_vs_epsilon_plot(summary: dict[str, Any], path: Any) -> Any:
     """Final validation accuracy against epsilon (log scale), one point per noise level."""
     from matplotlib.ticker import NullFormatter
 
-    from jcnn.viz import plt  # the Agg backend
+    from jcnn.course.viz import plt  # the Agg backend
 
     runs = summary["private"]
     fig, ax = plt.subplots(figsize=(6.4, 4.2))

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from experiments import common
 from jcnn import models
-from jcnn.receptive import network_receptive_field, receptive_table, rows_as_dicts
+from jcnn.tools.receptive import network_receptive_field, receptive_table, rows_as_dicts
 
 #: (label, constructor, input shape of one example).
 NETWORKS = (
@@ -32,7 +32,7 @@ def plot(results: dict, path) -> None:
     from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator, ScalarFormatter
 
-    from jcnn.viz import plt
+    from jcnn.course.viz import plt
 
     fig, ax = plt.subplots(figsize=(7.5, 4.4))
     for i, (name, entry) in enumerate(results.items()):

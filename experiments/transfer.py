@@ -51,9 +51,9 @@ from experiments import common
 from jcnn import layers as L
 from jcnn import models
 from jcnn.layers.core import Layer
-from jcnn.shapes import ShapeError
+from jcnn.layers.shapes import ShapeError
 from jcnn.training import Callback, EpochEnd, TrainState, fit
-from jcnn.transfer import transfer_setup
+from jcnn.training.transfer import transfer_setup
 
 #: torchvision's normalisation of its ImageNet weights (``transforms.Normalize``), RGB.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -245,7 +245,7 @@ def _size(tree: Any) -> int:
 
 def accuracy_plot(summary: Mapping[str, Any], path: Any) -> Path:
     """Train and held-out accuracy of the head per epoch, with chance level."""
-    from jcnn.viz import plt  # the Agg backend
+    from jcnn.course.viz import plt  # the Agg backend
 
     hist = summary["history"]
     fig, ax = plt.subplots(figsize=(6.4, 4.2))

@@ -22,7 +22,7 @@ import pytest
 
 from jcnn import layers as L
 from jcnn import train as T
-from jcnn.checkpoint import Checkpointer, CheckpointError
+from jcnn.training.checkpoint import Checkpointer, CheckpointError
 
 WORKER = Path(__file__).resolve().parent / "helpers" / "resume_worker.py"
 

@@ -14,7 +14,7 @@ import pytest
 
 import jcnn
 from jcnn import layers as L
-from jcnn.shapes import conv_output_size
+from jcnn.layers.shapes import conv_output_size
 
 
 def mnist_cnn_layers():

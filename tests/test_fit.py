@@ -15,12 +15,12 @@ import pytest
 
 from jcnn import layers as L
 from jcnn import train as T
-from jcnn.checkpoint import Checkpointer
 from jcnn.data import augment
-from jcnn.losses import softmax_cross_entropy
 from jcnn.training import Callback, NonFiniteLossError, fit
 from jcnn.training import evaluate as evaluate_net
+from jcnn.training.checkpoint import Checkpointer
 from jcnn.training.evaluation import evaluate_with
+from jcnn.training.losses import softmax_cross_entropy
 
 FIT_MODULE = importlib.import_module("jcnn.training.fit")  # jcnn.fit is the function
 

@@ -15,9 +15,9 @@ import pytest
 
 from jcnn import layers as L
 from jcnn import train as T
-from jcnn.checkpoint import Checkpointer
-from jcnn.losses import softmax_cross_entropy
 from jcnn.training import Callback, Chunk, fit, make_train_step
+from jcnn.training.checkpoint import Checkpointer
+from jcnn.training.losses import softmax_cross_entropy
 
 FIT_MODULE = importlib.import_module("jcnn.training.fit")  # jcnn.fit is the function
 

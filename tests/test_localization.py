@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import jcnn
-from jcnn.localization import (
+from jcnn.course.localization import (
     _resize,
     box_iou,
     ink_box,

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from jcnn import losses
-from jcnn.shapes import ShapeError
+from jcnn.layers.shapes import ShapeError
 
 
 def _np_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Every conv / max-pool lowering gives the native values AND derivatives (jcnn/lowering.py)."""
+"""Every conv / max-pool lowering gives the native values AND derivatives (jcnn/layers/lowering.py)."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ import pytest
 from jcnn import layers as L
 from jcnn import train as T
 from jcnn.data.batching import batches as host_batches
-from jcnn.losses import softmax_cross_entropy
+from jcnn.training.losses import softmax_cross_entropy
 
 
 def _net():

@@ -14,10 +14,10 @@ import pytest
 
 import jcnn
 from jcnn import layers as L
-from jcnn.losses import softmax_cross_entropy
+from jcnn.layers.precision import Policy, cast_floating, with_policy
 from jcnn.models.course import cnn
-from jcnn.precision import Policy, cast_floating, with_policy
-from jcnn.train import create_train_state, loss_and_grads, train_step
+from jcnn.training.legacy import create_train_state, loss_and_grads, train_step
+from jcnn.training.losses import softmax_cross_entropy
 
 FAST = {"xla_backend_optimization_level": 0}
 BF16, F32 = jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float32)

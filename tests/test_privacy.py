@@ -18,8 +18,8 @@ from jcnn import batched, models
 from jcnn import layers as L
 from jcnn import privacy as P
 from jcnn import train as T
-from jcnn.losses import softmax_cross_entropy
 from jcnn.training import fit, make_train_step
+from jcnn.training.losses import softmax_cross_entropy
 
 # The programs this file compiles itself (references, per-example gradients) run once or a few
 # times on tiny inputs: XLA's cheapest optimisation level compiles them several times faster.
@@ -479,7 +479,7 @@ def test_batched_gives_example_i_the_key_the_reference_loop_uses():
 def test_batch_coupling_is_a_stated_fact_not_an_axis_name():
     """StochasticDepth has an ``axis_name`` hyper-parameter but mixes no data: a net with it
     (ConvNeXt-Tiny) is per-example; BatchNorm and a custom layer that says so are not."""
-    from jcnn.privacy import check_per_example
+    from jcnn.training.privacy import check_per_example
 
     assert "axis_name" in L.StochasticDepth(0.1).hparams  # what the old check keyed off
     row = L.serial(L.Conv(4, 3), L.residual(L.StochasticDepth(0.1, mode="row")), L.Flatten())

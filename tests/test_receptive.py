@@ -17,7 +17,7 @@ import pytest
 
 from jcnn import layers as L
 from jcnn import models
-from jcnn.receptive import (
+from jcnn.tools.receptive import (
     RFSpec,
     layer_specs,
     network_receptive_field,

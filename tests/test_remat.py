@@ -9,7 +9,7 @@ import pytest
 
 import jcnn
 from jcnn import layers as L
-from jcnn.remat import CPU_COMPILER_OPTIONS, compiler_options, remat
+from jcnn.layers.remat import CPU_COMPILER_OPTIONS, compiler_options, remat
 
 # LLVM -O0: compiling, not running, is what these tiny graphs cost on CPU.
 FAST = {"xla_backend_optimization_level": 0}

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from jax import lax
 
 from jcnn import shapes
-from jcnn.shapes import ShapeError
+from jcnn.layers.shapes import ShapeError
 
 SETTINGS = settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]

@@ -13,7 +13,7 @@ import scipy.signal
 
 from jcnn import layers as L
 from jcnn import signal
-from jcnn.shapes import ShapeError
+from jcnn.layers.shapes import ShapeError
 
 MAX_ERR: dict[str, float] = {}
 
@@ -169,7 +169,7 @@ def test_course_moving_average(padding, stride, want):
     t = signal.conv_matrix(H_COURSE, 9, stride=stride, padding=padding)
     assert t.shape == (len(want), 9)
     assert _record("course moving average", t @ X_COURSE, want) < 1e-12
-    # The same numbers through a Conv1D layer with the kernel 1/3 [1 1 1].
+    # The same numbers through a Conv layer with the kernel 1/3 [1 1 1].
     layer = L.Conv(1, (3,), stride=stride, padding=padding, use_bias=False)
     y, _ = layer.apply({"kernel": jnp.asarray(H_COURSE)[:, None, None]}, {}, X_COURSE[:, None])
     assert _record("course moving average", y[:, 0], want) < 1e-12

@@ -17,8 +17,8 @@ from jcnn import layers as L
 from jcnn import train as T
 from jcnn.data.batching import batches
 from jcnn.layers.core import custom
-from jcnn.losses import softmax_cross_entropy
-from jcnn.shapes import ShapeError
+from jcnn.layers.shapes import ShapeError
+from jcnn.training.losses import softmax_cross_entropy
 
 
 def _leaves_equal(a, b) -> bool:

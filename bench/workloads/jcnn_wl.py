@@ -11,7 +11,7 @@ import jcnn
 from bench.workloads import common
 from jcnn import models, privacy
 from jcnn import train as T
-from jcnn.losses import softmax_cross_entropy
+from jcnn.training.losses import softmax_cross_entropy
 
 
 def microbatches_for(batch: int) -> int | None:

@@ -34,7 +34,7 @@ from jcnn.layers.core import (
 )
 from jcnn.layers.dense import Identity
 from jcnn.layers.pool import AdaptiveAvgPool
-from jcnn.shapes import positive_int
+from jcnn.layers.shapes import positive_int
 
 
 def _keyed(layers: Sequence[Layer], where: str) -> list[tuple[str, Layer]]:
@@ -272,46 +272,37 @@ def concat(*branches: Layer, axis: int = -1, name: str = "concat") -> Layer:
 
 def _residual_rule(layer: Layer) -> Fns:
     name = layer.name
-    (_, block), (_, shortcut) = layer.children
-    keys = ("block", "shortcut")
+    (kb, block), (ks, shortcut) = layer.children
+    keys = (kb, ks)
 
     def output_shape(input_shape):
-        out = in_child(name, "block", block, block.output_shape, input_shape)
-        out_sc = in_child(name, "shortcut", shortcut, shortcut.output_shape, input_shape)
+        out = in_child(name, kb, block, block.output_shape, input_shape)
+        out_sc = in_child(name, ks, shortcut, shortcut.output_shape, input_shape)
         if out != out_sc:
             raise layer_error(
-                name, input_shape, f"block gives {out} but shortcut gives {out_sc}; they are added"
+                name, input_shape, f"{kb} gives {out} but {ks} gives {out_sc}; they are added"
             )
         return out
 
     def init(key, input_shape):
         output_shape(input_shape)
         k1, k2 = jax.random.split(key)
-        out, p_block, s_block = in_child(name, "block", block, block.init, k1, input_shape)
-        _, p_sc, s_sc = in_child(name, "shortcut", shortcut, shortcut.init, k2, input_shape)
-        return out, {"block": p_block, "shortcut": p_sc}, {"block": s_block, "shortcut": s_sc}
+        out, p_block, s_block = in_child(name, kb, block, block.init, k1, input_shape)
+        _, p_sc, s_sc = in_child(name, ks, shortcut, shortcut.init, k2, input_shape)
+        return out, {kb: p_block, ks: p_sc}, {kb: s_block, ks: s_sc}
 
     def apply(params, state, x, *, key=None, train=False):
         check_tree(name, params, keys, "params")
         k1, k2 = child_keys(key, layer.children)
-        p, s = params, state
         y, s_block = in_child(
-            name, "block", block, block.apply, p["block"], s["block"], x, key=k1, train=train
+            name, kb, block, block.apply, params[kb], state[kb], x, key=k1, train=train
         )
         z, s_sc = in_child(
-            name,
-            "shortcut",
-            shortcut,
-            shortcut.apply,
-            p["shortcut"],
-            s["shortcut"],
-            x,
-            key=k2,
-            train=train,
+            name, ks, shortcut, shortcut.apply, params[ks], state[ks], x, key=k2, train=train
         )
         if y.shape != z.shape:
-            raise layer_error(name, x.shape, f"block gives {y.shape} but shortcut gives {z.shape}")
-        return y + z, {"block": s_block, "shortcut": s_sc}
+            raise layer_error(name, x.shape, f"{kb} gives {y.shape} but {ks} gives {z.shape}")
+        return y + z, {kb: s_block, ks: s_sc}
 
     return Fns(init, apply, output_shape)
 
@@ -319,7 +310,9 @@ def _residual_rule(layer: Layer) -> Fns:
 def residual(block: Layer, shortcut: Layer | None = None, *, name: str = "residual") -> Layer:
     """``y = block(x) + shortcut(x)`` (He et al. 2016); the shortcut defaults to ``Identity()``.
 
-    Params and state are ``{"block": ..., "shortcut": ...}``.
+    Params and state are ``{"block": ..., "shortcut": ...}``, or keyed by the parts' own names
+    when they were given with ``.named()`` (torchvision's ``downsample``); an inlined block's
+    children sit directly in this layer's params (:meth:`Layer.inlined`).
 
     Shapes:
         ``x -> block(x)``; block and shortcut outputs must have the same shape (no broadcasting).
@@ -338,7 +331,10 @@ def residual(block: Layer, shortcut: Layer | None = None, *, name: str = "residu
                 f"{name}: expected Layer objects (call constructors: Relu(), not Relu), "
                 f"got {part!r}"
             )
-    children = (("block", block), ("shortcut", shortcut))
+    keys = [p.name if p.explicit_name else d for p, d in ((block, "block"), (shortcut, "shortcut"))]
+    if keys[0] == keys[1]:
+        raise ValueError(f"{name}: block and shortcut are both named {keys[0]!r}; rename one")
+    children = tuple(zip(keys, (block, shortcut)))
     return _combinator(_residual_rule, "residual", name, children, "sum")
 
 

@@ -15,9 +15,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jcnn import initializers as inits
-from jcnn import lowering as lowerings
-from jcnn import shapes
+from jcnn.layers import initializers as inits
+from jcnn.layers import lowering as lowerings
+from jcnn.layers import shapes
 from jcnn.layers.core import (
     Fns,
     Layer,
@@ -304,7 +304,7 @@ def Conv(
 
         >>> conv = Conv(1, (3,), padding=1, padding_mode="circular", use_bias=False)
         >>> conv
-        Conv1D(out_channels=1, kernel_size=(3,), padding=1, padding_mode='circular', use_bias=False)
+        Conv(out_channels=1, kernel_size=(3,), padding=1, padding_mode='circular', use_bias=False)
         >>> y, _ = conv.apply({"kernel": jnp.ones((3, 1, 1))}, {}, jnp.arange(4.0)[:, None])
         >>> y[:, 0]  # padded input [3 | 0 1 2 3 | 0]
         Array([4., 3., 6., 5.], dtype=float32)
@@ -313,7 +313,6 @@ def Conv(
     out_channels, rank, window, strides, dilations = _window_hparams(
         kind, out_channels, kernel_size, stride, dilation
     )
-    kind = f"Conv{rank}D" if rank != 2 else "Conv"
     groups = shapes.positive_int(groups, "Conv groups")
     if out_channels % groups:
         raise shapes.ShapeError(
@@ -324,6 +323,7 @@ def Conv(
     _check_padding_mode(kind, padding_mode, padding, window, strides, dilations)
     lowerings.check_lowering(lowering, lowerings.CONV_LOWERINGS, "Conv")
     hparams = {
+        "ndim": rank,
         "out_channels": out_channels,
         "kernel_size": window,
         "stride": strides,
@@ -431,10 +431,10 @@ def ConvTranspose(
     out_channels, rank, window, strides, dilations = _window_hparams(
         kind, out_channels, kernel_size, stride, dilation
     )
-    kind = f"ConvTranspose{rank}D" if rank != 2 else "ConvTranspose"
     extra = shapes.as_tuple(output_padding, rank, "ConvTranspose output_padding")
     shapes.conv_transpose_padding(padding, window, strides, dilations, extra)  # validate now
     hparams = {
+        "ndim": rank,
         "out_channels": out_channels,
         "kernel_size": window,
         "stride": strides,

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import cached_property
 from typing import Any, NamedTuple, Protocol
@@ -45,7 +46,7 @@ from typing import Any, NamedTuple, Protocol
 import jax
 import jax.numpy as jnp
 
-from jcnn.shapes import ShapeError
+from jcnn.layers.shapes import ShapeError
 
 Shape = tuple[int, ...]
 Params = Any
@@ -183,6 +184,7 @@ class Layer:
             channel axis, BatchNorm); receptive fields pass through it.
         window: :class:`Window` of windowed layers, else ``None``.
         wrappers: wrappers around the functions, innermost first.
+        inline: its children's params sit in its parent's dict (:meth:`inlined`).
         stochastic: ``apply`` draws random numbers from its ``key`` (Dropout,
             StochasticDepth, custom layers unless they say otherwise); a combinator is
             stochastic when a child is, and hands keys only to its stochastic children
@@ -206,6 +208,7 @@ class Layer:
     wrappers: tuple[Wrapper, ...] = ()
     stochastic: bool = False
     batch_coupled: bool = False
+    inline: bool = False
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -226,6 +229,19 @@ class Layer:
             )
         if (self.combine is None) != (not self.children):
             raise ValueError(f"{self.kind}: a layer has children exactly when it has a combine")
+        if self.inline and not self.children:
+            raise ValueError(
+                f"{self.name}: only a combinator can be inlined (its children's keys move into "
+                "its parent's params); a leaf's params are its own"
+            )
+        if any(child.inline for _, child in self.children):
+            keys = self.tree_keys
+            twice = sorted({k for k in keys if keys.count(k) > 1})
+            if twice:
+                raise ValueError(
+                    f"{self.name}: the keys {twice} appear twice in its params once its inlined "
+                    "children's keys are moved up; rename one with .named()"
+                )
 
     def __hash__(self) -> int:  # cached: hashing a deep tree is recursive
         cached = self.__dict__.get("_hash")
@@ -236,15 +252,16 @@ class Layer:
 
     @cached_property
     def _fns(self) -> Fns:
-        fns = self.rule(self)
-        for wrapper in self.wrappers:
-            fns = wrapper.wrap(fns)
-        init, label = fns.init, self.name
+        return _built_fns(self)
 
-        def checked_init(key, input_shape):
-            return init(key, example_shape(label, input_shape))
-
-        return fns._replace(init=checked_init)
+    @cached_property
+    def tree_keys(self) -> tuple[str, ...]:
+        """The keys of this combinator's params and state dicts: its children's keys, with an
+        inlined child's own keys in its place (see :meth:`inlined`)."""
+        keys: list[str] = []
+        for key, child in self.children:
+            keys.extend(child.tree_keys if child.inline else (key,))
+        return tuple(keys)
 
     @property
     def init(self) -> InitFn:
@@ -283,6 +300,41 @@ class Layer:
             raise ValueError(f"layer name must be a non-empty string without '/', got {name!r}")
         return dataclasses.replace(self, name=name, explicit_name=True)
 
+    def inlined(self) -> Layer:
+        """This combinator with its children's params keyed directly in its parent's dict.
+
+        A parent normally keeps a child's params under the child's key. An inlined child's
+        children sit beside the parent's other children instead, so a block written with
+        combinators can have the flat names its architecture uses: torchvision's
+        ``layer1.0.conv1`` is a residual block whose body serial is inlined. The dataflow is
+        unchanged; :meth:`walk` gives an inlined layer its parent's path.
+
+        Example:
+            >>> from jcnn import layers as L
+            >>> body = L.serial(L.Conv(4, 3, padding=1).named("conv1"), L.Relu().named("relu"))
+            >>> block = L.residual(body.inlined(), name="0")
+            >>> sorted(block.init(jax.random.key(0), (8, 8, 4))[1])
+            ['conv1', 'relu', 'shortcut']
+        """
+        return dataclasses.replace(self, inline=True)
+
+    def walk(self, input_shape: Any) -> Iterator[Visit]:
+        """Every layer of the network, outermost first, with its path and shapes.
+
+        Yields :class:`Visit` ``(path, layer, in_shape, out_shape)`` for this layer (path
+        ``""``) and then, depth first in order, for each child: the path joins the child keys
+        with ``/`` and is the address of its params in the params tree (an inlined child shares
+        its parent's path). Shapes come from the combinators' own facts (``combine``), by
+        integer arithmetic: nothing is traced or allocated.
+
+        Example:
+            >>> from jcnn import layers as L
+            >>> net = L.serial(L.Conv(8, 3), L.Relu(), name="net")
+            >>> [(v.path, v.out_shape) for v in net.walk((10, 10, 1))]
+            [('', (8, 8, 8)), ('Conv_0', (8, 8, 8)), ('Relu_0', (8, 8, 8))]
+        """
+        yield from _walk(self, "", example_shape(self.name, input_shape))
+
     def replace(self, **changes: Any) -> Layer:
         """A copy with some fields changed (``dataclasses.replace``)."""
         return dataclasses.replace(self, **changes)
@@ -316,6 +368,7 @@ class Layer:
 
     def _pretty(self, indent: str) -> str:
         suffix = f".named({self.name!r})" if self.explicit_name else ""
+        suffix += ".inlined()" if self.inline else ""
         if not self.children:
             return self.describe() + suffix
         inner = indent + "  "
@@ -326,6 +379,85 @@ class Layer:
         for wrapper in self.wrappers:
             text = f"{wrapper.label}({text})"
         return text + suffix
+
+
+class Visit(NamedTuple):
+    """One layer met by :meth:`Layer.walk`.
+
+    Attributes:
+        path: the child keys from the root joined by ``/`` (``""`` for the root): the address
+            of the layer's params and state (:func:`jcnn.layers.paths.subtree`).
+        layer: the layer.
+        in_shape, out_shape: the shapes of one example into and out of it.
+    """
+
+    path: str
+    layer: Layer
+    in_shape: Any
+    out_shape: Any
+
+
+def _walk(layer: Layer, path: str, in_shape: Any) -> Iterator[Visit]:
+    yield Visit(path, layer, in_shape, layer.output_shape(in_shape))
+    if not layer.children:
+        return
+    for (key, child), shape in zip(layer.children, layer.child_input_shapes(in_shape)):
+        child_path = path if child.inline else (f"{path}/{key}" if path else key)
+        yield from _walk(child, child_path, shape)
+
+
+def _nested(layer: Layer, tree: Any, what: str) -> dict[str, Any]:
+    """A combinator's public ``tree`` (inlined children's keys moved up) in its rule's form."""
+    check_tree(layer.name, tree, layer.tree_keys, what)
+    out = {}
+    for key, child in layer.children:
+        out[key] = {k: tree[k] for k in child.tree_keys} if child.inline else tree[key]
+    return out
+
+
+def _public(layer: Layer, tree: dict[str, Any]) -> dict[str, Any]:
+    """A combinator's ``tree`` as its rule builds it, with inlined children's keys moved up."""
+    out: dict[str, Any] = {}
+    for key, child in layer.children:
+        if child.inline:
+            out.update(tree[key])
+        else:
+            out[key] = tree[key]
+    return out
+
+
+def _with_inlined_children(layer: Layer, fns: Fns) -> Fns:
+    init, apply = fns.init, fns.apply
+
+    def flat_init(key, input_shape):
+        out, params, state = init(key, input_shape)
+        return out, _public(layer, params), _public(layer, state)
+
+    def flat_apply(params, state, x, *, key=None, train=False):
+        p, s = _nested(layer, params, "params"), _nested(layer, state, "state")
+        y, new_state = apply(p, s, x, key=key, train=train)
+        return y, _public(layer, new_state)
+
+    return fns._replace(init=flat_init, apply=flat_apply)
+
+
+@functools.lru_cache(maxsize=8192)
+def _built_fns(layer: Layer) -> Fns:
+    """The functions of ``layer``, built once per layer VALUE: equal layers share their
+    ``init`` and ``apply`` objects, so ``jax.jit`` (which caches by function) compiles an equal
+    network once. (The 8,192 most recent layer values are remembered; a live layer keeps its
+    own functions in any case.)"""
+    fns = layer.rule(layer)
+    if any(child.inline for _, child in layer.children):
+        fns = _with_inlined_children(layer, fns)
+    for wrapper in layer.wrappers:
+        fns = wrapper.wrap(fns)
+    init, label = fns.init, layer.name
+
+    def checked_init(key, input_shape):
+        return init(key, example_shape(label, input_shape))
+
+    return fns._replace(init=checked_init)
 
 
 #: Hyper-parameter values ``repr`` leaves out as the usual defaults (a tuple of them too).
@@ -345,8 +477,9 @@ _USUAL = {
 }
 
 
-#: Hyper-parameters that hold the layer's own functions (elementwise, custom): not printed.
-_FUNCTIONS = frozenset({"fn", "init", "apply", "output_shape"})
+#: Hyper-parameters not printed: the layer's own functions (elementwise, custom), and the rank
+#: (``ndim``), which the kernel size shows.
+_FUNCTIONS = frozenset({"fn", "init", "apply", "output_shape", "ndim"})
 
 
 def _usual(hparams: Hparams, key: str, value: Any) -> bool:
@@ -541,6 +674,8 @@ def locate(err: BaseException, parent: str, key: str, child: Layer) -> BaseExcep
         path, detail = (key,), message
     else:
         path, detail = (key, *path[1:]), err.jcnn_detail
+    if child.inline:  # its children's keys sit in the parent's tree
+        path = path[1:]
     path = (parent, *path)
     new = type(err)(f"{'/'.join(path)}: {detail}")
     new.jcnn_path, new.jcnn_detail = path, detail

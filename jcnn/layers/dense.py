@@ -9,8 +9,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jcnn import initializers as inits
-from jcnn import shapes
+from jcnn.layers import initializers as inits
+from jcnn.layers import shapes
 from jcnn.layers.conv import check_params
 from jcnn.layers.core import (
     Fns,

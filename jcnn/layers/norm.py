@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import jax.numpy as jnp
 from jax import lax
 
-from jcnn import shapes
+from jcnn.layers import shapes
 from jcnn.layers.core import Fns, Layer, channels_last, layer_error, leaf, per_channel
 
 

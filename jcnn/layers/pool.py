@@ -18,8 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jcnn import lowering as lowerings
-from jcnn import shapes
+from jcnn.layers import lowering as lowerings
+from jcnn.layers import shapes
 from jcnn.layers.core import Fns, Layer, Window, check_rank, layer_error, leaf, parameter_free
 
 
@@ -37,12 +37,11 @@ def _check_windows_touch_input(kind, input_shape, win, strides, pads, out) -> No
             )
 
 
-def _pool_rule(layer: Layer) -> Fns:
+def _pool_fns(layer: Layer, reduce: Callable[..., jnp.ndarray]) -> Fns:
     hp, kind = layer.hparams, layer.kind
     win, strides, padding = hp["window"], hp["stride"], hp["padding"]
     rank = len(win)
     ones = (1,) * rank
-    reduce = _REDUCERS[kind]
 
     def geometry(input_shape):
         check_rank(kind, input_shape, rank + 1, "(*spatial, C)")
@@ -69,6 +68,7 @@ def _pool_rule(layer: Layer) -> Fns:
 
 
 def _pool(
+    rule: Callable[[Layer], Fns],
     kind: str,
     window: int | Sequence[int],
     stride: int | Sequence[int] | None,
@@ -83,7 +83,7 @@ def _pool(
     if not isinstance(padding, str):
         shapes.resolve_padding(padding, (0,) * rank, win, strides, ones)  # validate now
     hparams = {"window": win, "stride": strides, "padding": padding, **extra}
-    return leaf(_pool_rule, kind, hparams, window=Window(win, strides, ones, padding))
+    return leaf(rule, kind, hparams, window=Window(win, strides, ones, padding))
 
 
 def _max_reduce(hp, x, dims, strides, pads):
@@ -103,11 +103,16 @@ def _avg_reduce(hp, x, dims, strides, pads):
     return total / count
 
 
-_REDUCERS: dict[str, Callable[..., jnp.ndarray]] = {
-    "MaxPool": _max_reduce,
-    "SumPool": _sum_reduce,
-    "AvgPool": _avg_reduce,
-}
+def _max_pool_rule(layer: Layer) -> Fns:
+    return _pool_fns(layer, _max_reduce)
+
+
+def _sum_pool_rule(layer: Layer) -> Fns:
+    return _pool_fns(layer, _sum_reduce)
+
+
+def _avg_pool_rule(layer: Layer) -> Fns:
+    return _pool_fns(layer, _avg_reduce)
 
 
 def MaxPool(
@@ -135,7 +140,7 @@ def MaxPool(
     """
 
     lowerings.check_lowering(lowering, lowerings.POOL_LOWERINGS, "MaxPool")
-    return _pool("MaxPool", window, stride, padding, lowering=lowering)
+    return _pool(_max_pool_rule, "MaxPool", window, stride, padding, lowering=lowering)
 
 
 def SumPool(
@@ -146,7 +151,7 @@ def SumPool(
 ) -> Layer:
     """Sum over sliding windows (padded cells are zeros). Shapes as :func:`MaxPool`."""
 
-    return _pool("SumPool", window, stride, padding)
+    return _pool(_sum_pool_rule, "SumPool", window, stride, padding)
 
 
 def AvgPool(
@@ -168,12 +173,19 @@ def AvgPool(
         as :func:`MaxPool`.
     """
 
-    return _pool("AvgPool", window, stride, padding, count_include_pad=count_include_pad)
+    return _pool(_avg_pool_rule, "AvgPool", window, stride, padding, count_include_pad=count_include_pad)
 
 
-def _global_rule(layer: Layer) -> Fns:
+def _global_avg_rule(layer: Layer) -> Fns:
+    return _global_fns(layer, jnp.mean)
+
+
+def _global_max_rule(layer: Layer) -> Fns:
+    return _global_fns(layer, jnp.max)
+
+
+def _global_fns(layer: Layer, reduce: Callable[..., jnp.ndarray]) -> Fns:
     kind = layer.kind
-    reduce = jnp.mean if kind == "GlobalAvgPool" else jnp.max
 
     def output_shape(input_shape):
         if len(input_shape) < 2:
@@ -189,12 +201,12 @@ def _global_rule(layer: Layer) -> Fns:
 
 def GlobalAvgPool() -> Layer:
     """Mean over all spatial positions. Shapes: ``(*spatial, C) -> (C,)``."""
-    return leaf(_global_rule, "GlobalAvgPool")
+    return leaf(_global_avg_rule, "GlobalAvgPool")
 
 
 def GlobalMaxPool() -> Layer:
     """Maximum over all spatial positions. Shapes: ``(*spatial, C) -> (C,)``."""
-    return leaf(_global_rule, "GlobalMaxPool")
+    return leaf(_global_max_rule, "GlobalMaxPool")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -236,9 +248,17 @@ def _adaptive_axis(x: jnp.ndarray, axis: int, out: int, is_max: bool) -> jnp.nda
     return y / jnp.asarray(counts.reshape(_along(x.ndim, axis, out)), y.dtype)
 
 
-def _adaptive_rule(layer: Layer) -> Fns:
+def _adaptive_avg_rule(layer: Layer) -> Fns:
+    return _adaptive_fns(layer, is_max=False)
+
+
+def _adaptive_max_rule(layer: Layer) -> Fns:
+    return _adaptive_fns(layer, is_max=True)
+
+
+def _adaptive_fns(layer: Layer, *, is_max: bool) -> Fns:
     kind, size = layer.kind, layer.hparams["output_size"]
-    rank, is_max = len(size), layer.kind == "AdaptiveMaxPool"
+    rank = len(size)
 
     def output_shape(input_shape):
         if len(input_shape) != rank + 1:
@@ -264,13 +284,15 @@ def _adaptive_rule(layer: Layer) -> Fns:
     return parameter_free(output_shape, forward)
 
 
-def _adaptive(kind: str, output_size: int | Sequence[int]) -> Layer:
+def _adaptive(
+    rule: Callable[[Layer], Fns], kind: str, output_size: int | Sequence[int]
+) -> Layer:
     rank = len(output_size) if isinstance(output_size, Sequence) else 2  # else: an int (2-D)
     if rank < 1:
         raise shapes.ShapeError(f"{kind} output_size needs at least one spatial dim, got ()")
     size = shapes.as_tuple(output_size, rank, f"{kind} output_size")
     shapes.check_positive(size, f"{kind} output_size")
-    return leaf(_adaptive_rule, kind, {"output_size": size})
+    return leaf(rule, kind, {"output_size": size})
 
 
 def AdaptiveAvgPool(output_size: int | Sequence[int]) -> Layer:
@@ -301,7 +323,7 @@ def AdaptiveAvgPool(output_size: int | Sequence[int]) -> Layer:
         >>> AdaptiveAvgPool((3,)).apply({}, {}, x)[0][:, 0]
         Array([0.5, 2. , 3.5], dtype=float32)
     """
-    return _adaptive("AdaptiveAvgPool", output_size)
+    return _adaptive(_adaptive_avg_rule, "AdaptiveAvgPool", output_size)
 
 
 def AdaptiveMaxPool(output_size: int | Sequence[int]) -> Layer:
@@ -324,4 +346,4 @@ def AdaptiveMaxPool(output_size: int | Sequence[int]) -> Layer:
         >>> AdaptiveMaxPool((3,)).apply({}, {}, x)[0][:, 0]
         Array([3., 4., 5.], dtype=float32)
     """
-    return _adaptive("AdaptiveMaxPool", output_size)
+    return _adaptive(_adaptive_max_rule, "AdaptiveMaxPool", output_size)

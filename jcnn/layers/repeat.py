@@ -12,7 +12,7 @@ import jax
 from jax import lax
 
 from jcnn.layers.core import Fns, Layer, check_tree, in_child, layer_error
-from jcnn.shapes import positive_int
+from jcnn.layers.shapes import positive_int
 
 
 def repeat(layer: Layer, n: int, *, name: str = "repeat") -> Layer:

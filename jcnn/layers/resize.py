@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import jax.numpy as jnp
 import numpy as np
 
-from jcnn import shapes
+from jcnn.layers import shapes
 from jcnn.layers.core import Fns, Layer, check_floating, check_rank, layer_error, leaf
 
 #: Upsample modes and the number of spatial dims each takes (``None``: any).

@@ -13,7 +13,8 @@ follows PyTorch's conventions (:func:`jcnn.models.common.torch_batch_norm`; ever
 torchvision models in and out (:mod:`jcnn.models.torchvision_bridge`).
 """
 
-from jcnn.models import transfer
+from jcnn.interop.torchvision import SUPPORTED, from_torchvision, to_torchvision
+from jcnn.models import heads
 from jcnn.models.alexnet import alexnet
 from jcnn.models.convnext import convnext_tiny
 from jcnn.models.course import cnn, mlp
@@ -32,7 +33,6 @@ from jcnn.models.resnet import (
     resnext50_32x4d,
     wide_resnet50_2,
 )
-from jcnn.models.torchvision_bridge import SUPPORTED, from_torchvision, to_torchvision
 from jcnn.models.vgg import (
     vgg,
     vgg11,
@@ -67,7 +67,7 @@ __all__ = [
     "resnet18",
     "resnet34",
     "resnet50",
-    "transfer",
+    "heads",
     "vgg",
     "vgg11",
     "vgg11_bn",

@@ -490,7 +490,7 @@ def _summary_writer_class() -> Any:
 
 
 def _open_checkpointer(directory: Path, keep: int | None) -> Any:
-    from jcnn.checkpoint import Checkpointer  # orbax loads with it; only when first needed
+    from jcnn.training.checkpoint import Checkpointer  # orbax loads with it; only when first needed
 
     return Checkpointer(directory, keep=keep)
 
@@ -620,7 +620,7 @@ class KeepBest(Callback):
         ckpt = self._ckpt or _open_checkpointer(self.directory, self.keep)
         try:
             if ckpt.latest_step() is None:
-                from jcnn.checkpoint import CheckpointError
+                from jcnn.training.checkpoint import CheckpointError
 
                 raise CheckpointError(
                     f"KeepBest.restore: no checkpoint in {self.directory}: no epoch has ended "

@@ -29,9 +29,9 @@ import optax
 import optax.tree_utils as otu
 from jax.flatten_util import ravel_pytree
 
-from jcnn.batch import batched
+from jcnn.layers.batch import batched
 from jcnn.layers.core import Layer
-from jcnn.losses import accuracy
+from jcnn.training.losses import accuracy
 from jcnn.training.state import NOISE_FOLD
 
 Batch = tuple[Any, Any]

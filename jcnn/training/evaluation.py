@@ -9,11 +9,11 @@ from typing import Any
 import jax
 import numpy as np
 
-from jcnn import checks
-from jcnn.batch import batched
+from jcnn.layers.batch import batched
 from jcnn.layers.core import Layer
-from jcnn.losses import softmax_cross_entropy
+from jcnn.training import checks
 from jcnn.training.estimators import LossFn, MetricsFn, default_metrics
+from jcnn.training.losses import softmax_cross_entropy
 from jcnn.training.state import TrainState
 from jcnn.training.step import make_eval_step
 

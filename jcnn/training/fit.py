@@ -29,14 +29,13 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from jcnn import checks, compile_cache
-from jcnn.checkpoint import Checkpointer
 from jcnn.data.batching import data_rng
 from jcnn.layers.core import Layer
-from jcnn.losses import softmax_cross_entropy, takes_integer_labels
-from jcnn.shapes import is_int
+from jcnn.layers.shapes import is_int
+from jcnn.training import checks, compile_cache
 from jcnn.training import resume as resuming
 from jcnn.training.callbacks import Callback, EpochEnd, RunInfo, learning_rate_of
+from jcnn.training.checkpoint import Checkpointer
 from jcnn.training.estimators import (
     DPSGD,
     Gradients,
@@ -48,6 +47,7 @@ from jcnn.training.estimators import (
 from jcnn.training.evaluation import cached_eval_step, evaluate_with
 from jcnn.training.freeze import freeze
 from jcnn.training.loops import CHUNK_SECONDS, Chunk, ChunkSchedule, DeviceLoop, HostLoop, timed
+from jcnn.training.losses import softmax_cross_entropy, takes_integer_labels
 from jcnn.training.preemption import Preempted, PreemptionGuard
 from jcnn.training.state import TrainState, create_train_state
 from jcnn.training.step import Transform, make_train_step

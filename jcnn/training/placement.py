@@ -22,7 +22,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jcnn.shapes import is_int
+from jcnn.layers.shapes import is_int
 from jcnn.training.state import TrainState
 
 DATA_AXIS = "data"

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from jcnn.checkpoint import Checkpointer
+from jcnn.training.checkpoint import Checkpointer
 from jcnn.training.state import TrainState
 
 #: Examples hashed by :func:`fingerprint` (spread evenly over the set).

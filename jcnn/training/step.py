@@ -23,8 +23,8 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
-from jcnn.batch import batched
-from jcnn.shapes import is_int
+from jcnn.layers.batch import batched
+from jcnn.layers.shapes import is_int
 from jcnn.training.estimators import (
     DPSGD,
     Batch,

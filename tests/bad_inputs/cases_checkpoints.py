@@ -22,7 +22,7 @@ import tensorstore
 
 from jcnn import layers as L
 from jcnn import train as T
-from jcnn.checkpoint import Checkpointer, CheckpointError
+from jcnn.training.checkpoint import Checkpointer, CheckpointError
 from tests.bad_inputs.catalogue import Case
 from tests.test_checkpoint import (
     _data_files,
@@ -225,7 +225,7 @@ def _planted_pickles(tmp: Path) -> None:
 _STALLED_SAVE = r"""
 import sys, time
 import tensorstore
-from jcnn.checkpoint import Checkpointer
+from jcnn.training.checkpoint import Checkpointer
 from tests.test_checkpoint import _state, _trained_like
 ckpt = Checkpointer(sys.argv[1], keep=2)
 ckpt.save(1, _trained_like(_state(), 1), meta={"epoch": 1, "index": 0})

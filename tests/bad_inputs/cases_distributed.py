@@ -75,7 +75,7 @@ _EIGHT = r"""
 import json
 import numpy as np, optax
 from jcnn import distributed as D, layers as L
-from jcnn.losses import softmax_cross_entropy
+from jcnn.training.losses import softmax_cross_entropy
 from jcnn.training import create_train_state, fit, make_train_step
 
 mesh = D.data_mesh()

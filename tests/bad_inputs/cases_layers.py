@@ -11,7 +11,7 @@ import numpy as np
 import jcnn
 from jcnn import layers as L
 from jcnn import models
-from jcnn.shapes import ShapeError
+from jcnn.layers.shapes import ShapeError
 from tests.bad_inputs.catalogue import Case
 
 KEY = jax.random.key(0)
@@ -134,9 +134,9 @@ CASES = [
          ["Conv: input shape (2, 2, 1): spatial dim 0", "needs padding < input size",
           "(lo, hi) = (2, 2) on a dim of size 2", "PyTorch's rule", "padding_mode='replicate'"]),
     Case("layers", "conv_circular_too_small",
-         "Conv1D circular padding wider than the input: padding=[(1, 4)] on length 3",
+         "Conv circular padding wider than the input: padding=[(1, 4)] on length 3",
          lambda _: _init(L.Conv(4, (3,), padding=[(1, 4)], padding_mode="circular"), (3, 1)),
-         ShapeError, ["Conv1D: input shape (3, 1)", "'circular' needs padding <= input size",
+         ShapeError, ["Conv: input shape (3, 1)", "'circular' needs padding <= input size",
                       "(lo, hi) = (1, 4) on a dim of size 3"]),
     Case("layers", "pool_window_in_padding", "MaxPool(2, padding=2): whole windows in padding",
          lambda _: _init(L.MaxPool(2, padding=2), (4, 4, 1)), ShapeError,

@@ -24,9 +24,9 @@ import optax
 from jcnn import layers as L
 from jcnn import losses
 from jcnn import train as T
-from jcnn.checkpoint import Checkpointer
-from jcnn.shapes import ShapeError
+from jcnn.layers.shapes import ShapeError
 from jcnn.training import Callback, NonFiniteLossError, evaluate, fit
+from jcnn.training.checkpoint import Checkpointer
 from tests.bad_inputs.catalogue import Case
 
 NET = L.serial(L.Flatten(), L.Dense(3))

@@ -58,7 +58,6 @@ def main(argv: list[str]) -> None:
 
     from jcnn import distributed as D
     from jcnn import layers as L
-    from jcnn.losses import softmax_cross_entropy
     from jcnn.models.course import cnn
     from jcnn.training import (
         Placement,
@@ -68,6 +67,7 @@ def main(argv: list[str]) -> None:
         make_train_step,
         param_path,
     )
+    from jcnn.training.losses import softmax_cross_entropy
     from jcnn.training.step import make_update
 
     if args.num_processes > 1:
@@ -128,7 +128,7 @@ def main(argv: list[str]) -> None:
         if "ckpt" in runs and args.ckpt:
             # Every process saves (orbax writes each array once) and restores into a template
             # with the same layout.
-            from jcnn.checkpoint import Checkpointer
+            from jcnn.training.checkpoint import Checkpointer
 
             ckpt = Checkpointer(os.path.join(args.ckpt, run), keep=2)
             ckpt.save(int(D.host_value(ts.step)), ts, meta={"epoch": 1, "index": 0})

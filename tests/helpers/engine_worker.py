@@ -21,8 +21,8 @@ import jcnn  # noqa: E402
 from jcnn import distributed as D  # noqa: E402
 from jcnn import layers as L  # noqa: E402
 from jcnn.data.batching import augment  # noqa: E402
-from jcnn.losses import softmax_cross_entropy  # noqa: E402
-from jcnn.privacy import DPSGD  # noqa: E402
+from jcnn.training.losses import softmax_cross_entropy  # noqa: E402
+from jcnn.training.privacy import DPSGD  # noqa: E402
 
 
 def max_diff(a, b) -> float:

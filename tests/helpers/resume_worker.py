@@ -25,8 +25,8 @@ import numpy as np
 import optax
 
 from jcnn import layers as L
-from jcnn.checkpoint import Checkpointer
-from jcnn.train import param_path
+from jcnn.training.checkpoint import Checkpointer
+from jcnn.training.legacy import param_path
 
 NUM_EXAMPLES, BATCH_SIZE, EPOCHS, EVERY = 96, 16, 3, 2  # 6 steps per epoch, 18 in all
 NUM_CLASSES = 3

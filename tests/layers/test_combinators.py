@@ -12,7 +12,7 @@ from jax.test_util import check_grads
 import jcnn
 from jcnn import layers as L
 from jcnn import models
-from jcnn.shapes import ShapeError
+from jcnn.layers.shapes import ShapeError
 
 
 def random_init(layer, input_shape, seed=0):
@@ -166,9 +166,12 @@ def test_children_numbered_per_name_in_order():
     assert params["Conv_1"]["kernel"].shape == (3, 3, 4, 4)
 
 
-def test_conv_rank_in_name():
+def test_conv_kind_is_rank_independent_with_ndim_a_fact():
     net = L.serial(L.Conv(2, (3,)), L.Conv(2, (1, 1, 1)).named("c3"), L.Conv(2, (3,)))
-    assert [k for k, _ in net.children] == ["Conv1D_0", "c3", "Conv1D_1"]
+    assert [k for k, _ in net.children] == ["Conv_0", "c3", "Conv_1"]
+    assert {c.kind for _, c in net.children} == {"Conv"}
+    assert [c.hparams["ndim"] for _, c in net.children] == [1, 3, 1]
+    assert L.ConvTranspose(2, (3, 3, 3)).kind == "ConvTranspose"
 
 
 def test_named_kept_verbatim_and_nested_serial_keys():

@@ -17,7 +17,7 @@ from reference import independent_pads, np_conv, np_conv_transpose, per_dim
 
 import jcnn
 from jcnn import layers as L
-from jcnn.shapes import ShapeError
+from jcnn.layers.shapes import ShapeError
 
 EXACT = 1e-10  # float64 against a float64 reference
 TOL = 1e-5  # float32
@@ -512,11 +512,11 @@ TRACE_ERRORS = {
     ),
     "kernel_too_big_after_crop_1d": (
         L.Conv(2, (3,), padding=-1, dilation=2), (9, 1), (5, 1), ShapeError,
-        ["Conv1D: input shape (5, 1)", "floor((5 + -1 + -1 - 2*(3-1) - 1) / 1) + 1"],
+        ["Conv: input shape (5, 1)", "floor((5 + -1 + -1 - 2*(3-1) - 1) / 1) + 1"],
     ),
     "kernel_too_big_3d_second_dim": (
         L.Conv(2, (1, 4, 1), stride=2), (4, 4, 4, 1), (4, 3, 4, 1), ShapeError,
-        ["Conv3D: input shape (4, 3, 4, 1)", "spatial dim 1",
+        ["Conv: input shape (4, 3, 4, 1)", "spatial dim 1",
          "floor((3 + 0 + 0 - 1*(4-1) - 1) / 2)"],
     ),
     "batch_to_per_example_apply": (
@@ -528,7 +528,7 @@ TRACE_ERRORS = {
     ),
     "groups_do_not_divide_c_in": (
         L.Conv(4, (3,), groups=2), (8, 2), (8, 3), ShapeError,
-        ["Conv1D: input shape (8, 3)", "groups=2 does not divide C_in=3"],
+        ["Conv: input shape (8, 3)", "groups=2 does not divide C_in=3"],
     ),
     "channel_mismatch_with_params": (
         L.Conv(2, (3, 3)), (8, 8, 3), (8, 8, 2), ValueError,  # at apply only
@@ -536,7 +536,7 @@ TRACE_ERRORS = {
     ),
     "transpose_too_much_crop": (
         L.ConvTranspose(2, (3,), padding=3), (9, 1), (2, 1), ShapeError,
-        ["ConvTranspose1D: input shape (2, 1)", "(2-1)*1 - 3 - 3 + 1*(3-1) + 0 + 1 = -2", "padding=3"],
+        ["ConvTranspose: input shape (2, 1)", "(2-1)*1 - 3 - 3 + 1*(3-1) + 0 + 1 = -2", "padding=3"],
     ),
     "transpose_batch": (
         L.ConvTranspose(2, (3, 3), stride=2), (4, 4, 1), (2, 4, 4, 1), ShapeError,

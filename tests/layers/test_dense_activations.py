@@ -10,7 +10,7 @@ from scipy.special import erf
 
 import jcnn
 from jcnn import layers as L
-from jcnn.shapes import ShapeError
+from jcnn.layers.shapes import ShapeError
 
 MAX_ERR: dict[str, float] = {}
 

@@ -12,10 +12,10 @@ import jcnn
 from jcnn import layers as L
 from jcnn import models
 from jcnn.layers.core import COMBINES, Hparams, Window, custom
-from jcnn.models.transfer import inference_mode
-from jcnn.precision import Policy, with_policy
-from jcnn.remat import remat
-from jcnn.shapes import ShapeError
+from jcnn.layers.precision import Policy, with_policy
+from jcnn.layers.remat import remat
+from jcnn.layers.shapes import ShapeError
+from jcnn.models.heads import inference_mode
 
 
 def test_renamed_layer_is_another_layer_and_equal_layers_hash_alike():
@@ -61,7 +61,7 @@ def test_facts_of_leaves():
     assert conv.window == Window((3, 5), (1, 2), (2, 2), "SAME")
     assert conv.hparams["out_channels"] == 4 and isinstance(conv.hparams, Hparams)
     assert not conv.pointwise and conv.children == () and conv.combine is None
-    assert L.Conv(2, (3,)).kind == "Conv1D" and L.ConvTranspose(2, 3).window.transposed
+    assert L.Conv(2, (3,)).kind == "Conv" and L.ConvTranspose(2, 3).window.transposed
     assert L.MaxPool(2).window == Window((2, 2), (2, 2), (1, 1), "VALID")
     pointwise = [L.Relu(), L.Gelu(), L.Dropout(0.5), L.BatchNorm(), L.Identity(), L.Dense(3)]
     assert all(layer.pointwise and layer.window is None for layer in pointwise)

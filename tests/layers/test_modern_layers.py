@@ -18,8 +18,8 @@ import pytest
 
 import jcnn
 from jcnn import layers as L
-from jcnn.shapes import ShapeError
-from jcnn.summary import count_params
+from jcnn.layers.shapes import ShapeError
+from jcnn.tools.summary import count_params
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "torch_parity.npz"
 with np.load(FIXTURE, allow_pickle=False) as _f:

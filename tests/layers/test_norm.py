@@ -9,7 +9,7 @@ import pytest
 
 import jcnn
 from jcnn import layers as L
-from jcnn.shapes import ShapeError
+from jcnn.layers.shapes import ShapeError
 
 MAX_ERR: dict[str, float] = {}
 

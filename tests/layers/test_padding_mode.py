@@ -15,7 +15,7 @@ from reference import independent_pads, np_conv, per_dim
 
 import jcnn
 from jcnn import layers as L
-from jcnn.shapes import ShapeError
+from jcnn.layers.shapes import ShapeError
 
 EXACT = 1e-10  # float64 against a float64 reference
 MODES = ("reflect", "replicate", "circular")
@@ -201,7 +201,7 @@ def test_unknown_mode_fails_at_construction_listing_modes(bad) -> None:
 
 @pytest.mark.parametrize("mode", MODES)
 def test_negative_padding_only_with_zeros(mode) -> None:
-    with pytest.raises(ShapeError, match="Conv1D: padding=.*negative.*padding_mode='zeros'"):
+    with pytest.raises(ShapeError, match="Conv: padding=.*negative.*padding_mode='zeros'"):
         L.Conv(4, (3,), padding=[(-1, 2)], padding_mode=mode)
     L.Conv(4, (3,), padding=[(-1, 2)])  # zeros: crops as before
 

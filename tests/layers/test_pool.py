@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from jcnn import layers as L
-from jcnn.shapes import FORMULA, ShapeError
+from jcnn.layers.shapes import FORMULA, ShapeError
 
 MAX_ERR: dict[str, float] = {}
 

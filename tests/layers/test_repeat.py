@@ -11,7 +11,7 @@ import pytest
 
 from jcnn import layers as L
 from jcnn.layers.repeat import repeat
-from jcnn.shapes import ShapeError
+from jcnn.layers.shapes import ShapeError
 
 
 def _block():

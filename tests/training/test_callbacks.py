@@ -13,9 +13,7 @@ import numpy as np
 import optax
 import pytest
 
-from jcnn.checkpoint import CheckpointError
 from jcnn.layers import Dense, serial
-from jcnn.train import create_train_state
 from jcnn.training.callbacks import (
     Callback,
     EarlyStopping,
@@ -27,6 +25,8 @@ from jcnn.training.callbacks import (
     TensorBoard,
     learning_rate_of,
 )
+from jcnn.training.checkpoint import CheckpointError
+from jcnn.training.legacy import create_train_state
 
 
 class _State(NamedTuple):
@@ -205,7 +205,7 @@ def test_keep_best_saves_only_improvements_and_restores_best(tmp_path, train_sta
 
 
 def test_keep_best_min_mode_meta_and_keep(tmp_path, train_state):
-    from jcnn.checkpoint import Checkpointer
+    from jcnn.training.checkpoint import Checkpointer
 
     best = KeepBest(tmp_path / "best", monitor="val_loss", keep=2)
     assert best.mode == "min"
@@ -239,7 +239,7 @@ def test_keep_best_resume_starts_from_history(tmp_path, train_state):
 
 
 def test_keep_best_resume_replaces_what_the_interrupted_run_saved_later(tmp_path, train_state):
-    from jcnn.checkpoint import Checkpointer
+    from jcnn.training.checkpoint import Checkpointer
 
     values = [0.5, 0.6, 0.7, 0.8, 0.9]
     first = KeepBest(tmp_path / "best", keep=None)

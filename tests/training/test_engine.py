@@ -17,10 +17,10 @@ import pytest
 
 import jcnn
 from jcnn import layers as L
-from jcnn.losses import softmax_cross_entropy
-from jcnn.privacy import DPSGD
 from jcnn.training import EarlyStopping, KeepBest, MetricsLogger
 from jcnn.training.estimators import loss_and_grads
+from jcnn.training.losses import softmax_cross_entropy
+from jcnn.training.privacy import DPSGD
 
 REPO = Path(__file__).resolve().parents[2]
 NET = L.serial(L.Conv(3, 3), L.Relu(), L.Dropout(0.1), L.Flatten(), L.Dense(4))

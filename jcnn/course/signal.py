@@ -18,8 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jcnn import shapes
-from jcnn.lowering import dimension_numbers
+from jcnn.layers import shapes
+from jcnn.layers.lowering import dimension_numbers
 
 MODES = ("full", "valid", "same")
 

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from jcnn import porting
+from jcnn.interop import porting
 from jcnn.layers.core import Layer
 
 __all__ = ["SUPPORTED", "from_torchvision", "to_torchvision", "torchvision_prefixes"]

@@ -88,7 +88,7 @@ import numpy as np
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
-from jcnn import shapes
+from jcnn.layers import shapes
 
 CONV_LOWERINGS = ("auto", "native", "patches", "canonical")
 POOL_LOWERINGS = ("auto", "native", "mask")

@@ -33,7 +33,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jcnn.shapes import is_int
+from jcnn.layers.shapes import is_int
 
 # orbax.checkpoint (and tensorstore under it) is imported by the methods that use it, not here:
 # ``import jcnn`` imports this module through ``jcnn.fit`` and would otherwise pay ~0.25 s for it.

@@ -24,8 +24,8 @@ import optax
 
 from jcnn import layers as L
 from jcnn.layers.core import Layer
-from jcnn.models.transfer import kept_paths, replace_head, split_body_head
-from jcnn.summary import init_shapes
+from jcnn.models.heads import kept_paths, replace_head, split_body_head
+from jcnn.tools.summary import init_shapes
 from jcnn.training.freeze import freeze
 from jcnn.training.state import TrainState, init_key
 

@@ -28,9 +28,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
-from jcnn import shapes
+from jcnn.layers import shapes
 from jcnn.layers.core import Layer
-from jcnn.summary import text_table
+from jcnn.tools.summary import text_table
 
 IntOrTuple = int | Sequence[int]
 

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jcnn.shapes import ShapeError, is_int
+from jcnn.layers.shapes import ShapeError, is_int
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -45,7 +45,6 @@ import jax.numpy as jnp
 import optax
 
 from jcnn.layers.core import Layer
-from jcnn.train import make_epoch
 from jcnn.training.accounting import (
     ACCOUNTANTS,
     epsilon,
@@ -60,6 +59,7 @@ from jcnn.training.estimators import (
     default_metrics,
     per_example,
 )
+from jcnn.training.legacy import make_epoch
 from jcnn.training.state import NOISE_FOLD, TrainState
 from jcnn.training.step import make_train_step, make_update
 

@@ -13,8 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jcnn.losses import check_labels
-from jcnn.shapes import is_int
+from jcnn.layers.shapes import is_int
+from jcnn.training.losses import check_labels
 from jcnn.training.state import TrainState
 
 Arrays = tuple[np.ndarray, np.ndarray]

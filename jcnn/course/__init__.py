@@ -1,0 +1,1 @@
+"""The course's material: signal views of convolution, localization, and plots (``viz``)."""

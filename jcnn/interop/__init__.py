@@ -1,0 +1,1 @@
+"""Models in and out of jcnn: PyTorch and torchvision weights (``porting``, ``torchvision``)."""

@@ -1,0 +1,1 @@
+"""Tools that read a network's facts without running it: ``summary``, ``receptive`` fields."""
