@@ -29,7 +29,7 @@ import types
 
 from jcnn import layers, models
 from jcnn.course import signal
-from jcnn.layers import Layer, initializers, shapes
+from jcnn.layers import Layer, initializers, shapes, walk
 from jcnn.layers.batch import batched
 from jcnn.tools.summary import count_params, init_shapes, output_shape, summary
 from jcnn.training import (
@@ -65,6 +65,7 @@ __all__ = [
     "shapes",
     "signal",
     "summary",
+    "walk",
 ]
 
 #: Submodules loaded when first used (``jcnn.viz``): they import heavier packages.

@@ -28,7 +28,7 @@ from jcnn.layers.combinators import (
     squeeze_excitation,
 )
 from jcnn.layers.conv import Conv, ConvTranspose
-from jcnn.layers.core import Layer, custom
+from jcnn.layers.core import Layer, Visit, custom, walk
 from jcnn.layers.dense import Dense, Flatten, Identity, Reshape
 from jcnn.layers.dropout import Dropout, StochasticDepth
 from jcnn.layers.norm import BatchNorm, GroupNorm, LayerNorm
@@ -81,6 +81,7 @@ __all__ = [
     "Swish",
     "Tanh",
     "Upsample",
+    "Visit",
     "concat",
     "custom",
     "elementwise",
@@ -93,4 +94,5 @@ __all__ = [
     "residual",
     "serial",
     "squeeze_excitation",
+    "walk",
 ]

@@ -335,6 +335,47 @@ class Layer:
         """
         yield from _walk(self, "", example_shape(self.name, input_shape))
 
+    def at(self, path: str) -> Layer:
+        """The sub-layer at ``path`` (child keys joined by ``/``, as :meth:`walk` gives them).
+
+        Raises:
+            KeyError: no layer there; the message lists the keys at the level that missed.
+
+        Example:
+            >>> from jcnn import layers as L
+            >>> net = L.serial(L.Conv(8, 3), L.serial(L.Dense(4), name="head"))
+            >>> net.at("head/Dense_0").kind
+            'Dense'
+        """
+        layer = self
+        for depth, key in enumerate(k for k in path.split("/") if k):
+            found = _child(layer, key)
+            if found is None:
+                at = "/".join(path.split("/")[:depth]) or "<root>"
+                raise KeyError(
+                    f"path {path!r}: no child {key!r} under {at}: {list(layer.tree_keys)}"
+                )
+            layer = found
+        return layer
+
+    def replace_at(self, path: str, new: Layer | Callable[[Layer], Layer]) -> Layer:
+        """A copy with the sub-layer at ``path`` replaced by ``new`` (a Layer, or a function of
+        the old one): surgery that keeps every other child and its key, so trained params of
+        the rest plug in unchanged.
+
+        Example:
+            >>> from jcnn import layers as L
+            >>> net = L.serial(L.Conv(8, 3), L.Flatten(), L.Dense(10).named("fc"))
+            >>> net.replace_at("fc", L.Dense(2)).output_shape((5, 5, 1))
+            (2,)
+        """
+        keys = [k for k in path.split("/") if k]
+        if not keys:
+            return new(self) if callable(new) and not isinstance(new, Layer) else new
+        self.at(path)  # a clear KeyError when the path is wrong
+        head, rest = keys[0], "/".join(keys[1:])
+        return _edit_child(self, head, lambda child: child.replace_at(rest, new))
+
     def replace(self, **changes: Any) -> Layer:
         """A copy with some fields changed (``dataclasses.replace``)."""
         return dataclasses.replace(self, **changes)
@@ -395,6 +436,42 @@ class Visit(NamedTuple):
     layer: Layer
     in_shape: Any
     out_shape: Any
+
+
+def walk(layer: Layer, input_shape: Any) -> Iterator[Visit]:
+    """``layer.walk(input_shape)``: every layer with its path and shapes (:meth:`Layer.walk`).
+
+    Example:
+        >>> from jcnn import layers as L
+        >>> [v.path for v in walk(L.serial(L.Conv(8, 3).named("conv1")), (8, 8, 1))]
+        ['', 'conv1']
+    """
+    return layer.walk(input_shape)
+
+
+def _child(layer: Layer, key: str) -> Layer | None:
+    """The child keyed ``key`` in ``layer``'s params tree (looking inside inlined children)."""
+    for k, child in layer.children:
+        if child.inline:
+            found = _child(child, key)
+            if found is not None:
+                return found
+        elif k == key:
+            return child
+    return None
+
+
+def _edit_child(layer: Layer, key: str, edit: Callable[[Layer], Layer]) -> Layer:
+    """``layer`` with ``edit(child)`` in place of the child keyed ``key`` (see :func:`_child`)."""
+    children = list(layer.children)
+    for i, (k, child) in enumerate(children):
+        if child.inline and _child(child, key) is not None:
+            children[i] = (k, _edit_child(child, key, edit))
+            break
+        if not child.inline and k == key:
+            children[i] = (k, edit(child))
+            break
+    return dataclasses.replace(layer, children=tuple(children))
 
 
 def _walk(layer: Layer, path: str, in_shape: Any) -> Iterator[Visit]:
