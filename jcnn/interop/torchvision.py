@@ -2,10 +2,17 @@
 
 ``from_torchvision(name, state_dict)`` builds the jcnn model that matches torchvision's builder
 ``name`` (with PyTorch's BatchNorm conventions, :func:`jcnn.models.common.torch_batch_norm`) and
-moves every tensor of ``state_dict`` into jcnn's params and state. Each family says where its
-jcnn layers sit in torchvision's module tree (a *prefix map*: jcnn leaf path -> torch module
-prefix, ``"layer1/serial_0/residual_0/block/serial_0/Conv_0" -> "layer1.0.conv1"``); the layout
-conversions themselves are :func:`jcnn.porting.from_torch`'s, read from each layer's facts.
+moves every tensor of ``state_dict`` into jcnn's params and state. The zoo names its children
+as torchvision's module tree does, so the mapping is one rule (:func:`torch_key`)::
+
+    torch key = the jcnn layer's path with "/" as "." + "." + the torch name of its leaf
+    "layer1.0.conv1.weight"  <->  params["layer1"]["0"]["conv1"]["kernel"]
+
+with the leaf names of :data:`LEAF_NAMES` (``kernel``/``bias``/``scale``/``offset`` ->
+``weight``/``bias``/``weight``/``bias``, state ``mean``/``var`` -> ``running_mean``/
+``running_var``), and the few places torchvision departs from it listed in :data:`EXCEPTIONS`
+and :data:`TORCH_ONLY`. The layout conversions themselves are :func:`jcnn.porting.from_torch`'s,
+read from each layer's facts.
 
 jcnn never imports torch: a state dict is ``str -> array-like`` (numpy arrays, the arrays of a
 ``safetensors.numpy.load_file``, or CPU torch tensors, converted with ``np.asarray``).
@@ -14,9 +21,8 @@ jcnn never imports torch: a state dict is ``str -> array-like`` (numpy arrays, t
 from __future__ import annotations
 
 import functools
-import re
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 import numpy as np
@@ -24,194 +30,217 @@ import numpy as np
 from jcnn.interop import porting
 from jcnn.layers.core import Layer
 
-__all__ = ["SUPPORTED", "from_torchvision", "to_torchvision", "torchvision_prefixes"]
+__all__ = ["EXCEPTIONS", "LEAF_NAMES", "SUPPORTED", "from_torchvision", "to_torchvision"]
 
 #: The input shape the key maps are computed at. Parameter shapes of every supported model do not
 #: depend on the input size (adaptive or global pooling before the classifier).
 PROBE_SHAPE = (224, 224, 3)
 
-PrefixMap = Callable[[Layer, Sequence[str]], dict[str, str]]
+#: jcnn leaf name -> torch tensor name: params (Conv/Dense ``kernel``, BatchNorm/LayerNorm
+#: ``scale`` and ``offset``) and BatchNorm's state (its running statistics).
+LEAF_NAMES = {
+    "kernel": "weight",
+    "bias": "bias",
+    "scale": "weight",
+    "offset": "bias",
+    "mean": "running_mean",
+    "var": "running_var",
+}
+
+#: Where torchvision's keys depart from the rule, by jcnn layer kind: ``(module, names)``, the
+#: torch module holding the layer's tensors (``"parent"``: its parent's path instead of its own)
+#: and the torch names of its leaves. ConvNeXt's ``CNBlock`` stores its layer scale as a
+#: ``(C, 1, 1)`` parameter of the block itself: jcnn ``features/1/0/layer_scale`` + ``scale``
+#: (shape ``(C,)``) is torchvision's ``features.1.0.layer_scale``.
+EXCEPTIONS: dict[str, tuple[str, dict[str, str]]] = {
+    "LayerScale": ("parent", {"scale": "layer_scale"}),
+}
+
+#: Torch buffers with no jcnn leaf: BatchNorm's step counter, written as 0 by
+#: :func:`to_torchvision` and optional in :func:`from_torchvision` (as for torch itself).
+TORCH_ONLY = ("num_batches_tracked",)
 
 
-class _Family(NamedTuple):
-    builder: Callable[..., Layer]
-    prefixes: PrefixMap
+def torch_key(path: str, leaf: str, kind: str = "") -> str:
+    """The torchvision state-dict key of the jcnn leaf ``leaf`` of the layer at ``path`` (a
+    layer of ``kind``): the rule of this module, with :data:`EXCEPTIONS`.
+
+    Example:
+        >>> torch_key("layer1/0/conv1", "kernel"), torch_key("layer1/0/bn1", "mean")
+        ('layer1.0.conv1.weight', 'layer1.0.bn1.running_mean')
+        >>> torch_key("features/1/0/layer_scale", "scale", "LayerScale")
+        'features.1.0.layer_scale'
+    """
+    names = EXCEPTIONS.get(kind, ("", {}))[1]
+    return f"{_module(path, kind)}.{names.get(leaf, LEAF_NAMES[leaf])}"
 
 
-def _unknown(path: str, family: str) -> ValueError:
-    return ValueError(
-        f"from_torchvision: jcnn path {path!r} has no place in torchvision's {family}"
-    )
-
-
-def _resnet_prefixes(net: Layer, paths: Sequence[str]) -> dict[str, str]:
-    """ResNet / ResNeXt / Wide ResNet: ``stem`` -> ``conv1``/``bn1``; block ``b`` of stage ``s``
-    -> ``layer{s}.{b}``, its ``j``-th conv+BN -> ``conv{j+1}``/``bn{j+1}``, the projection
-    shortcut -> ``downsample.0``/``.1``; ``fc``."""
-    del net
-    kinds = {"Conv_0": 0, "BatchNorm_0": 1}
-    out = {}
-    for path in paths:
-        if path == "fc":
-            out[path] = "fc"
-            continue
-        if path in ("stem/Conv_0", "stem/BatchNorm_0"):
-            out[path] = "conv1" if path.endswith("Conv_0") else "bn1"
-            continue
-        m = re.fullmatch(
-            r"(layer[1-4])/serial_(\d+)/residual_0/(block/serial_(\d+)|shortcut)/(\w+)", path
-        )
-        if m is None or m.group(5) not in kinds:
-            raise _unknown(path, "ResNet")
-        stage, block, part, j, leaf = m.groups()
-        if part == "shortcut":
-            out[path] = f"{stage}.{block}.downsample.{kinds[leaf]}"
-        else:
-            out[path] = f"{stage}.{block}.{('conv', 'bn')[kinds[leaf]]}{int(j) + 1}"
-    return out
-
-
-def _sequential_prefixes(net: Layer, paths: Sequence[str], family: str) -> dict[str, str]:
-    """VGG / AlexNet: a leaf ``features/Conv_3`` sits at its position in jcnn's serial, which is
-    its index in torch's ``nn.Sequential`` (``features.7``); likewise ``classifier``."""
-    position = {
-        f"{top}/{key}": f"{top}.{i}"
-        for top, block in net.children
-        if block.children
-        for i, (key, _) in enumerate(block.children)
-    }
-    out = {}
-    for path in paths:
-        if path not in position:
-            raise _unknown(path, family)
-        out[path] = position[path]
-    return out
-
-
-def _googlenet_prefixes(net: Layer, paths: Sequence[str]) -> dict[str, str]:
-    """GoogLeNet: ``conv1`` .. ``conv3`` and each Inception module's branches ``branch1`` ..
-    ``branch4`` (a branch of two ``BasicConv2d`` is ``branchK.0``/``.1``; the pool branch's conv is
-    ``branch4.1``), each ``BasicConv2d`` holding ``conv`` and ``bn``; ``fc``."""
-    del net
-    part = {"Conv_0": "conv", "BatchNorm_0": "bn"}
-    out = {}
-    for path in paths:
-        if path == "fc":
-            out[path] = "fc"
-            continue
-        m = re.fullmatch(r"(conv[123])/(\w+)", path)
-        if m and m.group(2) in part:
-            out[path] = f"{m.group(1)}.{part[m.group(2)]}"
-            continue
-        m = re.fullmatch(r"(inception\d[a-e])/serial_([0-3])(?:/serial_([01]))?/(\w+)", path)
-        if m is None or m.group(4) not in part:
-            raise _unknown(path, "GoogLeNet")
-        module, branch, inner, leaf = m.groups()
-        branch = int(branch)
-        if branch == 0:
-            at = "branch1"
-        elif branch == 3:
-            at = "branch4.1"
-        else:
-            at = f"branch{branch + 1}.{inner}"
-        out[path] = f"{module}.{at}.{part[leaf]}"
-    return out
+def _module(path: str, kind: str) -> str:
+    """The torch module path of the jcnn layer at ``path``."""
+    where = EXCEPTIONS.get(kind, ("self", {}))[0]
+    if where == "parent":
+        path = path.rpartition("/")[0]
+    return path.replace("/", ".")
 
 
 @functools.cache
-def _families() -> dict[str, _Family]:
+def _builders() -> dict[str, Callable[..., Layer]]:
     import importlib
 
-    from jcnn.models.alexnet import alexnet
-    from jcnn.models.googlenet import googlenet
-
-    resnet = importlib.import_module("jcnn.models.resnet")
-    vgg = importlib.import_module("jcnn.models.vgg")
-    modern = {
-        "mobilenet_v2": "jcnn.models.mobilenet",
-        "efficientnet_b0": "jcnn.models.efficientnet",
-        "convnext_tiny": "jcnn.models.convnext",
-        "densenet121": "jcnn.models.densenet",
+    modules = {
+        "jcnn.models.alexnet": ["alexnet"],
+        "jcnn.models.vgg": [f"vgg{d}{s}" for d in (11, 13, 16, 19) for s in ("", "_bn")],
+        "jcnn.models.resnet": [
+            "resnet18", "resnet34", "resnet50", "resnext50_32x4d", "wide_resnet50_2",
+        ],
+        "jcnn.models.googlenet": ["googlenet"],
+        "jcnn.models.mobilenet": ["mobilenet_v2"],
+        "jcnn.models.efficientnet": ["efficientnet_b0"],
+        "jcnn.models.convnext": ["convnext_tiny"],
+        "jcnn.models.densenet": ["densenet121"],
+    }  # fmt: skip
+    return {
+        name: getattr(importlib.import_module(module), name)
+        for module, names in modules.items()
+        for name in names
     }
-    families = {}
-    for name in ("resnet18", "resnet34", "resnet50", "resnext50_32x4d", "wide_resnet50_2"):
-        families[name] = _Family(getattr(resnet, name), _resnet_prefixes)
-    for depth in (11, 13, 16, 19):
-        for suffix in ("", "_bn"):
-            name = f"vgg{depth}{suffix}"
-            families[name] = _Family(
-                getattr(vgg, name), lambda net, paths: _sequential_prefixes(net, paths, "VGG")
-            )
-    families["alexnet"] = _Family(
-        alexnet, lambda net, paths: _sequential_prefixes(net, paths, "AlexNet")
-    )
-    families["googlenet"] = _Family(googlenet, _googlenet_prefixes)
-    for name, module_name in modern.items():
-        module = importlib.import_module(module_name)
-        families[name] = _Family(
-            getattr(module, name), lambda net, paths, m=module: m.torchvision_prefixes(paths)
-        )
-    return families
 
 
 #: The torchvision builder names ``from_torchvision`` and ``to_torchvision`` accept.
-SUPPORTED: tuple[str, ...] = tuple(sorted(_families()))
+SUPPORTED: tuple[str, ...] = (
+    "alexnet",
+    "convnext_tiny",
+    "densenet121",
+    "efficientnet_b0",
+    "googlenet",
+    "mobilenet_v2",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnext50_32x4d",
+    "vgg11",
+    "vgg11_bn",
+    "vgg13",
+    "vgg13_bn",
+    "vgg16",
+    "vgg16_bn",
+    "vgg19",
+    "vgg19_bn",
+    "wide_resnet50_2",
+)
 
 
-def _family(name: str) -> _Family:
-    families = _families()
-    if name not in families:
+def _builder(name: str) -> Callable[..., Layer]:
+    if name not in SUPPORTED:
         raise ValueError(
             f"from_torchvision: unknown model {name!r}; supported torchvision names: "
-            f"{', '.join(sorted(families))}"
+            f"{', '.join(SUPPORTED)}"
         )
-    return families[name]
+    return _builders()[name]
 
 
-def torchvision_prefixes(name: str, net: Layer | None = None) -> dict[str, str]:
-    """The prefix map of ``name``: jcnn leaf path -> torchvision module prefix.
-
-    Example:
-        >>> torchvision_prefixes("resnet18")["layer2/serial_0/residual_0/shortcut/Conv_0"]
-        'layer2.0.downsample.0'
-    """
-    family = _family(name)
-    net = family.builder() if net is None else net
-    paths = [leaf.path for leaf in porting.torch_leaves(net, PROBE_SHAPE)]
-    prefixes = family.prefixes(net, paths)
-    torch_modules = list(prefixes.values())
-    if len(set(torch_modules)) != len(torch_modules):  # a bug in a family's map, not user input
-        raise AssertionError(f"{name}: two jcnn leaves map to one torch module")
-    return prefixes
+# ---------------------------------------------------------------------------------------------
+# Inlined children: porting walks a combinator's children by key, so it is handed the same net
+# with every child under its own key (the tree each combinator's rule works on); the trees are
+# moved between that form and the public one (inlined children's keys in their parent's dict).
+# ---------------------------------------------------------------------------------------------
 
 
-def _expected_keys(net: Layer, prefixes: Mapping[str, str]) -> dict[str, tuple[str, tuple]]:
-    """torch key -> (jcnn path, torch shape) that ``to_torchvision`` writes for ``net``."""
-    from jcnn.layers.core import init_shapes
-
-    _, params, state = init_shapes(net, PROBE_SHAPE)
-    # Zero-stride views: the key list costs no memory even for VGG's 500 MB of weights.
-    zeros = jax.tree_util.tree_map(
-        lambda s: np.broadcast_to(np.zeros((), s.dtype), s.shape), (params, state)
-    )
-    torch_sd = porting.to_torch(net, PROBE_SHAPE, *zeros, prefixes=prefixes)
-    path_of = {prefix: path for path, prefix in prefixes.items()}
-    return {key: (path_of[key.rpartition(".")[0]], tuple(v.shape)) for key, v in torch_sd.items()}
+def _nested_net(layer: Layer) -> Layer:
+    """``layer`` with no inlined children (same dataflow; each child under its own key)."""
+    if not layer.children:
+        return layer
+    children = tuple((k, _nested_net(c)) for k, c in layer.children)
+    return layer.replace(children=children, inline=False)
 
 
-def _num_classes(
-    name: str, state_dict: Mapping[str, Any], family: _Family
-) -> tuple[Layer, dict[str, str]]:
-    """The net for ``state_dict``'s head width (torchvision's default 1000, or a retrained head)."""
-    net = family.builder()
-    prefixes = torchvision_prefixes(name, net)
-    head = prefixes[porting.torch_leaves(net, PROBE_SHAPE)[-1].path] + ".weight"
-    if head in state_dict:
-        width = int(np.shape(state_dict[head])[0])
-        if width != 1000:
-            net = family.builder(num_classes=width)
-            prefixes = torchvision_prefixes(name, net)
-    return net, prefixes
+def _nested_tree(layer: Layer, tree: Any) -> Any:
+    """The public ``tree`` of ``layer`` in :func:`_nested_net`'s form."""
+    if not layer.children:
+        return tree
+    out = {}
+    for key, child in layer.children:
+        sub = {k: tree[k] for k in child.tree_keys} if child.inline else tree[key]
+        out[key] = _nested_tree(child, sub)
+    return out
+
+
+def _public_tree(layer: Layer, tree: Any) -> Any:
+    """The inverse of :func:`_nested_tree`."""
+    if not layer.children:
+        return tree
+    out: dict[str, Any] = {}
+    for key, child in layer.children:
+        sub = _public_tree(child, tree[key])
+        if child.inline:
+            out.update(sub)
+        else:
+            out[key] = sub
+    return out
+
+
+def _paths(layer: Layer, nested: str = "", public: str = "") -> dict[str, tuple[str, str]]:
+    """Every layer's path in :func:`_nested_net` -> (its public path, its kind)."""
+    out = {nested: (public, layer.kind)}
+    for key, child in layer.children:
+        inner = f"{nested}/{key}" if nested else key
+        outer = public if child.inline else (f"{public}/{key}" if public else key)
+        out.update(_paths(child, inner, outer))
+    return out
+
+
+class _Ported:
+    """``net`` as porting sees it: the nested net and the torch module prefix of each leaf."""
+
+    def __init__(self, net: Layer) -> None:
+        self.net = net
+        self.nested = _nested_net(net)
+        self.leaves = porting.torch_leaves(self.nested, PROBE_SHAPE)
+        paths = _paths(net)
+        #: nested leaf path -> public path
+        self.public = {leaf.path: paths[leaf.path][0] for leaf in self.leaves}
+        self.prefixes = {
+            leaf.path: _module(self.public[leaf.path], leaf.layer.kind) for leaf in self.leaves
+        }
+        modules = list(self.prefixes.values())
+        if len(set(modules)) != len(modules):  # a bug in the exceptions, not user input
+            raise AssertionError(f"{net.name}: two jcnn leaves map to one torch module")
+
+    @property
+    def head(self) -> str:
+        """The public path of the last leaf with params (the classifier)."""
+        return self.public[self.leaves[-1].path]
+
+    def expected_keys(self) -> dict[str, tuple[str, tuple[int, ...]]]:
+        """torch key -> (jcnn path, torch shape) that ``to_torchvision`` writes."""
+        from jcnn.layers.core import init_shapes
+
+        _, params, state = init_shapes(self.nested, PROBE_SHAPE)
+        # Zero-stride views: the key list costs no memory even for VGG's 500 MB of weights.
+        zeros = jax.tree_util.tree_map(
+            lambda s: np.broadcast_to(np.zeros((), s.dtype), s.shape), (params, state)
+        )
+        torch_sd = porting.to_torch(self.nested, PROBE_SHAPE, *zeros, prefixes=self.prefixes)
+        path_of = {prefix: self.public[path] for path, prefix in self.prefixes.items()}
+        return {
+            key: (path_of[key.rpartition(".")[0]], tuple(v.shape)) for key, v in torch_sd.items()
+        }
+
+    def from_torch(self, state_dict: Mapping[str, Any]) -> tuple[Any, Any]:
+        params, state = porting.from_torch(
+            self.nested, PROBE_SHAPE, state_dict, prefixes=self.prefixes
+        )
+        return _public_tree(self.net, params), _public_tree(self.net, state)
+
+    def to_torch(self, params: Any, state: Any) -> dict[str, np.ndarray]:
+        nested = (_nested_tree(self.net, params), _nested_tree(self.net, state))
+        return porting.to_torch(self.nested, PROBE_SHAPE, *nested, prefixes=self.prefixes)
+
+
+def _ported(name: str, width: int | None) -> _Ported:
+    """The ported net of ``name`` for a head of ``width`` classes (torchvision's default 1000)."""
+    build = _builder(name)
+    return _Ported(build() if width in (None, 1000) else build(num_classes=width))
 
 
 def from_torchvision(
@@ -223,7 +252,8 @@ def from_torchvision(
     and unbiased running variance (:func:`jcnn.models.common.torch_batch_norm`); GoogLeNet
     without auxiliary heads and ``transform_input=False``. The head width is read from the
     state dict (a retrained 10-class ``fc`` gives a 10-class model). Inputs are channels-last:
-    ``x_jcnn = x_torch.transpose(0, 2, 3, 1)``.
+    ``x_jcnn = x_torch.transpose(0, 2, 3, 1)``. Each key lands at its jcnn path by
+    :func:`torch_key`'s rule.
 
     Args:
         name: torchvision's builder name (one of :data:`SUPPORTED`), e.g. ``"resnet18"``.
@@ -241,23 +271,25 @@ def from_torchvision(
     Example:
         >>> _, params, state = models.resnet18().init(key, (64, 64, 3))
         >>> sd = to_torchvision("resnet18", params, state)
+        >>> sd["layer1.0.conv1.weight"].shape
+        (64, 64, 3, 3)
         >>> net, params, state = from_torchvision("resnet18", sd)
-        >>> params["layer1"]["serial_0"]["residual_0"]["block"]["serial_0"]["Conv_0"]["kernel"].shape
+        >>> params["layer1"]["0"]["conv1"]["kernel"].shape
         (3, 3, 64, 64)
     """
-    family = _family(name)
+    _builder(name)
     if not isinstance(state_dict, Mapping):
         raise TypeError(
             f"from_torchvision: state_dict must be a mapping str -> array, got "
             f"{type(state_dict).__name__}; pass model.state_dict() or safetensors.numpy.load_file"
         )
-    net, prefixes = _num_classes(name, state_dict, family)
-    expected = _expected_keys(net, prefixes)
-    # torch itself accepts a BatchNorm without its step counter (older checkpoints).
+    ported = _ported(name, None)
+    head = f"{ported.head.replace('/', '.')}.weight"
+    if head in state_dict:
+        ported = _ported(name, int(np.shape(state_dict[head])[0]))
+    expected = ported.expected_keys()
     missing = [
-        k
-        for k in expected
-        if k not in state_dict and not k.endswith(f".{porting.TORCH_IGNORED[0]}")
+        k for k in expected if k not in state_dict and k.rpartition(".")[2] not in TORCH_ONLY
     ]
     if missing:
         listed = "; ".join(
@@ -286,9 +318,9 @@ def from_torchvision(
                 f"from_torchvision({name!r}): key {key!r} has shape {got}, but jcnn {path} needs "
                 f"torch shape {shape}"
             )
-    params, state = porting.from_torch(net, PROBE_SHAPE, state_dict, prefixes=prefixes)
+    params, state = ported.from_torch(state_dict)
     return (
-        net,
+        ported.net,
         jax.tree_util.tree_map(jax.numpy.asarray, params),
         jax.tree_util.tree_map(jax.numpy.asarray, state),
     )
@@ -306,17 +338,13 @@ def to_torchvision(name: str, params: Any, state: Any) -> dict[str, np.ndarray]:
             matching builder, or training).
 
     Returns:
-        ``{torch key: numpy array}`` in torchvision's layout.
+        ``{torch key: numpy array}`` in torchvision's layout (keys by :func:`torch_key`).
     """
-    family = _family(name)
-    net = family.builder()
-    prefixes = torchvision_prefixes(name, net)
-    last = porting.torch_leaves(net, PROBE_SHAPE)[-1].path
+    ported = _ported(name, None)
     node = params
-    for key in last.split("/"):
+    for key in ported.head.split("/"):
         node = node[key]
     width = int(np.shape(node["kernel"])[-1])
     if width != 1000:
-        net = family.builder(num_classes=width)
-        prefixes = torchvision_prefixes(name, net)
-    return porting.to_torch(net, PROBE_SHAPE, params, state, prefixes=prefixes)
+        ported = _ported(name, width)
+    return ported.to_torch(params, state)

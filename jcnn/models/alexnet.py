@@ -2,12 +2,18 @@
 
 Krizhevsky et al. (2012) split the network over two GPUs; torchvision's variant (Krizhevsky 2014)
 has one tower with 64-192-384-256-256 filters and no local response normalisation.
+
+Children are keyed as torchvision's modules: ``features`` and ``classifier`` are
+``nn.Sequential``s keyed by position, parameter-free layers included (the dense layers are
+``classifier/1``, ``classifier/4``, ``classifier/6``), with ``avgpool`` and ``flatten`` between
+them.
 """
 
 from __future__ import annotations
 
 from jcnn import layers as L
 from jcnn.layers.core import Layer
+from jcnn.models.common import sequential
 
 #: torchvision's ``AdaptiveAvgPool2d`` target: the classifier always sees 6x6x256 = 9,216 values.
 POOLED_SIZE = (6, 6)
@@ -38,7 +44,7 @@ def alexnet(num_classes: int = 1000) -> Layer:
         >>> jcnn.output_shape(alexnet(), (224, 224, 3)), jcnn.output_shape(alexnet(), (64, 64, 3))
         ((1000,), (1000,))
     """
-    features = L.serial(
+    features = sequential(
         L.Conv(64, (11, 11), stride=4, padding=2),
         L.Relu(),
         L.MaxPool((3, 3), stride=2),
@@ -54,7 +60,7 @@ def alexnet(num_classes: int = 1000) -> Layer:
         L.MaxPool((3, 3), stride=2),
         name="features",
     )
-    classifier = L.serial(
+    classifier = sequential(
         L.Dropout(0.5),
         L.Dense(4096),
         L.Relu(),
@@ -65,4 +71,4 @@ def alexnet(num_classes: int = 1000) -> Layer:
         name="classifier",
     )
     pooled = L.AdaptiveAvgPool(POOLED_SIZE).named("avgpool")
-    return L.serial(features, pooled, L.Flatten(), classifier, name="alexnet")
+    return L.serial(features, pooled, L.Flatten().named("flatten"), classifier, name="alexnet")

@@ -7,21 +7,33 @@ convolution, LayerNorm over the channels, dense 4C, GELU, dense C: jcnn is chann
 permuted map. The stem is a 4x4/4 "patchify" convolution + LayerNorm; between stages a LayerNorm
 and a 2x2/2 convolution halve the size. Like torchvision, the stochastic-depth probability grows
 linearly over the 18 blocks, ``p * i / 17`` for block ``i = 0 .. 17``.
+
+Children are keyed as torchvision's modules: ``features`` (``"0"`` the stem, ``"1"``, ``"3"``,
+``"5"``, ``"7"`` the stages of blocks ``"0"``, ``"1"``, ..., ``"2"``, ``"4"``, ``"6"`` the
+downsamplings), ``avgpool``, ``classifier`` (``"0"`` LayerNorm, ``"2"`` dense: torchvision's
+``"1"`` is a flatten, which the pooled vector does not need). A block's ``block`` Sequential
+keys its layers by torchvision's positions, which count the two ``Permute`` modules jcnn does
+not need: ``"0"`` depthwise conv, ``"2"`` LayerNorm, ``"3"`` dense, ``"4"`` GELU, ``"5"``
+dense (``features/1/0/block/0`` is torchvision's ``features.1.0.block.0``). Its
+``layer_scale`` (a :func:`jcnn.layers.LayerScale`) sits in the block too; torchvision stores that
+parameter on the block module itself, ``features.1.0.layer_scale``
+(:mod:`jcnn.interop.torchvision` lists it among its exceptions).
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Sequence
-
 from jcnn import layers as L
 from jcnn.layers.core import Layer
-from jcnn.models.common import features_pool_classifier
+from jcnn.models.common import classifier_pool, conv_norm_act, sequential
 
 #: torchvision's ConvNeXt-Tiny ``block_setting``: (channels, blocks) per stage.
 TINY_SETTING: tuple[tuple[int, int], ...] = ((96, 3), (192, 3), (384, 9), (768, 3))
 #: torchvision's LayerNorm epsilon for ConvNeXt.
 EPS = 1e-6
+
+
+def _layer_norm() -> Layer:
+    return L.LayerNorm(eps=EPS)
 
 
 def cn_block(
@@ -31,10 +43,10 @@ def cn_block(
     stochastic_depth_prob: float = 0.0,
     name: str = "cn_block",
 ) -> Layer:
-    """torchvision's ``CNBlock``, a :func:`jcnn.layers.residual` whose branch is ``dwconv``
-    (7x7 depthwise, bias), ``norm`` (LayerNorm eps 1e-6), ``pwconv1`` (dense 4C), ``act``
-    (exact GELU), ``pwconv2`` (dense C), ``layer_scale`` (:func:`jcnn.layers.LayerScale`,
-    initialised to ``layer_scale``), ``stochastic_depth`` (``"row"`` mode).
+    """torchvision's ``CNBlock``, a :func:`jcnn.layers.residual` whose branch is ``block``
+    (``"0"`` 7x7 depthwise conv with bias, ``"2"`` LayerNorm eps 1e-6, ``"3"`` dense 4C, ``"4"``
+    exact GELU, ``"5"`` dense C), ``layer_scale`` (:func:`jcnn.layers.LayerScale`, initialised
+    to ``layer_scale``) and ``stochastic_depth`` (``"row"`` mode), all keyed in the block.
 
     Shapes:
         ``(H, W, channels) -> (H, W, channels)``.
@@ -43,17 +55,23 @@ def cn_block(
         >>> block = cn_block(96)
         >>> jcnn.count_params(block, (56, 56, 96))  # 4800 + 192 + 37248 + 36960 + 96
         79296
+        >>> block.tree_keys, [k for k, _ in block.at("block").children]
+        (('block', 'layer_scale', 'stochastic_depth', 'shortcut'), ['0', '2', '3', '4', '5'])
     """
+    block = L.serial(
+        L.Conv(channels, (7, 7), padding=3, groups=channels).named("0"),
+        _layer_norm().named("2"),
+        L.Dense(4 * channels).named("3"),
+        L.Gelu().named("4"),
+        L.Dense(channels).named("5"),
+        name="block",
+    )
     branch = L.serial(
-        L.Conv(channels, (7, 7), padding=3, groups=channels).named("dwconv"),
-        L.LayerNorm(eps=EPS).named("norm"),
-        L.Dense(4 * channels).named("pwconv1"),
-        L.Gelu().named("act"),
-        L.Dense(channels).named("pwconv2"),
+        block,
         L.LayerScale(layer_scale).named("layer_scale"),
         L.StochasticDepth(stochastic_depth_prob, "row").named("stochastic_depth"),
     )
-    return L.residual(branch, name=name)
+    return L.residual(branch.inlined(), name=name)
 
 
 def convnext_tiny(
@@ -61,11 +79,11 @@ def convnext_tiny(
 ) -> Layer:
     """torchvision's ConvNeXt-Tiny: 28,589,128 parameters for 1,000 classes.
 
-    ``features``: ``stem`` (``conv`` 4x4/4 -> 96 with bias, ``norm``), ``stage1`` .. ``stage4``
-    of :func:`cn_block` blocks ``block0``, ``block1``, ... (96, 192, 384, 768 channels; 3, 3, 9,
-    3 blocks), ``downsample1`` .. ``downsample3`` between them (``norm``, ``conv`` 2x2/2 with
-    bias); ``avgpool`` (global average); ``classifier``: ``norm`` (LayerNorm), dense
-    ``linear``.
+    ``features``: ``"0"`` (conv 4x4/4 -> 96 with bias, LayerNorm), stages ``"1"``, ``"3"``,
+    ``"5"``, ``"7"`` of :func:`cn_block` blocks ``"0"``, ``"1"``, ... (96, 192, 384, 768
+    channels; 3, 3, 9, 3 blocks), downsamplings ``"2"``, ``"4"``, ``"6"`` between them
+    (LayerNorm, conv 2x2/2 with bias); ``avgpool`` (global average); ``classifier``: ``"0"``
+    LayerNorm, ``"2"`` dense.
 
     Args:
         num_classes: logits width.
@@ -85,100 +103,28 @@ def convnext_tiny(
     total = sum(n for _, n in TINY_SETTING)
     first = TINY_SETTING[0][0]
     features = [
-        L.serial(
-            L.Conv(first, (4, 4), stride=4).named("conv"),
-            L.LayerNorm(eps=EPS).named("norm"),
-            name="stem",
+        conv_norm_act(
+            first, 4, stride=4, padding=0, activation=None, norm=_layer_norm, use_bias=True
         )
     ]
     index = 0
     for s, (channels, n) in enumerate(TINY_SETTING, start=1):
         blocks = []
-        for b in range(n):
+        for _ in range(n):
             prob = stochastic_depth_prob * index / (total - 1)
-            blocks.append(
-                cn_block(
-                    channels, layer_scale=layer_scale, stochastic_depth_prob=prob, name=f"block{b}"
-                )
-            )
+            blocks.append(cn_block(channels, layer_scale=layer_scale, stochastic_depth_prob=prob))
             index += 1
-        features.append(L.serial(*blocks, name=f"stage{s}"))
+        features.append(sequential(*blocks))
         if s < len(TINY_SETTING):
-            features.append(
-                L.serial(
-                    L.LayerNorm(eps=EPS).named("norm"),
-                    L.Conv(TINY_SETTING[s][0], (2, 2), stride=2).named("conv"),
-                    name=f"downsample{s}",
-                )
-            )
+            features.append(sequential(_layer_norm(), L.Conv(TINY_SETTING[s][0], (2, 2), stride=2)))
     classifier = L.serial(
-        L.LayerNorm(eps=EPS).named("norm"),
-        L.Dense(num_classes).named("linear"),
+        _layer_norm().named("0"),
+        L.Dense(num_classes).named("2"),
         name="classifier",
     )
-    return features_pool_classifier(features, classifier, "convnext_tiny")
-
-
-#: The torchvision index of each named part: in the stem and a downsample, in a block's
-#: ``block`` Sequential (the Permutes and the GELU hold nothing), in the classifier; the
-#: ``layer_scale`` parameter belongs to the block module itself.
-_STEM = {"conv": "0", "norm": "1"}
-_DOWNSAMPLE = {"norm": "0", "conv": "1"}
-_BRANCH = {
-    "dwconv": ".block.0",
-    "norm": ".block.2",
-    "pwconv1": ".block.3",
-    "pwconv2": ".block.5",
-    "layer_scale": "",
-}
-_CLASSIFIER = {"norm": "0", "linear": "2"}
-_PATTERNS = (
-    (r"features/stem/(conv|norm)", lambda m: f"features.0.{_STEM[m[1]]}"),
-    (
-        r"features/stage(\d+)/block(\d+)/block/(dwconv|norm|pwconv1|pwconv2|layer_scale)",
-        lambda m: f"features.{2 * int(m[1]) - 1}.{m[2]}{_BRANCH[m[3]]}",
-    ),
-    (
-        r"features/downsample(\d+)/(norm|conv)",
-        lambda m: f"features.{2 * int(m[1])}.{_DOWNSAMPLE[m[2]]}",
-    ),
-    (r"classifier/(norm|linear)", lambda m: f"classifier.{_CLASSIFIER[m[1]]}"),
-)
-
-
-def torchvision_prefixes(leaf_paths: Sequence[str]) -> dict[str, str]:
-    """torchvision's module prefix of each jcnn leaf path of :func:`convnext_tiny`.
-
-    ``features/stem/conv`` -> ``features.0.0``; stage ``s`` is torchvision's ``features.{2s -
-    1}`` and ``downsample{s}`` its ``features.{2s}``; in a block ``dwconv``, ``norm``,
-    ``pwconv1``, ``pwconv2`` are ``block.0``, ``block.2``, ``block.3``, ``block.5``, and the
-    ``layer_scale`` leaf's prefix is the block itself (``features.1.0``: porting reads its
-    ``layer_scale`` parameter there); ``classifier/norm``, ``classifier/linear`` ->
-    ``classifier.0``, ``classifier.2``.
-
-    Args:
-        leaf_paths: ``[leaf.path for leaf in jcnn.porting.torch_leaves(net, input_shape)]``.
-
-    Raises:
-        ValueError: a path that is not a leaf of a ConvNeXt (the message names it).
-
-    Example:
-        >>> paths = ["features/stage1/block0/block/dwconv", "features/stage1/block0/block/layer_scale",
-        ...          "features/downsample3/conv", "features/stage4/block2/block/pwconv2"]
-        >>> for path, prefix in torchvision_prefixes(paths).items():
-        ...     print(f"{path:42} {prefix}")
-        features/stage1/block0/block/dwconv        features.1.0.block.0
-        features/stage1/block0/block/layer_scale   features.1.0
-        features/downsample3/conv                  features.6.1
-        features/stage4/block2/block/pwconv2       features.7.2.block.5
-    """
-    out = {}
-    for path in leaf_paths:
-        for pattern, prefix in _PATTERNS:
-            m = re.fullmatch(pattern, path)
-            if m:
-                out[path] = prefix(m)
-                break
-        else:
-            raise ValueError(f"convnext_tiny torchvision_prefixes: unrecognised jcnn path {path!r}")
-    return out
+    return L.serial(
+        sequential(*features, name="features"),
+        classifier_pool(),
+        classifier,
+        name="convnext_tiny",
+    )

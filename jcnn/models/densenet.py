@@ -7,18 +7,17 @@ a dense block has concatenated all its layers' features in order, as torchvision
 ``torch.cat(features, 1)``. Transitions halve the channels (BatchNorm, ReLU, 1x1 conv) and the
 size (2x2 average pool). Convolutions have no bias.
 
-The layer names are torchvision's (``features/denseblock1/denselayer1/new_features/conv1`` is
-its ``features.denseblock1.denselayer1.conv1``), so :func:`torchvision_prefixes` only drops the
-``new_features`` level.
+Children are keyed as torchvision's modules: ``features`` (``conv0``, ``norm0``, ``relu0``,
+``pool0``, ``denseblock1``, ``transition1``, ..., ``norm5``), then ``relu``, ``avgpool``,
+``classifier``; a dense layer holds its ``norm1``, ``relu1``, ``conv1``, ... directly (its
+branch is inlined), so ``features/denseblock1/denselayer1/norm1`` is torchvision's
+``features.denseblock1.denselayer1.norm1``.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Sequence
-
 from jcnn import layers as L
-from jcnn.layers.core import Layer
+from jcnn.layers.core import Fns, Layer
 from jcnn.models.common import BatchNormFactory, torch_batch_norm
 
 #: torchvision's DenseNet-121 ``block_config``: dense layers per block.
@@ -35,16 +34,17 @@ def dense_layer(
     name: str = "dense_layer",
 ) -> Layer:
     """torchvision's ``_DenseLayer`` with its input kept: ``concat(prev_features,
-    new_features)`` where ``new_features`` is ``norm1``, ``relu1``, ``conv1`` (1x1 ->
-    ``bn_size * growth_rate``), ``norm2``, ``relu2``, ``conv2`` (3x3 pad 1 -> ``growth_rate``).
+    new_features)`` where the new features are ``norm1``, ``relu1``, ``conv1`` (1x1 ->
+    ``bn_size * growth_rate``), ``norm2``, ``relu2``, ``conv2`` (3x3 pad 1 -> ``growth_rate``),
+    keyed directly in the dense layer (an inlined serial).
 
     Shapes:
         ``(H, W, C) -> (H, W, C + growth_rate)``.
 
     Example:
         >>> layer = dense_layer(32, 4)
-        >>> jcnn.output_shape(layer, (56, 56, 64)), [k for k, _ in layer.children]
-        ((56, 56, 96), ['prev_features', 'new_features'])
+        >>> jcnn.output_shape(layer, (56, 56, 64)), layer.tree_keys
+        ((56, 56, 96), ('prev_features', 'norm1', 'relu1', 'conv1', 'norm2', 'relu2', 'conv2'))
     """
     new_features = L.serial(
         batch_norm().named("norm1"),
@@ -53,9 +53,28 @@ def dense_layer(
         batch_norm().named("norm2"),
         L.Relu().named("relu2"),
         L.Conv(growth_rate, (3, 3), padding=1, use_bias=False).named("conv2"),
-        name="new_features",
     )
-    return L.concat(L.Identity().named("prev_features"), new_features, name=name)
+    return _concat(L.Identity().named("prev_features"), new_features.inlined(), name=name)
+
+
+#: :func:`jcnn.layers.concat`'s own rule.
+_CONCAT_RULE = L.concat(L.Identity()).rule
+
+
+def _concat_of_inlined(layer: Layer) -> Fns:
+    """:func:`jcnn.layers.concat`'s rule for a concat with an inlined branch: run on the
+    branches under their own keys (the tree the rule works on); the layer moves the inlined
+    branch's keys up once (its inner parallel would move them a second time)."""
+    plain = tuple((k, c.replace(inline=False)) for k, c in layer.children)
+    return _CONCAT_RULE(layer.replace(rule=_CONCAT_RULE, children=plain))
+
+
+def _concat(*branches: Layer, name: str) -> Layer:
+    """``L.concat(*branches, name=name)``, whose branches may be inlined."""
+    layer = L.concat(*branches, name=name)
+    if any(child.inline for _, child in layer.children):
+        layer = layer.replace(rule=_concat_of_inlined)
+    return layer
 
 
 def transition(
@@ -132,36 +151,3 @@ def densenet121(
         L.Dense(num_classes).named("classifier"),
         name="densenet121",
     )
-
-
-_LEAF = re.compile(
-    r"features/(?:conv0|norm0|norm5"
-    r"|denseblock\d+/denselayer\d+/new_features/(?:norm1|conv1|norm2|conv2)"
-    r"|transition\d+/(?:norm|conv))"
-    r"|classifier"
-)
-
-
-def torchvision_prefixes(leaf_paths: Sequence[str]) -> dict[str, str]:
-    """torchvision's module prefix of each jcnn leaf path of :func:`densenet121`: the path with
-    ``/`` as ``.`` and the ``new_features`` level dropped.
-
-    Args:
-        leaf_paths: ``[leaf.path for leaf in jcnn.porting.torch_leaves(net, input_shape)]``.
-
-    Raises:
-        ValueError: a path that is not a leaf of a DenseNet (the message names it).
-
-    Example:
-        >>> torchvision_prefixes(["features/denseblock2/denselayer3/new_features/norm1",
-        ...                       "features/transition1/conv", "classifier"])
-        ... # doctest: +NORMALIZE_WHITESPACE
-        {'features/denseblock2/denselayer3/new_features/norm1': 'features.denseblock2.denselayer3.norm1',
-         'features/transition1/conv': 'features.transition1.conv', 'classifier': 'classifier'}
-    """
-    out = {}
-    for path in leaf_paths:
-        if not _LEAF.fullmatch(path):
-            raise ValueError(f"densenet121 torchvision_prefixes: unrecognised jcnn path {path!r}")
-        out[path] = path.replace("/new_features/", "/").replace("/", ".")
-    return out

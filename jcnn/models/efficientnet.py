@@ -1,28 +1,32 @@
 """EfficientNet-B0 (Tan & Le 2019) as in torchvision.
 
 Its MBConv block is MobileNetV2's inverted residual with SiLU activations, a squeeze-excitation
-gate after the depthwise convolution (:func:`jcnn.layers.squeeze_excitation`, squeezing to a
-quarter of the block's INPUT channels) and stochastic depth on the residual branch
+gate after the depthwise convolution (:func:`jcnn.models.common.squeeze_excitation`, squeezing
+to a quarter of the block's INPUT channels) and stochastic depth on the residual branch
 (:func:`jcnn.layers.StochasticDepth`, ``"row"`` mode). Like torchvision, the drop probability
 grows linearly with the block's index over all 16 blocks, ``p * i / 16`` for block ``i = 0 ..
 15`` (it only acts in the blocks with a residual connection). B0's BatchNorm is PyTorch's
 default (eps 1e-5, momentum 0.1); torchvision only changes it from B5 on.
+
+Children are keyed as torchvision's modules: ``features`` (``"0"`` the stem, ``"1"`` ..
+``"7"`` the stages, ``"8"`` the last conv), ``avgpool``, ``classifier`` (``"0"`` dropout,
+``"1"`` dense); a block's layers are its ``block`` Sequential, keyed by position
+(``features/1/0/block/0/0`` is torchvision's ``features.1.0.block.0.0``).
 """
 
 from __future__ import annotations
-
-import re
-from collections.abc import Sequence
 
 from jcnn import layers as L
 from jcnn.layers.core import Layer
 from jcnn.models.common import (
     BatchNormFactory,
-    dropout_linear_classifier,
-    features_pool_classifier,
+    classifier_pool,
+    conv_norm_act,
+    sequential,
+    squeeze_excitation,
     torch_batch_norm,
 )
-from jcnn.models.mobilenet import conv_norm_act, make_divisible
+from jcnn.models.mobilenet import make_divisible
 
 #: torchvision's B0 stages: (expand ratio, kernel, stride, in channels, out channels, blocks).
 B0_SETTING: tuple[tuple[int, int, int, int, int, int], ...] = (
@@ -47,11 +51,12 @@ def mbconv(
     batch_norm: BatchNormFactory = torch_batch_norm,
     name: str = "mbconv",
 ) -> Layer:
-    """torchvision's ``MBConv``: ``expand`` 1x1 (absent when it would not widen), ``depthwise``
-    ``kernel_size`` (the stride), ``se`` squeeze-excitation to ``max(1, in_channels // 4)``
-    channels (SiLU, sigmoid gate), linear ``project`` 1x1. With ``stride == 1`` and
-    ``in_channels == out_channels`` it is a :func:`jcnn.layers.residual` whose branch ends in
-    ``stochastic_depth``.
+    """torchvision's ``MBConv``: its ``block`` Sequential holds the expanding 1x1
+    conv-BatchNorm-SiLU (absent when it would not widen), the depthwise ``kernel_size`` one (the
+    stride), a squeeze-excitation to ``max(1, in_channels // 4)`` channels (SiLU, sigmoid gate;
+    its ``fc1``, ``fc2``) and the linear 1x1 projection's conv and BatchNorm. With
+    ``stride == 1`` and ``in_channels == out_channels`` it is a :func:`jcnn.layers.residual`
+    whose branch ends in ``stochastic_depth``, both keyed directly in the block.
 
     Shapes:
         ``(H, W, in_channels) -> (ceil(H / stride), ceil(W / stride), out_channels)``.
@@ -59,34 +64,32 @@ def mbconv(
     Example:
         >>> block = mbconv(24, 24, expand_ratio=6, kernel_size=3, stride=1,
         ...                stochastic_depth_prob=0.1)
-        >>> [k for k, _ in dict(block.children)["block"].children]
-        ['expand', 'depthwise', 'se', 'project', 'stochastic_depth']
+        >>> block.tree_keys, [k for k, _ in block.at("block").children]
+        (('block', 'stochastic_depth', 'shortcut'), ['0', '1', '2', '3'])
         >>> jcnn.count_params(block, (8, 8, 24))  # convs 3456 + 1296 + 3456, SE 1878, BN 624
         10710
     """
     expanded = make_divisible(in_channels * expand_ratio)
-    parts = []
+    layers = []
     if expanded != in_channels:
-        parts.append(
-            conv_norm_act(expanded, 1, activation=L.Silu, batch_norm=batch_norm, name="expand")
-        )
-    parts += [
+        layers.append(conv_norm_act(expanded, 1, activation=L.Silu, norm=batch_norm))
+    layers += [
         conv_norm_act(
             expanded,
             kernel_size,
             stride=stride,
             groups=expanded,
             activation=L.Silu,
-            batch_norm=batch_norm,
-            name="depthwise",
+            norm=batch_norm,
         ),
-        L.squeeze_excitation(expanded, max(1, in_channels // 4), activation=L.Silu, name="se"),
-        conv_norm_act(out_channels, 1, activation=None, batch_norm=batch_norm, name="project"),
+        squeeze_excitation(expanded, max(1, in_channels // 4), activation=L.Silu),
+        conv_norm_act(out_channels, 1, activation=None, norm=batch_norm),
     ]
+    block = sequential(*layers, name="block")
     if stride == 1 and in_channels == out_channels:
         depth = L.StochasticDepth(stochastic_depth_prob, "row").named("stochastic_depth")
-        return L.residual(L.serial(*parts, depth), name=name)
-    return L.serial(*parts, name=name)
+        return L.residual(L.serial(block, depth).inlined(), name=name)
+    return L.serial(block, name=name)
 
 
 def efficientnet_b0(
@@ -98,10 +101,10 @@ def efficientnet_b0(
 ) -> Layer:
     """torchvision's EfficientNet-B0: 5,288,548 parameters for 1,000 classes.
 
-    ``features``: ``stem`` (3x3/2 conv -> 32, BatchNorm, SiLU), stages ``stage1`` .. ``stage7``
-    of MBConv blocks ``block0``, ``block1``, ... (:data:`B0_SETTING`, the first block of a stage
-    carrying its stride), ``last_conv`` (1x1 -> 1280, BatchNorm, SiLU); ``avgpool`` (global
-    average); ``classifier``: ``dropout``, dense ``linear``.
+    ``features``: ``"0"`` (3x3/2 conv -> 32, BatchNorm, SiLU), stages ``"1"`` .. ``"7"`` of
+    MBConv blocks ``"0"``, ``"1"``, ... (:data:`B0_SETTING`, the first block of a stage carrying
+    its stride), ``"8"`` (1x1 -> 1280, BatchNorm, SiLU); ``avgpool`` (global average);
+    ``classifier``: dropout ``"0"``, dense ``"1"``.
 
     Args:
         num_classes: logits width.
@@ -118,16 +121,14 @@ def efficientnet_b0(
         >>> net = efficientnet_b0()
         >>> jcnn.output_shape(net, (224, 224, 3)), [k for k, _ in net.children]
         ((1000,), ['features', 'avgpool', 'classifier'])
+        >>> net.at("features/1/0/block/0/0").kind  # torchvision's features.1.0.block.0.0
+        'Conv'
     """
     total = sum(setting[-1] for setting in B0_SETTING)
     stem_channels = B0_SETTING[0][3]
-    features = [
-        conv_norm_act(
-            stem_channels, 3, stride=2, activation=L.Silu, batch_norm=batch_norm, name="stem"
-        )
-    ]
+    features = [conv_norm_act(stem_channels, 3, stride=2, activation=L.Silu, norm=batch_norm)]
     index = 0
-    for s, (t, k, stride, in_ch, out_ch, n) in enumerate(B0_SETTING, start=1):
+    for t, k, stride, in_ch, out_ch, n in B0_SETTING:
         stage = []
         for b in range(n):
             stage.append(
@@ -139,77 +140,15 @@ def efficientnet_b0(
                     stride=stride if b == 0 else 1,
                     stochastic_depth_prob=stochastic_depth_prob * index / total,
                     batch_norm=batch_norm,
-                    name=f"block{b}",
                 )
             )
             index += 1
-        features.append(L.serial(*stage, name=f"stage{s}"))
+        features.append(sequential(*stage))
     last = 4 * B0_SETTING[-1][4]
-    features.append(
-        conv_norm_act(last, 1, activation=L.Silu, batch_norm=batch_norm, name="last_conv")
+    features.append(conv_norm_act(last, 1, activation=L.Silu, norm=batch_norm))
+    return L.serial(
+        sequential(*features, name="features"),
+        classifier_pool(),
+        sequential(L.Dropout(dropout), L.Dense(num_classes), name="classifier"),
+        name="efficientnet_b0",
     )
-    classifier = dropout_linear_classifier(dropout, num_classes)
-    return features_pool_classifier(features, classifier, "efficientnet_b0")
-
-
-_CNA = {"conv": 0, "bn": 1}
-_BLOCK = re.compile(
-    r"features/stage(\d+)/block(\d+)/(?:block/)?"
-    r"(?:(expand|depthwise|project)/(conv|bn)|se/(fc1|fc2))"
-)
-
-
-def torchvision_prefixes(leaf_paths: Sequence[str]) -> dict[str, str]:
-    """torchvision's module prefix of each jcnn leaf path of :func:`efficientnet_b0`.
-
-    ``features/stem/bn`` -> ``features.0.1``; ``features/stage2/block1/block/expand/conv`` ->
-    ``features.2.1.block.0.0``; a block's parts are torchvision's ``block.0`` .. ``block.3``
-    (``expand``, ``depthwise``, ``se``, ``project``; one fewer without ``expand``), the
-    squeeze-excitation's ``fc1`` / ``fc2`` keep their names; ``features/last_conv/conv`` ->
-    ``features.8.0``; ``classifier/linear`` -> ``classifier.1``.
-
-    It reads the whole list: whether a block has an ``expand`` (which shifts its other parts'
-    indices) and the index of ``last_conv`` (after the last block) come from the paths given, so
-    pass all of a network's leaf paths, not a selection.
-
-    Args:
-        leaf_paths: ``[leaf.path for leaf in jcnn.porting.torch_leaves(net, input_shape)]``.
-
-    Raises:
-        ValueError: a path that is not a leaf of an EfficientNet-B0 (the message names it).
-
-    Example:
-        >>> paths = [leaf.path for leaf in jcnn.porting.torch_leaves(efficientnet_b0(), (64, 64, 3))]
-        >>> prefixes = torchvision_prefixes(paths)
-        >>> for path in ("features/stage1/block0/depthwise/conv", "features/stage1/block0/se/fc1",
-        ...              "features/stage2/block1/block/se/fc2", "features/last_conv/bn"):
-        ...     print(f"{path:40} {prefixes[path]}")
-        features/stage1/block0/depthwise/conv    features.1.0.block.0.0
-        features/stage1/block0/se/fc1            features.1.0.block.1.fc1
-        features/stage2/block1/block/se/fc2      features.2.1.block.2.fc2
-        features/last_conv/bn                    features.8.1
-    """
-    blocks = [m for m in (_BLOCK.fullmatch(p) for p in leaf_paths) if m]
-    expanded = {(m[1], m[2]) for m in blocks if m[3] == "expand"}
-    last = max((int(m[1]) for m in blocks), default=None)
-    out = {}
-    for path in leaf_paths:
-        m = _BLOCK.fullmatch(path)
-        if m:
-            stage, block, part = m[1], m[2], m[3] or "se"
-            order = ["expand"] if (stage, block) in expanded else []
-            index = (order + ["depthwise", "se", "project"]).index(part)
-            leaf = f"{_CNA[m[4]]}" if m[4] else m[5]
-            out[path] = f"features.{stage}.{block}.block.{index}.{leaf}"
-            continue
-        m = re.fullmatch(r"features/(stem|last_conv)/(conv|bn)", path)
-        if m and (m[1] == "stem" or last is not None):
-            index = 0 if m[1] == "stem" else last + 1
-            out[path] = f"features.{index}.{_CNA[m[2]]}"
-        elif path == "classifier/linear":
-            out[path] = "classifier.1"
-        else:
-            raise ValueError(
-                f"efficientnet_b0 torchvision_prefixes: unrecognised jcnn path {path!r}"
-            )
-    return out

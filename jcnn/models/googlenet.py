@@ -3,13 +3,19 @@
 Like torchvision it differs from the paper in two ways: every convolution is followed by
 BatchNorm (eps 1e-3, and no conv bias), and the "5x5" branch of each Inception module uses a 3x3
 kernel (a known slip kept for weight compatibility; ``c5_kernel=5`` gives the paper's module).
+
+Children are keyed as torchvision's modules: ``conv1``, ``maxpool1``, ``conv2``, ``conv3``,
+``maxpool2``, ``inception3a``, ..., ``avgpool``, ``dropout``, ``fc``; a ``BasicConv2d`` holds
+``conv`` and ``bn``; an Inception module's branches are ``branch1`` .. ``branch4``, the last
+three ``nn.Sequential``s keyed by position (``inception3a/branch2/1/conv`` is torchvision's
+``inception3a.branch2.1.conv``).
 """
 
 from __future__ import annotations
 
 from jcnn import layers as L
 from jcnn.layers.core import Layer
-from jcnn.models.common import BatchNormFactory, torch_batch_norm
+from jcnn.models.common import BatchNormFactory, classifier_pool, sequential, torch_batch_norm
 
 #: Padding that emulates PyTorch's ``MaxPool2d(..., ceil_mode=True)`` for window 3 / stride 2
 #: and window 2 / stride 2: one extra ``-inf`` cell on the high side gives
@@ -25,8 +31,10 @@ def basic_conv(
     stride: int = 1,
     padding: int = 0,
     batch_norm: BatchNormFactory = torch_batch_norm,
+    name: str = "serial",
 ) -> Layer:
-    """torchvision's ``BasicConv2d``: conv without bias, BatchNorm (eps 1e-3), ReLU.
+    """torchvision's ``BasicConv2d``: ``conv`` without bias, ``bn`` (eps 1e-3), ``relu``;
+    ``name`` is its params key (by default counted like any unnamed serial).
 
     Shapes:
         ``(H, W, C) -> (H', W', out_channels)``, ``H' = conv_output_size(H, k, s, p)``.
@@ -38,9 +46,10 @@ def basic_conv(
             stride=stride,
             padding=padding,
             use_bias=False,
-        ),
-        batch_norm(eps=1e-3),
-        L.Relu(),
+        ).named("conv"),
+        batch_norm(eps=1e-3).named("bn"),
+        L.Relu().named("relu"),
+        name=name,
     )
 
 
@@ -57,9 +66,10 @@ def inception_module(
 ) -> Layer:
     """Four parallel branches concatenated along channels (``jcnn.layers.concat``).
 
-    Branches: 1x1 -> ``c1``; 1x1 -> ``c3r`` then 3x3 -> ``c3``; 1x1 -> ``c5r`` then
-    ``c5_kernel`` x ``c5_kernel`` -> ``c5`` (3 as torchvision, 5 as the paper); 3x3/1 max-pool
-    then 1x1 -> ``pool_proj``. Every branch keeps the spatial size.
+    Branches: ``branch1`` 1x1 -> ``c1``; ``branch2`` 1x1 -> ``c3r`` then 3x3 -> ``c3``;
+    ``branch3`` 1x1 -> ``c5r`` then ``c5_kernel`` x ``c5_kernel`` -> ``c5`` (3 as torchvision,
+    5 as the paper); ``branch4`` 3x3/1 max-pool then 1x1 -> ``pool_proj``. Every branch keeps
+    the spatial size.
 
     Shapes:
         ``(H, W, C) -> (H, W, c1 + c3 + c5 + pool_proj)``.
@@ -69,14 +79,14 @@ def inception_module(
         (28, 28, 256)
     """
 
-    def conv(out, k, padding=0):
-        return basic_conv(out, k, padding=padding, batch_norm=batch_norm)
+    def conv(out, k, padding=0, name="serial"):
+        return basic_conv(out, k, padding=padding, batch_norm=batch_norm, name=name)
 
     return L.concat(
-        conv(c1, 1),
-        L.serial(conv(c3r, 1), conv(c3, 3, padding=1)),
-        L.serial(conv(c5r, 1), conv(c5, c5_kernel, padding=c5_kernel // 2)),
-        L.serial(L.MaxPool((3, 3), stride=1, padding=1), conv(pool_proj, 1)),
+        conv(c1, 1, name="branch1"),
+        sequential(conv(c3r, 1), conv(c3, 3, padding=1), name="branch2"),
+        sequential(conv(c5r, 1), conv(c5, c5_kernel, padding=c5_kernel // 2), name="branch3"),
+        sequential(L.MaxPool((3, 3), stride=1, padding=1), conv(pool_proj, 1), name="branch4"),
         name="inception",
     )
 
@@ -113,10 +123,10 @@ def googlenet(
         return L.MaxPool((window, window), stride=2, padding=CEIL_MODE_PADDING)
 
     return L.serial(
-        basic_conv(64, 7, stride=2, padding=3, batch_norm=batch_norm).named("conv1"),
+        basic_conv(64, 7, stride=2, padding=3, batch_norm=batch_norm, name="conv1"),
         pool(3).named("maxpool1"),
-        basic_conv(64, 1, batch_norm=batch_norm).named("conv2"),
-        basic_conv(192, 3, padding=1, batch_norm=batch_norm).named("conv3"),
+        basic_conv(64, 1, batch_norm=batch_norm, name="conv2"),
+        basic_conv(192, 3, padding=1, batch_norm=batch_norm, name="conv3"),
         pool(3).named("maxpool2"),
         inc("inception3a", 64, 96, 128, 16, 32, 32),
         inc("inception3b", 128, 128, 192, 32, 96, 64),
@@ -129,8 +139,8 @@ def googlenet(
         pool(2).named("maxpool4"),
         inc("inception5a", 256, 160, 320, 32, 128, 128),
         inc("inception5b", 384, 192, 384, 48, 128, 128),
-        L.GlobalAvgPool(),
-        L.Dropout(dropout),
+        classifier_pool(),
+        L.Dropout(dropout).named("dropout"),
         L.Dense(num_classes).named("fc"),
         name="googlenet",
     )

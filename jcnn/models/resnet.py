@@ -3,7 +3,13 @@
 A residual block is ``relu(block(x) + shortcut(x))`` built with :func:`jcnn.layers.residual`.
 Convolutions before a BatchNorm have no bias (the BatchNorm offset plays its part). When a block
 changes the size or the width, the shortcut is a strided 1x1 convolution + BatchNorm
-("option B"); otherwise it is the identity.
+("option B", torchvision's ``downsample``); otherwise it is the identity.
+
+Children are keyed as torchvision's modules: ``conv1``, ``bn1``, ``relu``, ``maxpool``,
+``layer1`` .. ``layer4`` (blocks ``"0"``, ``"1"``, ...), ``avgpool``, ``fc``; a block holds its
+``conv1``, ``bn1``, ..., ``downsample`` directly (the residual and its body are inlined), so
+torchvision's ``layer2.0.downsample.0.weight`` is ``params["layer2"]["0"]["downsample"]["0"]
+["kernel"]``.
 """
 
 from __future__ import annotations
@@ -12,46 +18,43 @@ from collections.abc import Sequence
 
 from jcnn import layers as L
 from jcnn.layers.core import Layer
-from jcnn.models.common import BatchNormFactory, torch_batch_norm
+from jcnn.models.common import BatchNormFactory, classifier_pool, sequential, torch_batch_norm
 
 
-def conv_bn(
-    out_channels: int,
-    kernel_size: int,
-    *,
-    stride: int = 1,
-    relu: bool = True,
-    groups: int = 1,
-    batch_norm: BatchNormFactory = torch_batch_norm,
-) -> Layer:
-    """``kernel_size`` conv without bias (padding ``kernel_size // 2``), BatchNorm, optional ReLU.
-
-    Shapes:
-        ``(H, W, C) -> (ceil(H / stride), ceil(W / stride), out_channels)`` for odd kernels.
-    """
-    layers = [
-        L.Conv(
-            out_channels,
-            (kernel_size, kernel_size),
-            stride=stride,
-            padding=kernel_size // 2,
-            groups=groups,
-            use_bias=False,
-        ),
-        batch_norm(),
-    ]
-    if relu:
-        layers.append(L.Relu())
-    return L.serial(*layers)
+def _conv(out_channels: int, kernel_size: int, *, stride: int = 1, groups: int = 1) -> Layer:
+    """A bias-free ``kernel_size`` conv with padding ``kernel_size // 2`` (torchvision's
+    ``conv3x3`` / ``conv1x1``)."""
+    return L.Conv(
+        out_channels,
+        (kernel_size, kernel_size),
+        stride=stride,
+        padding=kernel_size // 2,
+        groups=groups,
+        use_bias=False,
+    )
 
 
-def _shortcut(
+def downsample(
     in_channels: int, out_channels: int, stride: int, batch_norm: BatchNormFactory
 ) -> Layer | None:
-    """Identity (None) when shapes agree, else 1x1 strided conv without bias + BatchNorm."""
+    """torchvision's ``downsample``: None (the identity) when the shapes agree, else
+    ``Sequential(conv1x1 with the stride, BatchNorm)`` keyed ``"0"``, ``"1"``."""
     if stride == 1 and in_channels == out_channels:
         return None
-    return conv_bn(out_channels, 1, stride=stride, relu=False, batch_norm=batch_norm)
+    return sequential(_conv(out_channels, 1, stride=stride), batch_norm(), name="downsample")
+
+
+def residual_block(body: Sequence[Layer], shortcut: Layer | None, *, name: str) -> Layer:
+    """``relu(body(x) + shortcut(x))`` with every part keyed directly in the block, as in
+    torchvision's ``BasicBlock`` / ``Bottleneck`` module: the body's layers by their names
+    (``conv1``, ``bn1``, ...), the projection as ``downsample`` (an identity shortcut holds
+    nothing), the final ReLU as ``relu``.
+
+    Shapes:
+        ``x -> body(x)``; body and shortcut outputs must have the same shape.
+    """
+    added = L.residual(L.serial(*body).inlined(), shortcut).inlined()
+    return L.serial(added, L.Relu().named("relu"), name=name)
 
 
 def basic_block(
@@ -60,19 +63,29 @@ def basic_block(
     stride: int = 1,
     *,
     batch_norm: BatchNormFactory = torch_batch_norm,
+    name: str = "serial",
 ) -> Layer:
-    """Two 3x3 convs with BatchNorm (stride on the first), residual add, ReLU (expansion 1).
+    """torchvision's ``BasicBlock`` (expansion 1): ``conv1`` 3x3 (the stride), ``bn1``,
+    ``relu1``, ``conv2`` 3x3, ``bn2``, added to the input or its ``downsample``, ``relu``;
+    ``name`` is its params key (by default counted like any unnamed serial).
 
     Shapes:
         ``(H, W, in_channels) -> (ceil(H / stride), ceil(W / stride), channels)``.
+
+    Example:
+        >>> _, params, _ = jcnn.init_shapes(basic_block(64, 128, 2), (8, 8, 64))
+        >>> sorted(k for k in params if params[k])
+        ['bn1', 'bn2', 'conv1', 'conv2', 'downsample']
     """
-    block = L.serial(
-        conv_bn(channels, 3, stride=stride, batch_norm=batch_norm),
-        conv_bn(channels, 3, relu=False, batch_norm=batch_norm),
-        name="block",
-    )
-    shortcut = _shortcut(in_channels, channels, stride, batch_norm)
-    return L.serial(L.residual(block, shortcut), L.Relu())
+    body = [
+        _conv(channels, 3, stride=stride).named("conv1"),
+        batch_norm().named("bn1"),
+        L.Relu().named("relu1"),
+        _conv(channels, 3).named("conv2"),
+        batch_norm().named("bn2"),
+    ]
+    shortcut = downsample(in_channels, channels, stride, batch_norm)
+    return residual_block(body, shortcut, name=name)
 
 
 def bottleneck(
@@ -83,8 +96,11 @@ def bottleneck(
     groups: int = 1,
     width_per_group: int = 64,
     batch_norm: BatchNormFactory = torch_batch_norm,
+    name: str = "serial",
 ) -> Layer:
-    """1x1 reduce, 3x3 (carrying the stride: torchvision's "v1.5"), 1x1 expand to 4x, add, ReLU.
+    """torchvision's ``Bottleneck``: ``conv1`` 1x1 reduce, ``conv2`` 3x3 (carrying the stride:
+    torchvision's "v1.5"), ``conv3`` 1x1 expand to 4x, each followed by its BatchNorm ``bn1`` ..
+    ``bn3`` (and ReLUs ``relu1``, ``relu2``), added to the input or its ``downsample``, ``relu``.
 
     The inner width is ``int(channels * width_per_group / 64) * groups`` and the 3x3 conv has
     ``groups`` groups, as torchvision's ``Bottleneck``: ResNeXt-50 32x4d is ``groups=32,
@@ -100,14 +116,18 @@ def bottleneck(
     """
     out = 4 * channels
     width = int(channels * (width_per_group / 64.0)) * groups
-    block = L.serial(
-        conv_bn(width, 1, batch_norm=batch_norm),
-        conv_bn(width, 3, stride=stride, groups=groups, batch_norm=batch_norm),
-        conv_bn(out, 1, relu=False, batch_norm=batch_norm),
-        name="block",
-    )
-    shortcut = _shortcut(in_channels, out, stride, batch_norm)
-    return L.serial(L.residual(block, shortcut), L.Relu())
+    body = [
+        _conv(width, 1).named("conv1"),
+        batch_norm().named("bn1"),
+        L.Relu().named("relu1"),
+        _conv(width, 3, stride=stride, groups=groups).named("conv2"),
+        batch_norm().named("bn2"),
+        L.Relu().named("relu2"),
+        _conv(out, 1).named("conv3"),
+        batch_norm().named("bn3"),
+    ]
+    shortcut = downsample(in_channels, out, stride, batch_norm)
+    return residual_block(body, shortcut, name=name)
 
 
 #: (block kind, blocks per stage) by depth, as in torchvision.
@@ -130,7 +150,8 @@ def resnet_stages(
     width_per_group: int = 64,
     batch_norm: BatchNormFactory = torch_batch_norm,
 ) -> tuple[list[Layer], int]:
-    """Stages ``layer1`` .. ``layer4``; every stage but the first halves the size in its first block.
+    """Stages ``layer1`` .. ``layer4`` of blocks keyed ``"0"``, ``"1"``, ... (torchvision's
+    ``nn.Sequential``); every stage but the first halves the size in its first block.
 
     Returns:
         ``(stages, out_channels)``.
@@ -147,13 +168,13 @@ def resnet_stages(
                 "bottleneck blocks (depth 50 or more) for ResNeXt / Wide ResNet"
             )
 
-        def make(c_in, width, stride):
-            return basic_block(c_in, width, stride, batch_norm=batch_norm)
+        def make(c_in, width, stride, name):
+            return basic_block(c_in, width, stride, batch_norm=batch_norm, name=name)
 
         expansion = 1
     else:
 
-        def make(c_in, width, stride):
+        def make(c_in, width, stride, name):
             return bottleneck(
                 c_in,
                 width,
@@ -161,6 +182,7 @@ def resnet_stages(
                 groups=groups,
                 width_per_group=width_per_group,
                 batch_norm=batch_norm,
+                name=name,
             )
 
         expansion = 4
@@ -168,7 +190,7 @@ def resnet_stages(
     for i, (n, width) in enumerate(zip(blocks, widths)):
         stage = []
         for b in range(n):
-            stage.append(make(channels, width, 2 if (i > 0 and b == 0) else 1))
+            stage.append(make(channels, width, 2 if (i > 0 and b == 0) else 1, str(b)))
             channels = width * expansion
         stages.append(L.serial(*stage, name=f"layer{i + 1}"))
     return stages, channels
@@ -185,9 +207,9 @@ def resnet(
 ) -> Layer:
     """torchvision's ResNet-``depth`` (18, 34, 50, 101, 152) with the ImageNet stem.
 
-    ``stem``: conv 7x7/2 pad 3 -> 64 (no bias), BatchNorm, ReLU, max-pool 3x3/2 pad 1; stages
-    ``layer1``..``layer4`` of widths 64-128-256-512 (times 4 for bottlenecks); global average
-    pool; dense ``fc``. Parameters (1,000 classes): ResNet-18 11,689,512; ResNet-34 21,797,672;
+    ``conv1`` 7x7/2 pad 3 -> 64 (no bias), ``bn1``, ``relu``, ``maxpool`` 3x3/2 pad 1; stages
+    ``layer1``..``layer4`` of widths 64-128-256-512 (times 4 for bottlenecks); ``avgpool``
+    (global average); dense ``fc``. Parameters (1,000 classes): ResNet-18 11,689,512; ResNet-34 21,797,672;
     ResNet-50 25,557,032 (BatchNorm running statistics are state, not counted).
     ``groups``/``width_per_group`` make the bottlenecks ResNeXt or wide ones (see
     :func:`bottleneck`); ``batch_norm`` is the BatchNorm factory (default PyTorch's conventions,
@@ -202,24 +224,26 @@ def resnet(
     Example:
         >>> jcnn.count_params(resnet(18), (224, 224, 3))
         11689512
+        >>> _, params, _ = jcnn.init_shapes(resnet(18), (224, 224, 3))
+        >>> params["layer1"]["0"]["conv1"]["kernel"].shape  # torchvision's layer1.0.conv1.weight
+        (3, 3, 64, 64)
     """
     if depth not in DEPTHS:
         raise ValueError(f"resnet depth must be one of {sorted(DEPTHS)}, got {depth!r}")
     kind, blocks = DEPTHS[depth]
-    stem = L.serial(
-        L.Conv(64, (7, 7), stride=2, padding=3, use_bias=False),
-        batch_norm(),
-        L.Relu(),
-        L.MaxPool((3, 3), stride=2, padding=1),
-        name="stem",
-    )
+    stem = [
+        L.Conv(64, (7, 7), stride=2, padding=3, use_bias=False).named("conv1"),
+        batch_norm().named("bn1"),
+        L.Relu().named("relu"),
+        L.MaxPool((3, 3), stride=2, padding=1).named("maxpool"),
+    ]
     stages, _ = resnet_stages(
         kind, blocks, 64, groups=groups, width_per_group=width_per_group, batch_norm=batch_norm
     )
     return L.serial(
-        stem,
+        *stem,
         *stages,
-        L.GlobalAvgPool(),
+        classifier_pool(),
         L.Dense(num_classes).named("fc"),
         name=name or f"resnet{depth}",
     )
@@ -273,17 +297,20 @@ def cifar_resnet18(
 ) -> Layer:
     """ResNet-18 for 32x32 inputs (kuangliu/pytorch-cifar): 3x3 stem, no max-pool.
 
-    ``stem``: conv 3x3 pad 1 -> 64 (no bias), BatchNorm, ReLU; BasicBlock stages 2-2-2-2 at
-    32, 16, 8, 4; global average pool (kuangliu's ``avg_pool2d(out, 4)`` on the 4x4 map); dense
-    ``fc``. 11,173,962 parameters for 10 classes.
+    ``conv1`` 3x3 pad 1 -> 64 (no bias), ``bn1``, ``relu``; BasicBlock stages ``layer1`` ..
+    ``layer4`` (2-2-2-2 at 32, 16, 8, 4); ``avgpool`` (kuangliu's ``avg_pool2d(out, 4)`` on the
+    4x4 map); dense ``fc``. 11,173,962 parameters for 10 classes. Named as torchvision's
+    ResNet-18 (kuangliu calls the projection ``shortcut`` and the head ``linear``).
 
     Shapes:
         ``(32, 32, 3) -> (num_classes,)``.
     """
-    stem = L.serial(
-        L.Conv(64, (3, 3), padding=1, use_bias=False), batch_norm(), L.Relu(), name="stem"
-    )
+    stem = [
+        L.Conv(64, (3, 3), padding=1, use_bias=False).named("conv1"),
+        batch_norm().named("bn1"),
+        L.Relu().named("relu"),
+    ]
     stages, _ = resnet_stages("basic", (2, 2, 2, 2), 64, batch_norm=batch_norm)
     return L.serial(
-        stem, *stages, L.GlobalAvgPool(), L.Dense(num_classes).named("fc"), name="cifar_resnet18"
+        *stem, *stages, classifier_pool(), L.Dense(num_classes).named("fc"), name="cifar_resnet18"
     )

@@ -2,6 +2,11 @@
 
 Every convolution is 3x3 with padding 1 (size-preserving) and a bias, followed by (BatchNorm
 and) ReLU; five 2x2 max-pools halve the size: 224 -> 7. ``M`` in a configuration is a max-pool.
+
+Children are keyed as torchvision's modules: ``features`` and ``classifier`` are
+``nn.Sequential``s keyed by position, parameter-free layers included (``features/0`` the first
+conv, ``features/2`` the second in VGG-16, ``classifier/6`` the last dense layer), with
+``avgpool`` and ``flatten`` between them.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from collections.abc import Sequence
 
 from jcnn import layers as L
 from jcnn.layers.core import Layer
-from jcnn.models.common import BatchNormFactory, torch_batch_norm
+from jcnn.models.common import BatchNormFactory, sequential, torch_batch_norm
 
 #: torchvision's configurations "A", "B", "D", "E" by depth (number of weight layers).
 CONFIGS: dict[int, tuple[int | str, ...]] = {
@@ -43,7 +48,8 @@ def _norm_factory(batch_norm: bool | BatchNormFactory) -> BatchNormFactory | Non
 def vgg_features(
     config: Sequence[int | str], *, batch_norm: bool | BatchNormFactory = False
 ) -> Layer:
-    """The convolutional part: 3x3 pad-1 conv (+ BatchNorm) + ReLU per int, 2x2 max-pool per "M".
+    """The convolutional part: 3x3 pad-1 conv (+ BatchNorm) + ReLU per int, 2x2 max-pool per "M",
+    keyed by position (torchvision's ``features`` Sequential).
 
     ``batch_norm``: False (none), True (PyTorch's conventions,
     :func:`jcnn.models.common.torch_batch_norm`) or a BatchNorm factory.
@@ -61,7 +67,7 @@ def vgg_features(
         if norm is not None:
             layers.append(norm())
         layers.append(L.Relu())
-    return L.serial(*layers, name="features")
+    return sequential(*layers, name="features")
 
 
 def vgg(
@@ -70,7 +76,8 @@ def vgg(
     """VGG-``depth`` as in torchvision: ``features``, ``avgpool``, flatten, ``classifier``.
 
     The classifier is dense 4096, ReLU, dropout 0.5, dense 4096, ReLU, dropout 0.5, dense
-    ``num_classes`` (torchvision's order: dropout after each ReLU). ``avgpool`` is torchvision's
+    ``num_classes`` (torchvision's order: dropout after each ReLU), keyed ``"0"`` .. ``"6"``:
+    the head is ``classifier/6``. ``avgpool`` is torchvision's
     ``AdaptiveAvgPool2d((7, 7))`` (:func:`jcnn.layers.AdaptiveAvgPool`): it takes any feature
     size to 7x7, so every input from 32x32 up gives the same classifier (at 224x224 the features
     are already 7x7 and it is the identity; at 64x64 they are 2x2 and cells repeat). With
@@ -96,12 +103,14 @@ def vgg(
     Example:
         >>> jcnn.output_shape(vgg(19), (224, 224, 3))
         (1000,)
+        >>> [k for k, _ in vgg(11).children], [k for k, _ in vgg(11).children[-1][1].children]
+        (['features', 'avgpool', 'flatten', 'classifier'], ['0', '1', '2', '3', '4', '5', '6'])
     """
     if depth not in CONFIGS:
         raise ValueError(f"vgg depth must be one of {sorted(CONFIGS)}, got {depth!r}")
     config = CONFIGS[depth]
     name = f"vgg{depth}_bn" if _norm_factory(batch_norm) else f"vgg{depth}"
-    classifier = L.serial(
+    classifier = sequential(
         L.Dense(4096),
         L.Relu(),
         L.Dropout(0.5),
@@ -114,7 +123,7 @@ def vgg(
     return L.serial(
         vgg_features(config, batch_norm=batch_norm),
         L.AdaptiveAvgPool(POOLED_SIZE).named("avgpool"),
-        L.Flatten(),
+        L.Flatten().named("flatten"),
         classifier,
         name=name,
     )
