@@ -18,18 +18,19 @@ Pointwise layers (``layer.pointwise``: activations, BatchNorm, Dropout, Identity
 channel axis) leave the field as it is. Branches applied to the same input (``residual``, ``concat``) give the union of their fields
 (the bounding interval; exact for the support of the gradient when no path cancels another).
 The walk stops at the first layer that is neither pointwise nor windowed (``Flatten``, global
-and adaptive pooling, ``Reshape``, ``GroupNorm``): after it every unit sees the whole input. Windowed layers
-are read from ``layer.window`` (kernel size, stride, padding, dilation) and how combinators join
-their children from ``layer.combine``.
+and adaptive pooling, ``Reshape``, ``GroupNorm``): after it every unit sees the whole input.
+Windowed layers are read from ``layer.window`` (kernel size, stride, padding, dilation) and how
+combinators join their children from ``layer.combine``; every layer's path and input shape come
+from :meth:`jcnn.layers.Layer.walk`, so a step is named by the address of its params.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 from jcnn.layers import shapes
-from jcnn.layers.core import Layer
+from jcnn.layers.core import Layer, Visit
 from jcnn.tools.summary import text_table
 
 IntOrTuple = int | Sequence[int]
@@ -161,32 +162,52 @@ def receptive_field(specs: Iterable[RFSpec | Sequence[Any]]) -> list[RFRow]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _leaf_spec(layer: Layer, input_shape: Any, path: str) -> RFSpec | None:
+class _Node(NamedTuple):
+    """A visit of :meth:`Layer.walk` with the nodes of its children (its subtree)."""
+
+    visit: Visit
+    children: tuple[_Node, ...]
+
+
+def _tree(visits: Iterator[Visit]) -> _Node:
+    """The next visit of a walk and, as the walk yields them depth first in order, the visits
+    of its children: every path and shape is the walk's."""
+    visit = next(visits)
+    return _Node(visit, tuple(_tree(visits) for _ in visit.layer.children))
+
+
+def _label(visit: Visit) -> str:
+    return visit.path or visit.layer.name
+
+
+def _leaf_spec(visit: Visit) -> RFSpec | None:
     """The step of a windowed leaf; ``None`` for a pointwise one (the field is unchanged)."""
+    layer, shape = visit.layer, visit.in_shape
     if layer.pointwise:
         return None
     win = layer.window
     if win.transposed:
         raise ValueError(
-            f"receptive field: layer {path} ({layer.kind}) is a transposed convolution; its "
-            "field is not a single window of the input"
+            f"receptive field: layer {_label(visit)} ({layer.kind}) is a transposed "
+            "convolution; its field is not a single window of the input"
         )
     pads = shapes.resolve_padding(
-        win.padding, input_shape[:-1], win.kernel_size, win.stride, win.dilation
+        win.padding, shape[:-1], win.kernel_size, win.stride, win.dilation
     )
     return RFSpec(
-        name=path,
+        name=_label(visit),
         kind=layer.kind,
         kernel_size=tuple(win.kernel_size),
         stride=tuple(win.stride),
         padding=tuple(p[0] for p in pads),
         dilation=tuple(win.dilation),
-        out_size=tuple(layer.output_shape(input_shape)[:-1]),
+        out_size=tuple(visit.out_shape[:-1]),
     )
 
 
-def _union(specs_per_branch: list[list[RFSpec]], name: str, kind: str, rank: int, out) -> RFSpec:
+def _union(specs_per_branch: list[list[RFSpec]], visit: Visit) -> RFSpec:
     """One equivalent step for branches on the same input: the union (bounding interval)."""
+    name, rank = _label(visit), len(visit.in_shape) - 1
     los, his, jumps = [], [], set()
     for specs in specs_per_branch:
         rows = receptive_field(specs)
@@ -207,12 +228,12 @@ def _union(specs_per_branch: list[list[RFSpec]], name: str, kind: str, rank: int
     # As one window: kernel r = hi - lo + 1, stride j, low padding -lo (lo is an integer index).
     return RFSpec(
         name=name,
-        kind=kind,
+        kind=visit.layer.kind,
         kernel_size=tuple(int(round(h - lw)) + 1 for lw, h in zip(lo, hi)),
         stride=jump,
         padding=tuple(int(round(-lw)) for lw in lo),
         dilation=(1,) * rank,
-        out_size=out,
+        out_size=tuple(visit.out_shape[:-1]),
     )
 
 
@@ -221,52 +242,49 @@ def _mixes_all(layer: Layer) -> bool:
     return not layer.children and not layer.pointwise and layer.window is None
 
 
-def _walk(layer: Layer, input_shape: Any, path: str, out: list[RFSpec]) -> bool:
-    """Appends the steps of ``layer`` to ``out``; True when it reached a layer that mixes all
-    positions (Flatten, global pooling, ...), where the walk stops."""
-    if isinstance(input_shape, tuple) and input_shape and isinstance(input_shape[0], tuple):
-        raise ValueError(f"receptive field: {path or layer.name} takes several inputs")
+def _steps(node: _Node, out: list[RFSpec]) -> bool:
+    """Appends the steps of ``node``'s layer to ``out``; True when it reached a layer that
+    mixes all positions (Flatten, global pooling, ...), where the walk stops."""
+    visit, layer = node.visit, node.visit.layer
+    shape = visit.in_shape
+    if isinstance(shape, tuple) and shape and isinstance(shape[0], tuple):
+        raise ValueError(f"receptive field: {_label(visit)} takes several inputs")
     if _mixes_all(layer):
         return True
     if not layer.children:
-        spec = _leaf_spec(layer, input_shape, path or layer.name)
+        spec = _leaf_spec(visit)
         if spec is not None:
             out.append(spec)
         return False
-    ins = layer.child_input_shapes(input_shape)
     if layer.combine == "serial":
-        for (key, child), shape in zip(layer.children, ins):
-            if _walk(child, shape, f"{path}/{key}" if path else key, out):
-                return True
-        return False
-    if layer.combine == "repeat":
-        ((key, block),) = layer.children
+        return any(_steps(child, out) for child in node.children)
+    if layer.combine == "repeat":  # the block, walked once, applied n times on one shape
+        (block,) = node.children
         for i in range(layer.hparams["n"]):
-            if _walk(block, input_shape, f"{path or layer.name}/{key}[{i}]", out):
+            specs: list[RFSpec] = []
+            stops = _steps(block, specs)
+            out.extend(spec._replace(name=f"{spec.name}[{i}]") for spec in specs)
+            if stops:
                 return True
         return False
     if layer.combine == "gate":  # x * chain(x): the identity and the chain see the same input
         chain: list[RFSpec] = []
-        for (key, child), shape in zip(layer.children, ins):
-            if _walk(child, shape, key, chain):
-                return True  # the factor depends on every position (squeeze-excitation)
-        rank = len(input_shape) - 1
-        size = tuple(layer.output_shape(input_shape)[:-1])
-        out.append(_union([[], chain], path or layer.name, layer.kind, rank, size))
+        if any(_steps(child, chain) for child in node.children):
+            return True  # the factor depends on every position (squeeze-excitation)
+        out.append(_union([[], chain], visit))
         return False
     if layer.combine == "parallel":
-        raise ValueError(f"receptive field: {path or layer.name} takes several inputs (parallel)")
+        raise ValueError(f"receptive field: {_label(visit)} takes several inputs (parallel)")
     branches = []  # "sum" and "concat": every branch sees the same input
-    for (key, child), shape in zip(layer.children, ins):
-        specs: list[RFSpec] = []
-        if _walk(child, shape, key, specs):
+    for child in node.children:
+        specs = []
+        if _steps(child, specs):
             raise ValueError(
-                f"receptive field: branch {key} of {path or layer.name} mixes all positions"
+                f"receptive field: branch {_label(child.visit)} of {_label(visit)} mixes all "
+                "positions"
             )
         branches.append(specs)
-    rank = len(input_shape) - 1
-    size = tuple(layer.output_shape(input_shape)[:-1])
-    out.append(_union(branches, path or layer.name, layer.kind, rank, size))
+    out.append(_union(branches, visit))
     return False
 
 
@@ -289,7 +307,7 @@ def layer_specs(net: Layer, input_shape: Sequence[int]) -> list[RFSpec]:
             several inputs (``parallel``).
     """
     specs: list[RFSpec] = []
-    _walk(net, tuple(input_shape), "", specs)
+    _steps(_tree(net.walk(tuple(input_shape))), specs)
     return specs
 
 

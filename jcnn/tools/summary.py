@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 
-from jcnn.layers.core import Layer, init_shapes
+from jcnn.layers import paths
+from jcnn.layers.core import Layer, Visit, init_shapes
 
 
 def output_shape(layer: Layer, input_shape: Any) -> Any:
@@ -35,15 +36,68 @@ def count_params(layer: Layer, input_shape: Any) -> int:
     return _size(init_shapes(layer, input_shape)[1])
 
 
-def _rows(
-    layer: Layer, input_shape: Any, params: Any, state: Any, label: str, depth: int, out: list
-) -> None:
-    shape_out = layer.output_shape(input_shape)
-    out.append(
-        (f"{'  ' * depth}{label}", layer.describe(), str(shape_out), _size(params), _size(state))
-    )
-    for (key, child), child_in in zip(layer.children, layer.child_input_shapes(input_shape)):
-        _rows(child, child_in, params[key], state[key], key, depth + 1, out)
+class SummaryRow(NamedTuple):
+    """One row of :func:`summary`: a layer met by :meth:`jcnn.layers.Layer.walk`.
+
+    Attributes:
+        path: its walk path, the address of its params (``""`` for the root).
+        depth: its indentation: the depth of its params in the tree (an inlined combinator sits
+            at the level of its children, whose keys it shares with its parent).
+        label: its key in its parent (the root's name; an inlined combinator's name in
+            parentheses).
+        kind: :meth:`jcnn.layers.Layer.describe`.
+        out_shape: the output shape of one example.
+        params, state: the number of parameters and state values it holds.
+    """
+
+    path: str
+    depth: int
+    label: str
+    kind: str
+    out_shape: Any
+    params: int
+    state: int
+
+
+def _own(tree: Any, visit: Visit) -> Any:
+    """The part of ``tree`` that belongs to ``visit``'s layer: the subtree at its path, of which
+    an inlined combinator owns only its own children's keys."""
+    node = paths.subtree(tree, visit.path)
+    if visit.path and visit.layer.inline:
+        return {key: node[key] for key in visit.layer.tree_keys}
+    return node
+
+
+def summary_rows(layer: Layer, input_shape: Any) -> list[SummaryRow]:
+    """The rows of :func:`summary`, one per visit of ``layer.walk(input_shape)``, in its order.
+
+    Example:
+        >>> rows = summary_rows(L.serial(L.Conv(8, 3), L.Relu(), name="net"), (10, 10, 1))
+        >>> [(r.path, r.label, r.out_shape, r.params) for r in rows]  # doctest: +NORMALIZE_WHITESPACE
+        [('', 'net', (8, 8, 8), 80), ('Conv_0', 'Conv_0', (8, 8, 8), 80),
+         ('Relu_0', 'Relu_0', (8, 8, 8), 0)]
+    """
+    _, params, state = init_shapes(layer, input_shape)
+    rows = []
+    for visit in layer.walk(input_shape):
+        keys = paths.split(visit.path)
+        inlined = bool(keys) and visit.layer.inline
+        if not keys:
+            label = visit.layer.name
+        else:
+            label = f"({visit.layer.name})" if inlined else keys[-1]
+        rows.append(
+            SummaryRow(
+                path=visit.path,
+                depth=len(keys) + inlined,
+                label=label,
+                kind=visit.layer.describe(),
+                out_shape=visit.out_shape,
+                params=_size(_own(params, visit)),
+                state=_size(_own(state, visit)),
+            )
+        )
+    return rows
 
 
 def text_table(header: Sequence[str], rows: Sequence[Sequence[Any]], *, left: int) -> str:
@@ -71,10 +125,11 @@ def text_table(header: Sequence[str], rows: Sequence[Sequence[Any]], *, left: in
 def summary(layer: Layer, input_shape: Any) -> str:
     """A table of every layer: its params path, kind, output shape and parameter count.
 
-    One ``jax.eval_shape`` of the whole init gives the params and state trees (nothing is
-    allocated); each row reads its subtree, and output shapes come from the layers' shape
-    arithmetic, so a summary costs about one :func:`count_params`. Nested combinators are
-    indented; the total counts each parameter once.
+    One row per visit of :meth:`jcnn.layers.Layer.walk` (:func:`summary_rows`): one
+    ``jax.eval_shape`` of the whole init gives the params and state trees (nothing is
+    allocated), each row reads its subtree by its walk path, and output shapes come from the
+    layers' shape arithmetic, so a summary costs about one :func:`count_params`. Rows are
+    indented by the depth of their params; the total counts each parameter once.
 
     Example:
         >>> print(summary(L.serial(L.Conv(8, 5), L.Relu(), L.Flatten(), L.Dense(10)), (12, 12, 1)))
@@ -88,13 +143,14 @@ def summary(layer: Layer, input_shape: Any) -> str:
         ----------------------------------------------------------------------------------
         input (12, 12, 1); total params 5,338; state 0
     """
-    rows: list[tuple[str, str, str, int, int]] = []
-    _, params, state = init_shapes(layer, input_shape)
-    _rows(layer, input_shape, params, state, layer.name, 0, rows)
+    rows = summary_rows(layer, input_shape)
     header = ("layer", "kind", "output shape", "params", "state")
-    body = [(a, b, c, f"{d:,}", f"{e:,}") for a, b, c, d, e in rows]
+    body = [
+        (f"{'  ' * r.depth}{r.label}", r.kind, str(r.out_shape), f"{r.params:,}", f"{r.state:,}")
+        for r in rows
+    ]
     lines = text_table(header, body, left=3).splitlines()
-    total, total_state = rows[0][3], rows[0][4]
+    total, total_state = rows[0].params, rows[0].state
     lines.append("-" * len(lines[0]))
     lines.append(f"input {tuple(input_shape)}; total params {total:,}; state {total_state:,}")
     return "\n".join(lines)
