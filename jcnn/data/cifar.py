@@ -1,11 +1,12 @@
-"""Reader for the CIFAR-10 *binary* version (``cifar-10-binary.tar.gz``), never the pickled one.
+"""CIFAR-10 from its *binary* version (``cifar-10-binary.tar.gz``), never the pickled one.
 
 Each ``.bin`` file is a sequence of 3073-byte records: one label byte (0..9) followed by the
 32x32 red plane, then green, then blue (row-major, 1024 bytes each). ``data_batch_1.bin`` ..
 ``data_batch_5.bin`` hold the 50,000 training images and ``test_batch.bin`` the 10,000 test
 images. They can be read from the extracted folder ``cifar-10-batches-bin/`` (or any folder
 holding the ``.bin`` files directly) or straight from the ``.tar.gz`` archive, in memory, without
-extracting anything to disk.
+extracting anything to disk. :func:`load_cifar10` finds a split (or downloads the archive) as
+:mod:`jcnn.data.download` describes and reads it with these readers.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from jcnn.data.download import DEFAULT_TIMEOUT, candidate_dirs, ensure_files, verify_known
+from jcnn.data.loading import PathLike, check_args, finish
+
 __all__ = [
     "ARCHIVE_NAME",
     "CLASS_NAMES",
@@ -24,7 +28,9 @@ __all__ = [
     "IMAGE_SHAPE",
     "RECORD_BYTES",
     "SPLIT_FILES",
+    "find_cifar_local",
     "find_cifar_source",
+    "load_cifar10",
     "parse_cifar_records",
     "read_cifar10_split",
     "read_cifar_binary",
@@ -158,3 +164,71 @@ def read_cifar10_split(source: str | os.PathLike[str], split: str) -> tuple[np.n
     images = np.concatenate([p[0] for p in parts])
     labels = np.concatenate([p[1] for p in parts])
     return images, labels
+
+
+# --------------------------------------------------------------------------- the loader
+
+
+def find_cifar_local(split: str, data_dir: PathLike | None) -> Path | None:
+    """The first source of ``split`` (:func:`find_cifar_source`) in the searched folders, or None."""
+    for _, folder in candidate_dirs("cifar10", data_dir):
+        source = find_cifar_source(folder, split)
+        if source is not None:
+            return source
+    return None
+
+
+def load_cifar10(
+    split: str = "train",
+    data_dir: PathLike | None = None,
+    download: bool = True,
+    dtype: str = "float32",
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Loads CIFAR-10 from its binary version (``cifar-10-binary.tar.gz``; never unpickles).
+
+    In each searched folder (``data_dir``/``cifar10``, ``data_dir``, the same under
+    ``$JCNN_DATA_DIR``, then the user cache) the split is read from the extracted
+    ``cifar-10-batches-bin/`` folder, the ``.bin`` files themselves, or the archive (in memory).
+    If none is found and ``download`` is True the archive (170 MB) is downloaded to the cache and
+    verified against its SHA256.
+
+    Args:
+        split: ``"train"`` (data_batch_1..5, 50,000 images) or ``"test"`` (test_batch, 10,000).
+        data_dir: explicit folder searched first.
+        download: allow the download; when False the network is never touched.
+        dtype: ``"float32"`` (in [0, 1]) or ``"uint8"``.
+        timeout: per-connection download timeout in seconds.
+
+    Returns:
+        ``(images, labels)``; class names are in :data:`jcnn.data.cifar.CLASS_NAMES`.
+
+    Shapes:
+        images: (N, 32, 32, 3) channels last (R, G, B); labels: (N,) int32 in 0..9.
+
+    Raises:
+        DatasetUnavailableError: the files are neither on disk nor downloadable.
+        ValueError: bad arguments, or a malformed batch file / archive.
+        ChecksumMismatchError: the archive on disk (cache, ``data_dir``, ``$JCNN_DATA_DIR``) does
+            not have its published SHA256 (a ValueError; the message says which file and the fix).
+        FileNotFoundError, NotADirectoryError: ``data_dir`` or ``$JCNN_DATA_DIR`` is not an
+            existing folder.
+    """
+    check_args(split, dtype)
+    source = find_cifar_local(split, data_dir)
+    if source is None:
+        wanted = f"{ARCHIVE_NAME} or {EXTRACTED_DIR}/{{{','.join(SPLIT_FILES[split])}}}"
+        folder = ensure_files(
+            "cifar10",
+            [ARCHIVE_NAME],
+            data_dir=data_dir,
+            download=download,
+            timeout=timeout,
+            description=wanted,
+        )
+        source = folder / ARCHIVE_NAME
+    if source.is_file():  # the archive has a known SHA256 (the extracted .bin files have none)
+        verify_known("cifar10", source)
+    images, labels = read_cifar10_split(source, split)
+    return finish(images, labels, dtype)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import numbers
-
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from jcnn.layers.arguments import probability
 from jcnn.layers.core import Fns, Layer, check_key, leaf, same_shape
 
 
@@ -27,10 +25,7 @@ def Dropout(rate: float) -> Layer:
     Raises:
         ValueError: rate outside ``[0, 1)`` (at construction), or train=True without a key.
     """
-    is_real = isinstance(rate, numbers.Real) and not isinstance(rate, (bool, np.bool_))
-    rate = float(rate) if is_real else rate
-    if not is_real or not 0.0 <= rate < 1.0:
-        raise ValueError(f"Dropout rate must be in [0, 1) (probability of dropping), got {rate!r}")
+    rate = probability(rate, "Dropout rate", hint="(probability of dropping)")
     # rate 0 never draws: no key for it (combinators split keys only for stochastic children)
     return leaf(_dropout_rule, "Dropout", {"rate": rate}, pointwise=True, stochastic=rate > 0)
 
@@ -94,12 +89,7 @@ def StochasticDepth(p: float, mode: str = "row", *, axis_name: str = "batch") ->
         >>> bool((row({}, {}, x)[0] == x).all())   # eval: the identity
         True
     """
-    is_real = isinstance(p, numbers.Real) and not isinstance(p, (bool, np.bool_))
-    p = float(p) if is_real else p
-    if not is_real or not 0.0 <= p <= 1.0:
-        raise ValueError(
-            f"StochasticDepth p must be in [0, 1] (probability of dropping), got {p!r}"
-        )
+    p = probability(p, "StochasticDepth p", include_one=True, hint="(probability of dropping)")
     if mode not in _DEPTH_MODES:
         raise ValueError(
             f"StochasticDepth mode must be 'row' (one draw per example) or 'batch' (one draw for "

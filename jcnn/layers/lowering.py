@@ -73,22 +73,29 @@ With ``"canonical"`` for thin convs too (``PATCHES_MAX_CHANNELS = 0``) the depth
 MobileNetV2 took 2.2x the CPU time in scan and the course CNN at batch 1,000 1.2x: ``"patches"``
 stays the rule for them.
 See docs/benchmarks.md.
+
+This module holds the rule and the ``jax.custom_jvp`` entry points (:func:`conv`,
+:func:`max_pool`); the tangent rules themselves are :mod:`jcnn.layers.conv_tangents` and
+:mod:`jcnn.layers.pool_tangents`.
 """
 
 from __future__ import annotations
 
-import itertools
-import math
 from collections.abc import Sequence
 from functools import partial
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
-from jcnn.layers import shapes
+# The tangent rules; dimension_numbers and the patches are re-exported (conv.py and the course's
+# signal views import them from here).
+from jcnn.layers.conv_tangents import conv_tangent, native_conv
+from jcnn.layers.conv_tangents import dimension_numbers as dimension_numbers
+from jcnn.layers.conv_tangents import patches_by_gather as patches_by_gather
+from jcnn.layers.conv_tangents import patches_by_slices as patches_by_slices
+from jcnn.layers.pool_tangents import mask_tangent, native_max_pool, native_pool_tangent
 
 CONV_LOWERINGS = ("auto", "native", "patches", "canonical")
 POOL_LOWERINGS = ("auto", "native", "mask")
@@ -180,197 +187,16 @@ def resolve_pool_lowering(
 # ---------------------------------------------------------------------------------------------
 
 
-def dimension_numbers(rank: int) -> lax.ConvDimensionNumbers:
-    """jcnn's channels-last conv layouts for ``rank`` spatial dims: NHWC / HWIO / NHWC.
-
-    Input and output ``(N, *spatial, C)``, kernel ``(*window, C_in // groups, C_out)``; the one
-    definition every ``lax.conv_general_dilated`` call in jcnn uses.
-
-    Example:
-        >>> dimension_numbers(2)
-        ConvDimensionNumbers(lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 1), out_spec=(0, 3, 1, 2))
-    """
-    spatial = tuple(range(1, rank + 1))
-    io = (0, rank + 1, *spatial)
-    kernel = (rank + 1, rank, *range(rank))
-    return lax.ConvDimensionNumbers(io, kernel, io)
-
-
-def _conv(lhs, rhs, dims, strides, pads, dilation, groups, precision):
-    """``lax.conv_general_dilated`` of jcnn's geometry with the layouts ``dims``."""
-    return lax.conv_general_dilated(
-        lhs,
-        rhs,
-        window_strides=strides,
-        padding=pads,
-        rhs_dilation=dilation,
-        dimension_numbers=dims,
-        feature_group_count=groups,
-        precision=precision,
-    )
-
-
-def _native_conv(x, kernel, strides, pads, dilation, groups, precision):
-    dims = dimension_numbers(len(strides))
-    return _conv(x[None], kernel, dims, strides, pads, dilation, groups, precision)[0]
-
-
-def _geometry(shape, window, strides, pads, dilation):
-    """Padded spatial sizes and output spatial sizes of one example (from :mod:`jcnn.shapes`)."""
-    out = shapes.conv_output_shape(shape, window, strides, pads, dilation)
-    return shapes.padded_shape(shape, pads), out
-
-
-def _pad(x, pads, value=0.0):
-    config = [(lo, hi, 0) for lo, hi in pads] + [(0, 0, 0)]
-    return lax.pad(x, jnp.asarray(value, x.dtype), config)
-
-
-def patches_by_slices(x, window, strides, pads, dilation):
-    """im2col by strided slices: ``(*out, K, C)`` with ``K = prod(window)`` (row-major taps).
-
-    Transposes (for ``grad``) to pads and adds, which XLA fuses into one loop.
-    """
-    xp = _pad(x, pads)
-    _, out = _geometry(x.shape[:-1], window, strides, pads, dilation)
-    taps = []
-    for tap in itertools.product(*(range(k) for k in window)):
-        start = [t * d for t, d in zip(tap, dilation)]
-        limit = [a + (o - 1) * s + 1 for a, o, s in zip(start, out, strides)]
-        taps.append(lax.slice(xp, (*start, 0), (*limit, x.shape[-1]), (*strides, 1)))
-    return jnp.stack(taps, axis=-2)
-
-
-def patches_by_gather(x, window, strides, pads, dilation):
-    """im2col by one gather with constant indices: ``(*out, K, C)``; never differentiated."""
-    xp = _pad(x, pads)
-    padded, out = _geometry(x.shape[:-1], window, strides, pads, dilation)
-    rank = len(window)
-    index = np.zeros((*out, *window), np.int64)
-    for axis in range(rank):
-        pos = np.arange(out[axis]) * strides[axis]
-        tap = np.arange(window[axis]) * dilation[axis]
-        shape_o = [1] * (2 * rank)
-        shape_o[axis] = out[axis]
-        shape_t = [1] * (2 * rank)
-        shape_t[rank + axis] = window[axis]
-        coord = pos.reshape(shape_o) + tap.reshape(shape_t)
-        index = index + coord * math.prod(padded[axis + 1 :])
-    index = jnp.asarray(index.reshape(*out, math.prod(window)).astype(np.int32))
-    flat = xp.reshape(math.prod(padded), x.shape[-1])
-    return flat.at[index].get(mode="promise_in_bounds")
-
-
-def _contract(patches, kernel, groups, precision):
-    """``patches (*out, K, C_in) x kernel (*window, C_in/groups, C_out) -> (*out, C_out)``."""
-    k = patches.shape[-2]
-    c_in = patches.shape[-1]
-    c_out = kernel.shape[-1]
-    if groups == 1:
-        flat = patches.reshape(*patches.shape[:-2], k * c_in)
-        return jnp.dot(flat, kernel.reshape(k * c_in, c_out), precision=precision)
-    cg, og = c_in // groups, c_out // groups
-    p = patches.reshape(*patches.shape[:-1], groups, cg)
-    w = kernel.reshape(k, cg, groups, og)
-    y = jnp.einsum("...kgc,kcgo->...go", p, w, precision=precision)
-    return y.reshape(*y.shape[:-2], c_out)
-
-
-def _canonical_input_term(tx, kernel, strides, pads, dilation, groups, precision):
-    """``conv(tx, K)`` with the kernel stored ``(*window, C_out, C_in/groups)`` (``K`` swapped).
-
-    The same values as the native tangent; JAX's transpose of a conv swaps the kernel's two
-    feature roles, so this layout makes the INPUT gradient a canonical ``b01f_01io->b01f`` conv
-    (of the spatially reversed swapped kernel) instead of ``b01f_01oi->b01f``.
-    """
-    rank = len(strides)
-    io = (0, rank + 1, *range(1, rank + 1))
-    swapped = (rank, rank + 1, *range(rank))  # (out feature, in feature, spatial) of the kernel
-    kernel_t = jnp.swapaxes(kernel, -1, -2)
-    dims = lax.ConvDimensionNumbers(io, swapped, io)
-    return _conv(tx[None], kernel_t, dims, strides, pads, dilation, groups, precision)[0]
-
-
-def _canonical_kernel_term(x, tk, strides, pads, dilation, groups, precision):
-    """``conv(x, tK)`` laid out so that its transpose (the FILTER gradient) is canonical.
-
-    The example goes in as ``(C_in, *spatial, N)`` (features first, batch last), the kernel
-    tangent as ``(C_in/groups, *window, C_out)`` and the output comes out ``(*spatial', N,
-    C_out)``; JAX's transpose of a conv with respect to its kernel swaps batch and feature of the
-    input and output specs, which turns these into ``b01f_01io->b01f``: the filter gradient is
-    ``conv(x^T, g^T)`` in the layout XLA:CPU's convolution runtime takes. Native values.
-
-    Grouped convs (``1 < groups < C_in``) are split into one such conv per group: the transpose
-    of one grouped conv is a ``batch_group_count`` conv, which XLA:CPU rewrites into a
-    non-canonical one. Depthwise ones (``groups == C_in``) stay whole (XLA makes that canonical).
-    """
-    c_in, c_out = x.shape[-1], tk.shape[-1]
-    if 1 < groups < c_in:
-        cg, og = c_in // groups, c_out // groups
-        parts = [
-            _canonical_kernel_term(
-                x[..., g * cg : (g + 1) * cg],
-                tk[..., g * og : (g + 1) * og],
-                strides,
-                pads,
-                dilation,
-                1,
-                precision,
-            )
-            for g in range(groups)
-        ]
-        return jnp.concatenate(parts, axis=-1)
-    rank = len(strides)
-    spatial = tuple(range(1, rank + 1))
-    lhs = (rank + 1, 0, *spatial)  # batch last, feature first
-    rhs = (rank + 1, 0, *spatial)  # out feature last, in feature first
-    out = (rank, rank + 1, *range(rank))  # (*spatial', N, C_out)
-    xt = jnp.moveaxis(x, -1, 0)[..., None]
-    tkt = jnp.moveaxis(tk, -2, 0)
-    dims = lax.ConvDimensionNumbers(lhs, rhs, out)
-    return _conv(xt, tkt, dims, strides, pads, dilation, groups, precision)[..., 0, :]
-
-
-def _conv_tangent(method, geometry, x, kernel, tx, tk):
-    """``t_y`` of the conv at ``(x, kernel)`` for tangents ``tx``, ``tk`` (``None``: zero).
-
-    ``method``: ``"patches"``: matmuls on im2col patches; ``"canonical"``: the two convs of the
-    native rule with their operands laid out so that their TRANSPOSES (the gradients) are
-    canonical convolutions; ``"native"``: the native rule (a conv is bilinear, so its tangent is
-    ``conv(tx, K) + conv(x, tK)``, exactly what JAX's own rule forms).
-    """
-    strides, pads, dilation, groups, precision = geometry
-    window = kernel.shape[:-2]
-    terms = []
-    if tx is not None:
-        if method == "patches":
-            p = patches_by_slices(tx, window, strides, pads, dilation)
-            terms.append(_contract(p, kernel, groups, precision))
-        elif method == "canonical":
-            terms.append(_canonical_input_term(tx, kernel, *geometry))
-        else:
-            terms.append(_native_conv(tx, kernel, *geometry))
-    if tk is not None:
-        if method == "patches":
-            p = patches_by_gather(x, window, strides, pads, dilation)
-            terms.append(_contract(p, tk, groups, precision))
-        elif method == "canonical":
-            terms.append(_canonical_kernel_term(x, tk, *geometry))
-        else:
-            terms.append(_native_conv(x, tk, *geometry))
-    return terms[0] if len(terms) == 1 else terms[0] + terms[1]
-
-
 @partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5, 6, 7))
 def _alt_conv(x, kernel, strides, pads, dilation, groups, precision, method):
-    return _native_conv(x, kernel, strides, pads, dilation, groups, precision)
+    return native_conv(x, kernel, strides, pads, dilation, groups, precision)
 
 
 def _alt_conv_jvp(strides, pads, dilation, groups, precision, method, primals, tangents):
     """Native primal; tangent by ``method`` (``"auto"``: per platform when lowered)."""
     x, kernel = primals
     geometry = (strides, pads, dilation, groups, precision)
-    y = _native_conv(x, kernel, *geometry)
+    y = native_conv(x, kernel, *geometry)
     live = tuple(not isinstance(t, SymbolicZero) for t in tangents)
     if not any(live):
         return y, jnp.zeros_like(y)
@@ -379,7 +205,7 @@ def _alt_conv_jvp(strides, pads, dilation, groups, precision, method, primals, t
         def tangent(x, kernel, *ts):
             it = iter(ts)
             tx, tk = (next(it) if present else None for present in live)
-            return _conv_tangent(method, geometry, x, kernel, tx, tk)
+            return conv_tangent(method, geometry, x, kernel, tx, tk)
 
         return tangent
 
@@ -430,7 +256,7 @@ def conv(
     pads = tuple((int(lo), int(hi)) for lo, hi in pads)
     chosen = resolve_conv_lowering(lowering, kernel.shape[:-2], x.shape[-1], groups)
     if chosen == "native":
-        return _native_conv(x, kernel, strides, pads, dilation, groups, precision)
+        return native_conv(x, kernel, strides, pads, dilation, groups, precision)
     return _alt_conv(x, kernel, strides, pads, dilation, groups, precision, chosen)
 
 
@@ -439,58 +265,19 @@ def conv(
 # ---------------------------------------------------------------------------------------------
 
 
-def _native_max_pool(x, window, pads):
-    return lax.reduce_window(x, -jnp.inf, lax.max, (*window, 1), (*window, 1), (*pads, (0, 0)))
-
-
-def _windows(x, window, pads, fill):
-    """Pads with ``fill``, crops to whole windows and splits: ``(o_1, k_1, ..., o_r, k_r, C)``."""
-    out = shapes.conv_output_shape(x.shape[:-1], window, window, pads, (1,) * len(window))
-    xp = _pad(x, pads, fill)
-    xp = xp[tuple(slice(0, o * k) for o, k in zip(out, window))]
-    split = [d for o, k in zip(out, window) for d in (o, k)]
-    return xp.reshape(*split, x.shape[-1])
-
-
-def _first_max_mask(xw, y, window):
-    """True at the first (row-major within the window) cell equal to the window's max ``y``."""
-    rank = len(window)
-    win_axes = tuple(2 * i + 1 for i in range(rank))
-    order = jnp.zeros(xw.shape, jnp.int32)
-    for i, axis in enumerate(win_axes):
-        order = order + lax.broadcasted_iota(jnp.int32, xw.shape, axis) * math.prod(window[i + 1 :])
-    yb = jnp.expand_dims(y, win_axes)
-    candidate = jnp.where(xw == yb, order, math.prod(window))
-    first = jnp.min(candidate, axis=win_axes, keepdims=True)
-    return order == first, win_axes
-
-
-def _mask_tangent(window, pads, x, y, t):
-    """``t`` at the first maximum of each window, summed per window (the ``"mask"`` rule)."""
-    mask, win_axes = _first_max_mask(_windows(x, window, pads, -jnp.inf), y, window)
-    tw = _windows(t, window, pads, 0.0)
-    return jnp.sum(jnp.where(mask, tw, jnp.zeros((), t.dtype)), axis=win_axes)
-
-
-def _native_pool_tangent(window, pads, x, y, t):
-    """The native rule: the tangent of ``reduce_window`` max as JAX forms it."""
-    del y
-    return jax.jvp(partial(_native_max_pool, window=window, pads=pads), (x,), (t,))[1]
-
-
 @partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3))
 def _mask_max_pool(x, window, pads, per_platform):
-    return _native_max_pool(x, window, pads)
+    return native_max_pool(x, window, pads)
 
 
 @_mask_max_pool.defjvp
 def _mask_max_pool_jvp(window, pads, per_platform, primals, tangents):
     (x,), (t,) = primals, tangents
-    y = _native_max_pool(x, window, pads)
-    by_mask = partial(_mask_tangent, window, pads)
+    y = native_max_pool(x, window, pads)
+    by_mask = partial(mask_tangent, window, pads)
     if not per_platform:
         return y, by_mask(x, y, t)
-    default = partial(_native_pool_tangent, window, pads)
+    default = partial(native_pool_tangent, window, pads)
     return y, lax.platform_dependent(x, y, t, **{AUTO_PLATFORM: by_mask}, default=default)
 
 

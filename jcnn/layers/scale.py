@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import numbers
-
 import jax.numpy as jnp
-import numpy as np
 
+from jcnn.layers.arguments import real_number
 from jcnn.layers.core import Fns, Layer, channels_last, layer_error, leaf, per_channel
 
 
@@ -24,6 +22,7 @@ def LayerScale(init_value: float = 1e-6) -> Layer:
         x: ``(*spatial, C) -> (*spatial, C)``; params ``{"scale": (C,)}`` (float32).
 
     Raises:
+        TypeError: ``init_value`` is not a real number (at construction).
         ShapeError: an input whose channels differ from the params'.
 
     Example:
@@ -32,10 +31,8 @@ def LayerScale(init_value: float = 1e-6) -> Layer:
         >>> params["scale"].tolist(), ls.apply(params, {}, jnp.ones((2, 2, 3)))[0][0, 0].tolist()
         ([0.5, 0.5, 0.5], [0.5, 0.5, 0.5])
     """
-    is_real = isinstance(init_value, numbers.Real) and not isinstance(init_value, (bool, np.bool_))
-    if not is_real:
-        raise TypeError(f"LayerScale init_value must be a real number, got {init_value!r}")
-    return leaf(_layer_scale_rule, "LayerScale", {"init_value": float(init_value)}, pointwise=True)
+    init_value = real_number(init_value, "LayerScale init_value")
+    return leaf(_layer_scale_rule, "LayerScale", {"init_value": init_value}, pointwise=True)
 
 
 def _layer_scale_rule(layer: Layer) -> Fns:

@@ -18,11 +18,13 @@ assertion on the output), so the arithmetic cannot drift from what XLA computes.
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
+# The integer validators lived here; layers still import them from here (re-exported).
+from jcnn.layers.arguments import as_int as as_int
+from jcnn.layers.arguments import is_int as is_int
+from jcnn.layers.arguments import positive_int as positive_int
 
 PaddingLike = str | int | Sequence[int | tuple[int, int]]
 Pads = tuple[tuple[int, int], ...]
@@ -36,31 +38,6 @@ PADDING_FORMS = (
 
 class ShapeError(ValueError):
     """A shape, size or hyper-parameter that cannot work; the message says why, with numbers."""
-
-
-def is_int(value: Any) -> bool:
-    """True for Python and NumPy integers (not bools)."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
-
-
-def as_int(value: Any, name: str) -> int:
-    """``value`` as a Python int (NumPy integers accepted); the error names the argument.
-
-    Example:
-        >>> as_int(np.int64(3), "kernel_size")
-        3
-    """
-    if not is_int(value):
-        raise ShapeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
-    return int(value)
-
-
-def positive_int(value: Any, name: str) -> int:
-    """``as_int`` that also requires ``value >= 1`` (channels, features, groups, counts)."""
-    value = as_int(value, name)
-    if value < 1:
-        raise ShapeError(f"{name} must be a positive int, got {value}")
-    return value
 
 
 def spatial_rank(value: Any, default: int = 2) -> int:

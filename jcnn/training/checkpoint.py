@@ -33,7 +33,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jcnn.layers.shapes import is_int
+from jcnn.layers.arguments import int_at_least
 
 # orbax.checkpoint (and tensorstore under it) is imported by the methods that use it, not here:
 # ``import jcnn`` imports this module through ``jcnn.fit`` and would otherwise pay ~0.25 s for it.
@@ -81,17 +81,6 @@ def _short(err: BaseException, limit: int = 300) -> str:
     """``"TypeName: message"``, cut to ``limit`` characters (orbax errors quote whole specs)."""
     text = f"{type(err).__name__}: {err}"
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _int_arg(caller: str, name: str, value: Any, *, minimum: int, what: str) -> int:
-    """``value`` as an int >= ``minimum`` (Python or NumPy ints; bools and floats refused)."""
-    if not is_int(value):
-        raise TypeError(
-            f"{caller}: {name} must be an int {what}, got {type(value).__name__} {value!r}"
-        )
-    if int(value) < minimum:
-        raise ValueError(f"{caller}: {name} must be an int {what}, got {int(value)}")
-    return int(value)
 
 
 def _check_directory(directory: Path) -> None:
@@ -226,9 +215,7 @@ class Checkpointer:
 
     def __init__(self, directory: str | os.PathLike[str], *, keep: int | None = 3) -> None:
         if keep is not None:
-            keep = _int_arg(
-                "Checkpointer", "keep", keep, minimum=1, what=">= 1 (or None to keep every one)"
-            )
+            keep = int_at_least(keep, "Checkpointer: keep", 1, hint="(or None to keep every one)")
         self.directory = Path(directory).absolute()
         _check_directory(self.directory)
         import orbax.checkpoint as ocp
@@ -260,7 +247,7 @@ class Checkpointer:
             CheckpointError: the write failed (disk full, permissions...): its partial folder
                 is deleted, the folder holds only the complete checkpoints.
         """
-        step = _int_arg("Checkpointer.save", "step", step, minimum=0, what=">= 0")
+        step = int_at_least(step, "Checkpointer.save: step", 0)
         latest = self.latest_step()
         if latest is not None and step <= latest:
             raise ValueError(
@@ -352,7 +339,7 @@ class Checkpointer:
                 ``target`` (another architecture); the message lists the differences.
         """
         if step is not None:
-            step = _int_arg("Checkpointer.restore", "step", step, minimum=0, what=">= 0")
+            step = int_at_least(step, "Checkpointer.restore: step", 0)
         if not self.directory.is_dir():
             raise CheckpointError(
                 f"no checkpoint in {self.directory}: the folder does not exist (check the path;"

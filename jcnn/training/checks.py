@@ -13,24 +13,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jcnn.layers.shapes import is_int
+from jcnn.layers.arguments import is_int
 from jcnn.training.losses import check_labels
 from jcnn.training.state import TrainState
 
 Arrays = tuple[np.ndarray, np.ndarray]
-
-
-def count(where: str, name: str, value: Any, *, minimum: int = 1, optional: bool = False) -> Any:
-    """``value`` as a Python int >= ``minimum`` (NumPy ints accepted; bools, floats refused)."""
-    if value is None and optional:
-        return None
-    if not is_int(value) or value < minimum:
-        what = "a positive int" if minimum == 1 else f"an int >= {minimum}"
-        raise ValueError(
-            f"{where}: {name} must be {what}{' or None' if optional else ''}, got {value!r} "
-            f"({type(value).__name__})"
-        )
-    return int(value)
 
 
 def data_pair(where: str, name: str, data: Any) -> Arrays:

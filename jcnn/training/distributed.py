@@ -35,11 +35,11 @@ try:
 except ImportError:  # jax < 0.5: every mesh axis is "auto"
     AxisType = None
 
+from jcnn.layers.arguments import int_at_least
 from jcnn.training.estimators import LossFn, default_metrics
 from jcnn.training.placement import (
     DATA_AXIS,
     Placement,
-    _int,
     batch_sharding,
     fsdp_spec,
     host_value,
@@ -94,8 +94,8 @@ def _env_int(name: str) -> int:
 def _optional_int(
     name: str, value: Any, *, minimum: int, caller: str = "jcnn.distributed"
 ) -> int | None:
-    """None, or ``value`` checked by :func:`_int`."""
-    return None if value is None else _int(name, value, minimum=minimum, caller=caller)
+    """None, or ``value`` as an int >= ``minimum`` (:func:`~jcnn.layers.arguments.int_at_least`)."""
+    return None if value is None else int_at_least(value, f"{caller}: {name}", minimum)
 
 
 def initialize(

@@ -17,8 +17,6 @@ metrics)``: the gradient of the MEAN loss over the batch, the layer state after 
 from __future__ import annotations
 
 import dataclasses
-import math
-import numbers
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -29,6 +27,7 @@ import optax
 import optax.tree_utils as otu
 from jax.flatten_util import ravel_pytree
 
+from jcnn.layers.arguments import real_number
 from jcnn.layers.batch import batched
 from jcnn.layers.core import Layer
 from jcnn.training.losses import accuracy
@@ -159,10 +158,10 @@ def plain(apply: Callable[..., Any], loss_fn: LossFn, metrics_fn: MetricsFn) -> 
 
 
 def _check_real(where: str, name: str, value: Any, low: str) -> None:
-    real = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
-    bad = not real or not math.isfinite(value) or (value <= 0 if low == "> 0" else value < 0)
-    if bad:
-        raise ValueError(f"{where}: {name} must be a finite number {low}, got {value!r}")
+    open_low = low == "> 0"
+    real_number(
+        value, f"{where}: {name}", low=0, open_low=open_low, finite=True, type_error=ValueError
+    )
 
 
 @dataclasses.dataclass(frozen=True)

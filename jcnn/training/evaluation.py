@@ -9,6 +9,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from jcnn.layers.arguments import count
 from jcnn.layers.batch import batched
 from jcnn.layers.core import Layer
 from jcnn.training import checks
@@ -26,7 +27,7 @@ def evaluate_with(
     """Metrics of ``eval_step`` over all of ``data`` (the last batch may be smaller), weighted
     by batch size."""
     x, y = checks.data_pair("evaluate", "data", data)
-    batch_size = checks.count("evaluate", "batch_size", batch_size)
+    batch_size = count(batch_size, "evaluate: batch_size")
     totals: dict[str, float] = {}
     for i in range(0, len(x), batch_size):
         metrics = eval_step(ts, (x[i : i + batch_size], y[i : i + batch_size]))
@@ -122,7 +123,7 @@ def predict(
         (5, 2)
     """
     _params_check(train_state, ema, "predict")
-    batch_size = checks.count("predict", "batch_size", batch_size)
+    batch_size = count(batch_size, "predict: batch_size")
     if not hasattr(x, "shape") or len(x.shape) == 0 or len(x) == 0:
         raise ValueError(
             f"predict: x must be an array of examples along axis 0, got {type(x).__name__} "

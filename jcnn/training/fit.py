@@ -3,8 +3,10 @@
 ``fit`` joins the parts of :mod:`jcnn.training`: the step (:func:`make_train_step`: estimator,
 optimiser, EMA, augmentation, placement), a loop (:class:`~jcnn.training.loops.DeviceLoop` or
 :class:`~jcnn.training.loops.HostLoop`) cut into chunks (:class:`ChunkSchedule`), the resume
-state (:mod:`jcnn.training.resume`), the epoch records, callbacks (:mod:`jcnn.training.callbacks`)
-and the preemption guard. :class:`Run` holds the assembled parts; ``fit`` reads as the run.
+state (:mod:`jcnn.training.resume`), the epoch records (:mod:`jcnn.training.epoch_record`),
+callbacks (:mod:`jcnn.training.callbacks`) and the preemption guard. The arguments are checked by
+:class:`~jcnn.training.fit_args.FitArgs`; the result and the error of a NaN loss are in
+:mod:`jcnn.training.fit_result`. :class:`Run` holds the assembled parts; ``fit`` reads as the run.
 
 Example:
     >>> rng = np.random.default_rng(0)
@@ -19,8 +21,7 @@ Example:
 from __future__ import annotations
 
 import sys
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,11 +32,10 @@ from tqdm.auto import tqdm
 
 from jcnn.data.batching import data_rng
 from jcnn.layers.core import Layer
-from jcnn.layers.shapes import is_int
 from jcnn.training import checks, compile_cache
 from jcnn.training import resume as resuming
-from jcnn.training.callbacks import Callback, EpochEnd, RunInfo, learning_rate_of
 from jcnn.training.checkpoint import Checkpointer
+from jcnn.training.epoch_record import EpochTracker, extra_entries
 from jcnn.training.estimators import (
     DPSGD,
     Gradients,
@@ -45,264 +45,18 @@ from jcnn.training.estimators import (
     default_metrics,
 )
 from jcnn.training.evaluation import cached_eval_step, evaluate_with
+from jcnn.training.fit_args import Arrays, FitArgs
+from jcnn.training.fit_result import FitResult, NonFiniteLossError, raise_on_nonfinite
 from jcnn.training.freeze import freeze
+from jcnn.training.hooks import Callback, EpochEnd, RunInfo
+from jcnn.training.learning_rate import learning_rate_of
 from jcnn.training.loops import CHUNK_SECONDS, Chunk, ChunkSchedule, DeviceLoop, HostLoop, timed
-from jcnn.training.losses import softmax_cross_entropy, takes_integer_labels
+from jcnn.training.losses import softmax_cross_entropy
 from jcnn.training.preemption import Preempted, PreemptionGuard
 from jcnn.training.state import TrainState, create_train_state
 from jcnn.training.step import Transform, make_train_step
 
-Arrays = tuple[Any, Any]
-
-
-@dataclass
-class FitResult:
-    """What :func:`fit` returns: the final train state and the per-epoch history.
-
-    Attributes:
-        train_state: the state after the last step (``train_state.ema``: the EMA of the params,
-            when ``fit(ema=...)``).
-        history: lists per epoch (``epoch``, ``train_<metric>``, ``val_<metric>``,
-            ``ema_val_<metric>``, ``lr``, ``seconds``) of the whole run: a resumed run's history
-            starts with the epochs trained before the checkpoint.
-        resumed_from: the step of the checkpoint this call resumed from; None when it started
-            afresh.
-        resume_note: what ``fit`` said about the resume; ``""`` when not resumed.
-    """
-
-    train_state: TrainState
-    history: dict[str, list[float]] = field(default_factory=dict)
-    resumed_from: int | None = None
-    resume_note: str = ""
-
-    @property
-    def params(self) -> Any:
-        """The trained params."""
-        return self.train_state.params
-
-    @property
-    def ema_params(self) -> Any:
-        """The EMA of the params (None without ``ema=``)."""
-        return self.train_state.ema
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The training loss of a step of :func:`fit` was NaN or inf (``stop_on_nonfinite=True``).
-
-    Raised after the chunk holding that step, before anything of the chunk is checkpointed or
-    handed to callbacks.
-
-    Attributes:
-        step: optimiser steps taken before the bad step; epoch, index: where (from 0); loss:
-            the value.
-    """
-
-    def __init__(self, message: str, *, step: int, epoch: int, index: int, loss: float) -> None:
-        super().__init__(message)
-        self.step, self.epoch, self.index, self.loss = step, epoch, index, loss
-
-
-def _optimizer(optimizer: Any) -> optax.GradientTransformation:
-    if optimizer is None:
-        return optax.adam(1e-3)
-    if hasattr(optimizer, "init") and hasattr(optimizer, "update"):
-        return optimizer
-    name = getattr(optimizer, "__qualname__", None) or type(optimizer).__name__
-    hint = f": {name} looks like an optimiser factory; call it, e.g. optimizer=optax.adam(1e-3)"
-    raise TypeError(
-        "fit: optimizer must be an optax.GradientTransformation (with init and update), got "
-        f"{optimizer!r}{hint if callable(optimizer) else ''}"
-    )
-
-
-@dataclass
-class FitArgs:
-    """:func:`fit`'s arguments, checked by :meth:`checked` before anything is compiled."""
-
-    net: Layer
-    train: Arrays
-    val: Arrays | None = None
-    optimizer: Any = None
-    epochs: int = 10
-    batch_size: int = 128
-    loss_fn: LossFn = softmax_cross_entropy
-    metrics_fn: MetricsFn = default_metrics
-    seed: int = 0
-    mesh: Any = None
-    fsdp: bool = False
-    microbatches: int = 1
-    privacy: DPSGD | None = None
-    ema: float | None = None
-    gradients: Gradients | None = None
-    transform: Transform | None = None
-    on_device: bool = True
-    frozen: Sequence[str] = ()
-    train_state: TrainState | None = None
-    callbacks: Sequence[Callback] = ()
-    checkpoint_dir: str | Path | None = None
-    checkpoint_every: int | None = None
-    keep_checkpoints: int = 3
-    eval_batch_size: int = 1000
-    log_every: int | None = None
-    prefetch: int = 2
-    progress: bool = True
-    stop_on_nonfinite: bool = True
-
-    def checked(self) -> FitArgs:
-        """The arguments with counts as ints and the data checked (see :func:`fit`)."""
-        counts = dict(epochs=1, batch_size=1, eval_batch_size=1, keep_checkpoints=1, microbatches=1)
-        for name, minimum in counts.items():
-            setattr(self, name, checks.count("fit", name, getattr(self, name), minimum=minimum))
-        self.prefetch = checks.count("fit", "prefetch", self.prefetch, minimum=0)
-        for name in ("checkpoint_every", "log_every"):
-            setattr(self, name, checks.count("fit", name, getattr(self, name), optional=True))
-        if not is_int(self.seed):
-            raise ValueError(
-                f"fit: seed must be an int, got {self.seed!r} ({type(self.seed).__name__})"
-            )
-        if self.checkpoint_every is not None and self.checkpoint_dir is None:
-            raise ValueError(
-                f"fit: checkpoint_every={self.checkpoint_every} but no checkpoint_dir, so nothing "
-                "would be saved: give checkpoint_dir=... (or use log_every to cut the chunks)"
-            )
-        self.optimizer = _optimizer(self.optimizer)
-        for name in ("loss_fn", "metrics_fn", "transform", "gradients"):
-            fn = getattr(self, name)
-            if fn is not None and not callable(fn):
-                raise TypeError(f"fit: {name} must be callable, got {fn!r}")
-        bad = [c for c in self.callbacks if not isinstance(c, Callback)]
-        if isinstance(self.callbacks, Callback) or bad:
-            raise TypeError(
-                "fit: callbacks must be a sequence of jcnn.training.callbacks.Callback values "
-                f"(e.g. [MetricsLogger('log.jsonl')]), got {bad[0] if bad else self.callbacks!r}"
-            )
-        if self.batch_size % self.microbatches:
-            raise ValueError(
-                f"fit: microbatches={self.microbatches} does not divide batch_size="
-                f"{self.batch_size}; use a batch size that is a multiple of it"
-            )
-        self._check_data()
-        return self
-
-    def _check_data(self) -> None:
-        self.train = x, y = checks.data_pair("fit", "train", self.train)
-        if len(x) < self.batch_size:
-            raise ValueError(
-                f"fit: {len(x)} training examples are fewer than batch_size={self.batch_size}"
-            )
-        shape = tuple(x.shape[1:])
-        output = self.net.output_shape(shape)  # a ShapeError now, by integer arithmetic
-        sets = {"train": self.train}
-        if self.val is not None:
-            self.val = checks.data_pair("fit", "val", self.val)
-            if tuple(self.val[0].shape[1:]) != shape:
-                raise ValueError(
-                    f"fit: val examples have shape {tuple(self.val[0].shape[1:])} but train "
-                    f"examples {shape}: the network is built for the training examples' shape; "
-                    "give validation examples of that shape"
-                )
-            sets["val"] = self.val
-        for name, (xs, ys) in sets.items():
-            if takes_integer_labels(self.loss_fn):
-                checks.check_class_labels("fit", name, ys, output)
-            if self.stop_on_nonfinite:
-                checks.check_finite("fit", name, xs, ys)
-
-
-def _nonfinite(
-    losses: Any,
-    *,
-    ts: TrainState,
-    epoch: int,
-    first: int,
-    run: Run,
-    saved: str,
-    mean_before: float | None,
-) -> None:
-    """Raises :class:`NonFiniteLossError` at the first non-finite loss of a chunk, if any."""
-    values = np.asarray(losses, dtype=np.float64).reshape(-1)
-    bad = np.flatnonzero(~np.isfinite(values))
-    if not bad.size:
-        return
-    j = int(bad[0])
-    step, index, value = int(ts.step) - len(values) + j, first + j, float(values[j])
-    before = ", ".join(f"{v:.4g}" for v in values[max(0, j - 3) : j])
-    if before:
-        before = f", after losses {before}"
-    elif mean_before is not None:
-        before = f", after a mean loss of {mean_before:.4g} over the epoch's earlier steps"
-    raise NonFiniteLossError(
-        f"fit: the training loss is {value} at global step {step + 1} (epoch {epoch + 1}/"
-        f"{run.args.epochs}, step {index + 1}/{run.steps_per_epoch} of the epoch; counted from "
-        f"1){before}. Training stopped; nothing of this chunk was checkpointed{saved}. Likely "
-        "causes: a learning rate too high (try one 10x lower), NaN/inf in the data (check "
-        "np.isfinite(x).all()), or an operation such as log(0) or x / 0 in the loss or a layer; "
-        'jax.config.update("jax_debug_nans", True) raises at the first operation that makes a '
-        "NaN. Pass stop_on_nonfinite=False to train on regardless",
-        step=step,
-        epoch=epoch,
-        index=index,
-        loss=value,
-    )
-
-
-def _extra_entries(callback: Callback, got: Any, record: dict[str, float]) -> dict[str, float]:
-    """A callback's ``extend_record`` result as ``{name: float}``: a mapping of scalars whose
-    names are new to the record."""
-    name = type(callback).__name__
-    if got is None:
-        return {}
-    if not isinstance(got, Mapping):
-        raise TypeError(
-            f"fit: {name}.extend_record must return a mapping {{name: scalar}} (or None), got a "
-            f"{type(got).__name__}"
-        )
-    shapes = {k: np.shape(v) for k, v in got.items() if np.ndim(v) != 0}
-    if shapes:
-        raise ValueError(
-            f"fit: {name}.extend_record returned non-scalar values {shapes}: return scalars"
-        )
-    taken = sorted(set(got) & set(record))
-    if taken:
-        raise ValueError(
-            f"fit: {name}.extend_record returned {taken}, which the record already holds (from "
-            "fit or an earlier callback); give your entries their own names"
-        )
-    return {k: float(v) for k, v in got.items()}
-
-
-@dataclass
-class EpochTracker:
-    """The running sums of one epoch's per-step metrics (restored when a resumed run cut it)."""
-
-    epoch: int
-    index: int
-    started: float
-    sums: dict[str, float] = field(default_factory=dict)
-    steps: int = 0
-    ended: bool = False
-
-    @classmethod
-    def start(cls, epoch: int, index: int, partial: dict[str, Any]) -> EpochTracker:
-        seconds = float(partial.get("seconds", 0.0)) if index else 0.0
-        sums = dict(partial.get("sums", {})) if index else {}
-        steps = int(partial.get("steps", 0)) if index else 0
-        return cls(epoch, index, time.perf_counter() - seconds, sums, steps)
-
-    def add(self, metrics: dict[str, Any], num_steps: int) -> None:
-        for k, v in metrics.items():
-            self.sums[k] = self.sums.get(k, 0.0) + float(np.sum(np.asarray(v, np.float64)))
-        self.index += num_steps
-        self.steps += num_steps
-
-    def means(self) -> dict[str, float]:
-        return {k: v / max(self.steps, 1) for k, v in self.sums.items()}
-
-    def partial(self) -> dict[str, Any]:
-        return {"sums": self.sums, "steps": self.steps, "seconds": self.seconds()}
-
-    def seconds(self) -> float:
-        return time.perf_counter() - self.started
+__all__ = ["Arrays", "EpochTracker", "FitArgs", "FitResult", "NonFiniteLossError", "Run", "fit"]
 
 
 @dataclass
@@ -395,8 +149,9 @@ class Run:
             latest = self.ckpt.latest_step() if self.ckpt is not None else None
             saved = "" if latest is None else f" (the last saved is step {latest})"
             before = tracker.sums["loss"] / tracker.steps if tracker.steps else None
-            _nonfinite(metrics["loss"], ts=ts, epoch=tracker.epoch, first=first, run=self,
-                       saved=saved, mean_before=before)  # fmt: skip
+            raise_on_nonfinite(metrics["loss"], ts=ts, epoch=tracker.epoch, first=first,
+                               epochs=a.epochs, steps_per_epoch=self.steps_per_epoch, saved=saved,
+                               mean_before=before)  # fmt: skip
         tracker.add(metrics, n)
         self.bar.update(n * a.batch_size)
         self.bar.set_postfix(
@@ -428,7 +183,7 @@ class Run:
         history = self.resume.history
         end = EpochEnd(tracker.epoch, record, history, ts)
         for callback in self.args.callbacks:
-            record.update(_extra_entries(callback, callback.extend_record(end), record))
+            record.update(extra_entries(callback, callback.extend_record(end), record))
         record["seconds"] = tracker.seconds()
         history.setdefault("epoch", []).append(tracker.epoch + 1)
         for k, v in record.items():

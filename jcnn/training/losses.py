@@ -25,7 +25,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jcnn.layers.shapes import ShapeError, is_int
+from jcnn.layers.arguments import count
+from jcnn.layers.shapes import ShapeError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -124,9 +125,8 @@ def top_k_accuracy(logits: jax.Array, labels: jax.Array, k: int = 5) -> jax.Arra
     when the label's logit equals the k-th largest). ``k`` is an int in ``1..K``."""
     check_labels("top_k_accuracy", labels, logits.shape)
     classes = logits.shape[1]
-    if not is_int(k) or not 1 <= k <= classes:
-        raise ValueError(f"top_k_accuracy: k must be an int in 1..{classes} (K), got {k!r}")
-    kth = jax.lax.top_k(logits, int(k))[0][:, -1]
+    k = count(k, "top_k_accuracy: k", maximum=classes)
+    kth = jax.lax.top_k(logits, k)[0][:, -1]
     label_logit = jnp.take_along_axis(logits, labels[:, None], axis=-1)[:, 0]
     return jnp.mean(label_logit >= kth)
 

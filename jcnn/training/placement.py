@@ -22,19 +22,10 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jcnn.layers.shapes import is_int
+from jcnn.layers.arguments import int_at_least
 from jcnn.training.state import TrainState
 
 DATA_AXIS = "data"
-
-
-def _int(name: str, value: Any, *, minimum: int, caller: str = "jcnn.distributed") -> int:
-    """``value`` as an int >= ``minimum`` (NumPy ints too; bools and floats refused)."""
-    if not is_int(value):
-        raise TypeError(f"{caller}: {name} must be an int, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{caller}: {name} must be an int >= {minimum}, got {int(value)}")
-    return int(value)
 
 
 def _axis_size(mesh: Mesh, axis_name: str, caller: str) -> int:
@@ -84,7 +75,7 @@ def fsdp_spec(
         >>> fsdp_spec((5, 5, 64, 128), 8, min_size=0)
         P(None, None, None, 'data')
     """
-    num_shards = _int("num_shards", num_shards, minimum=1, caller="fsdp_spec")
+    num_shards = int_at_least(num_shards, "fsdp_spec: num_shards", 1)
     size = int(np.prod(shape, dtype=np.int64))
     divisible = [i for i, n in enumerate(shape) if n % num_shards == 0 and n >= num_shards]
     if num_shards <= 1 or size < min_size or not divisible:
@@ -160,9 +151,7 @@ def process_batch_slice(global_batch_size: int, mesh: Mesh, *, axis_name: str = 
         TypeError: ``global_batch_size`` is not an int.
     """
     n = _axis_size(mesh, axis_name, "process_batch_slice")
-    global_batch_size = _int(
-        "global_batch_size", global_batch_size, minimum=1, caller="process_batch_slice"
-    )
+    global_batch_size = int_at_least(global_batch_size, "process_batch_slice: global_batch_size", 1)
     if global_batch_size % n:
         raise _indivisible(
             "process_batch_slice",

@@ -23,8 +23,8 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
+from jcnn.layers.arguments import count, probability
 from jcnn.layers.batch import batched
-from jcnn.layers.shapes import is_int
 from jcnn.training.estimators import (
     DPSGD,
     Batch,
@@ -66,14 +66,9 @@ def ema_update(average: Any, params: Any, decay: float) -> Any:
 
 
 def _check_options(microbatches: Any, ema: Any, transform: Any) -> None:
-    if not is_int(microbatches) or microbatches < 1:
-        raise ValueError(f"microbatches must be a positive int, got {microbatches!r}")
+    count(microbatches, "microbatches")
     if ema is not None:
-        real = isinstance(ema, (int, float)) and not isinstance(ema, bool)
-        if not real or not 0 <= ema < 1:
-            raise ValueError(
-                f"ema must be a decay in [0, 1) such as 0.999 (or None for no average), got {ema!r}"
-            )
+        probability(ema, "ema", hint="(a decay such as 0.999, or None for no average)")
     if transform is not None and not callable(transform):
         raise TypeError(f"transform must be callable (key, x_batch) -> x_batch, got {transform!r}")
 
