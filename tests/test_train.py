@@ -16,7 +16,7 @@ from jcnn import batched, models
 from jcnn import layers as L
 from jcnn import train as T
 from jcnn.data.batching import batches
-from jcnn.layers.core import custom
+from jcnn.layers.custom import custom
 from jcnn.layers.shapes import ShapeError
 from jcnn.training.losses import softmax_cross_entropy
 

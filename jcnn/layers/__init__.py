@@ -28,7 +28,8 @@ from jcnn.layers.combinators import (
     squeeze_excitation,
 )
 from jcnn.layers.conv import Conv, ConvTranspose
-from jcnn.layers.core import Layer, Visit, custom, walk
+from jcnn.layers.core import Layer, Visit, walk
+from jcnn.layers.custom import custom
 from jcnn.layers.dense import Dense, Flatten, Identity, Reshape
 from jcnn.layers.dropout import Dropout, StochasticDepth
 from jcnn.layers.norm import BatchNorm, GroupNorm, LayerNorm

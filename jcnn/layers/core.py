@@ -37,16 +37,35 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import enum
 import functools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import cached_property
 from typing import Any, NamedTuple, Protocol
 
 import jax
-import jax.numpy as jnp
 
-from jcnn.layers.shapes import ShapeError
+from jcnn.layers.checks import (  # noqa: F401  (re-exported: layers import them from core)
+    _as_shape,
+    channels_last,
+    check_floating,
+    check_key,
+    check_rank,
+    check_tree,
+    example_shape,
+    in_child,
+    layer_error,
+    locate,
+    shape_of,
+)
+from jcnn.layers.hparams import _FUNCTIONS, _USUAL, Hparams, _freeze, _show, _visible  # noqa: F401
+from jcnn.layers.walk import (  # noqa: F401
+    Visit,
+    _child,
+    _edit_child,
+    _walk,
+    _with_inlined_children,
+    walk,
+)
 
 Shape = tuple[int, ...]
 Params = Any
@@ -54,6 +73,7 @@ State = Any
 InitFn = Callable[..., tuple[Any, Params, State]]
 ApplyFn = Callable[..., tuple[Any, State]]
 ShapeFn = Callable[[Any], Any]
+
 
 #: How a combinator joins its children (``None`` for a leaf).
 COMBINES = ("serial", "parallel", "sum", "concat", "repeat", "gate")
@@ -97,75 +117,6 @@ class Wrapper(Protocol):
     label: str
 
     def wrap(self, fns: Fns) -> Fns: ...
-
-
-def _freeze(key: str, value: Any) -> Any:
-    """``value`` as a hashable, immutable hyper-parameter (lists become tuples)."""
-    if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
-        value = tuple(_freeze(key, v) for v in value)
-    elif isinstance(value, Mapping) and not isinstance(value, Hparams):
-        value = Hparams(value)
-    elif isinstance(value, set):
-        value = frozenset(value)
-    try:
-        hash(value)
-    except TypeError:
-        raise TypeError(
-            f"hyper-parameter {key}={value!r} is not hashable; layers are immutable values, so "
-            "give hyper-parameters as Python numbers, strings, tuples or functions (not arrays)"
-        ) from None
-    return value
-
-
-class Hparams(Mapping[str, Any]):
-    """An immutable, hashable mapping of normalised hyper-parameters, in the factory's order.
-
-    Example:
-        >>> hp = Hparams({"stride": [1, 2]})
-        >>> hp["stride"], hash(hp) == hash(Hparams({"stride": (1, 2)}))
-        ((1, 2), True)
-    """
-
-    __slots__ = ("_items",)
-
-    def __init__(self, items: Mapping[str, Any] | Sequence[tuple[str, Any]] = ()) -> None:
-        pairs = dict(items).items()
-        object.__setattr__(self, "_items", tuple((k, _freeze(k, v)) for k, v in pairs))
-
-    def __getitem__(self, key: str) -> Any:
-        for k, v in self._items:
-            if k == key:
-                return v
-        raise KeyError(key)
-
-    def __iter__(self) -> Iterator[str]:
-        return (k for k, _ in self._items)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __hash__(self) -> int:
-        return hash(frozenset(self._items))
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Mapping):
-            return NotImplemented
-        return dict(self._items) == dict(other.items())
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise dataclasses.FrozenInstanceError(f"Hparams are immutable (tried to set {name!r})")
-
-    def __repr__(self) -> str:
-        return ", ".join(f"{k}={_show(v)}" for k, v in self._items)
-
-
-def _show(value: Any) -> str:
-    """A short printable form of a hyper-parameter (functions by name)."""
-    if callable(value) and hasattr(value, "__qualname__"):
-        return value.__qualname__.replace(".<locals>", "")
-    if isinstance(value, enum.Enum):
-        return str(value)
-    return repr(value)
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
@@ -422,102 +373,6 @@ class Layer:
         return text + suffix
 
 
-class Visit(NamedTuple):
-    """One layer met by :meth:`Layer.walk`.
-
-    Attributes:
-        path: the child keys from the root joined by ``/`` (``""`` for the root): the address
-            of the layer's params and state (:func:`jcnn.layers.paths.subtree`).
-        layer: the layer.
-        in_shape, out_shape: the shapes of one example into and out of it.
-    """
-
-    path: str
-    layer: Layer
-    in_shape: Any
-    out_shape: Any
-
-
-def walk(layer: Layer, input_shape: Any) -> Iterator[Visit]:
-    """``layer.walk(input_shape)``: every layer with its path and shapes (:meth:`Layer.walk`).
-
-    Example:
-        >>> from jcnn import layers as L
-        >>> [v.path for v in walk(L.serial(L.Conv(8, 3).named("conv1")), (8, 8, 1))]
-        ['', 'conv1']
-    """
-    return layer.walk(input_shape)
-
-
-def _child(layer: Layer, key: str) -> Layer | None:
-    """The child keyed ``key`` in ``layer``'s params tree (looking inside inlined children)."""
-    for k, child in layer.children:
-        if child.inline:
-            found = _child(child, key)
-            if found is not None:
-                return found
-        elif k == key:
-            return child
-    return None
-
-
-def _edit_child(layer: Layer, key: str, edit: Callable[[Layer], Layer]) -> Layer:
-    """``layer`` with ``edit(child)`` in place of the child keyed ``key`` (see :func:`_child`)."""
-    children = list(layer.children)
-    for i, (k, child) in enumerate(children):
-        if child.inline and _child(child, key) is not None:
-            children[i] = (k, _edit_child(child, key, edit))
-            break
-        if not child.inline and k == key:
-            children[i] = (k, edit(child))
-            break
-    return dataclasses.replace(layer, children=tuple(children))
-
-
-def _walk(layer: Layer, path: str, in_shape: Any) -> Iterator[Visit]:
-    yield Visit(path, layer, in_shape, layer.output_shape(in_shape))
-    if not layer.children:
-        return
-    for (key, child), shape in zip(layer.children, layer.child_input_shapes(in_shape)):
-        child_path = path if child.inline else (f"{path}/{key}" if path else key)
-        yield from _walk(child, child_path, shape)
-
-
-def _nested(layer: Layer, tree: Any, what: str) -> dict[str, Any]:
-    """A combinator's public ``tree`` (inlined children's keys moved up) in its rule's form."""
-    check_tree(layer.name, tree, layer.tree_keys, what)
-    out = {}
-    for key, child in layer.children:
-        out[key] = {k: tree[k] for k in child.tree_keys} if child.inline else tree[key]
-    return out
-
-
-def _public(layer: Layer, tree: dict[str, Any]) -> dict[str, Any]:
-    """A combinator's ``tree`` as its rule builds it, with inlined children's keys moved up."""
-    out: dict[str, Any] = {}
-    for key, child in layer.children:
-        if child.inline:
-            out.update(tree[key])
-        else:
-            out[key] = tree[key]
-    return out
-
-
-def _with_inlined_children(layer: Layer, fns: Fns) -> Fns:
-    init, apply = fns.init, fns.apply
-
-    def flat_init(key, input_shape):
-        out, params, state = init(key, input_shape)
-        return out, _public(layer, params), _public(layer, state)
-
-    def flat_apply(params, state, x, *, key=None, train=False):
-        p, s = _nested(layer, params, "params"), _nested(layer, state, "state")
-        y, new_state = apply(p, s, x, key=key, train=train)
-        return y, _public(layer, new_state)
-
-    return fns._replace(init=flat_init, apply=flat_apply)
-
-
 @functools.lru_cache(maxsize=8192)
 def _built_fns(layer: Layer) -> Fns:
     """The functions of ``layer``, built once per layer VALUE: equal layers share their
@@ -535,65 +390,6 @@ def _built_fns(layer: Layer) -> Fns:
         return init(key, example_shape(label, input_shape))
 
     return fns._replace(init=checked_init)
-
-
-#: Hyper-parameter values ``repr`` leaves out as the usual defaults (a tuple of them too).
-_USUAL = {
-    "stride": 1,
-    "dilation": 1,
-    "groups": 1,
-    "use_bias": True,
-    "lowering": "auto",
-    "count_include_pad": True,
-    "output_padding": 0,
-    "unbiased_running_var": False,
-    "axis_name": "batch",
-    "axis": -1,
-    "padding": "VALID",
-    "padding_mode": "zeros",
-}
-
-
-#: Hyper-parameters not printed: the layer's own functions (elementwise, custom), and the rank
-#: (``ndim``), which the kernel size shows.
-_FUNCTIONS = frozenset({"fn", "init", "apply", "output_shape", "ndim"})
-
-
-def _usual(hparams: Hparams, key: str, value: Any) -> bool:
-    if value is None or key in _FUNCTIONS:
-        return True
-    if key == "stride" and value == hparams.get("window"):  # pools: stride defaults to window
-        return True
-    usual = _USUAL.get(key, ...)
-    return value == usual or (isinstance(value, tuple) and all(v == usual for v in value))
-
-
-def _visible(hparams: Hparams) -> str:
-    return ", ".join(f"{k}={_show(v)}" for k, v in hparams.items() if not _usual(hparams, k, v))
-
-
-def _as_shape(shape: Any) -> Any:
-    """A shape as nested tuples of ints (lists accepted)."""
-    if isinstance(shape, (tuple, list)) and any(isinstance(s, (tuple, list)) for s in shape):
-        return tuple(_as_shape(s) for s in shape)
-    return tuple(int(s) for s in shape)
-
-
-def example_shape(layer: str, shape: Any) -> Any:
-    """``shape`` as a tuple of ints (nested for tuple inputs), or a TypeError that says what
-    ``init`` and ``output_shape`` take: the shape of ONE example, not an array."""
-    if hasattr(shape, "shape") and hasattr(shape, "dtype"):
-        raise TypeError(
-            f"{layer}: init takes the SHAPE of one example, e.g. (28, 28, 1), not an array; got "
-            f"an array of shape {tuple(shape.shape)}: pass x.shape for one example x, or "
-            "x.shape[1:] for a batch"
-        )
-    try:
-        return _as_shape(shape)
-    except (TypeError, ValueError):
-        raise TypeError(
-            f"{layer}: an input shape is a tuple of ints (one example, channels last), got {shape!r}"
-        ) from None
 
 
 def same_shape(input_shape: Any) -> Any:
@@ -664,174 +460,6 @@ def init_shapes(layer: Layer | Fns, input_shape: Any) -> tuple[Any, Any, Any]:
     return box[0], params, state
 
 
-def _custom_rule(layer: Layer) -> Fns:
-    hp = layer.hparams
-    user_apply, kind = hp["apply"], layer.kind
-
-    def apply(params, state, x, *, key=None, train=False):
-        out = user_apply(params, state, x, key=key, train=train)
-        if not (isinstance(out, tuple) and len(out) == 2):
-            got = f"a tuple of {len(out)}" if isinstance(out, tuple) else type(out).__name__
-            raise TypeError(
-                f"{kind}: the apply given to L.custom returned {got}; a layer's apply returns "
-                "the pair (y, state): end it with `return y, state` (the state it was given, "
-                "when it keeps none)"
-            )
-        return out
-
-    fns = Fns(hp["init"], apply, hp["output_shape"])
-    if fns.output_shape is None:  # traced, nothing allocated
-        return fns._replace(output_shape=lambda input_shape: init_shapes(fns, input_shape)[0])
-    return fns
-
-
-def custom(
-    init: InitFn,
-    apply: ApplyFn,
-    kind: str,
-    *,
-    output_shape: ShapeFn | None = None,
-    pointwise: bool = False,
-    window: Window | None = None,
-    stochastic: bool = True,
-    batch_coupled: bool = False,
-) -> Layer:
-    """A layer from your own stax-style ``init`` and ``apply`` functions.
-
-    Args:
-        init, apply: the layer contract (module docstring).
-        kind: what it is; also its default params key.
-        output_shape: ``input_shape -> output_shape`` by arithmetic; default: ``init`` under
-            ``jax.eval_shape`` (traced, nothing allocated).
-        pointwise, window: its facts, for tools such as the receptive-field walk.
-        stochastic: whether ``apply`` uses its ``key`` (default True: a combinator hands keys
-            only to stochastic children; say False for a deterministic layer to spare the
-            key split).
-        batch_coupled: whether ``apply`` in training mixes the examples of a batch (reads
-            statistics over the named batch axis, as BatchNorm); DP-SGD refuses such layers.
-
-    Example:
-        >>> import jax.numpy as jnp
-        >>> def init(key, shape):
-        ...     return shape, {"gain": jnp.ones(())}, {}
-        >>> def apply(params, state, x, *, key=None, train=False):
-        ...     return params["gain"] * x, state
-        >>> gain = custom(init, apply, "Gain", output_shape=lambda s: s, pointwise=True)
-        >>> gain.output_shape((4, 4, 3))
-        (4, 4, 3)
-    """
-    hp = {"init": init, "apply": apply, "output_shape": output_shape}
-    return leaf(
-        _custom_rule, kind, hp, pointwise=pointwise, window=window, stochastic=stochastic,
-        batch_coupled=batch_coupled,
-    )  # fmt: skip
-
-
-#: Error types whose message a combinator rewrites to name the failing layer's path.
-_LOCATED = (ShapeError, ValueError, TypeError, NameError)
-
-
-def locate(err: BaseException, parent: str, key: str, child: Layer) -> BaseException:
-    """``err`` raised inside ``child`` (keyed ``key`` in the combinator named ``parent``), with
-    its message starting at the path ``parent/key/...`` instead of the child's own label.
-
-    A leaf labels its errors with its kind (``"Conv: input shape ..."``); each combinator on the
-    way up replaces that label by the child's key and prefixes its own name, so the error that
-    reaches the user reads ``resnet18/layer2/serial_0/residual/block/serial_0/Conv_0: ...``.
-    Only jcnn's own error types are rewritten (exactly ShapeError, ValueError, TypeError,
-    NameError); subclasses such as JAX's tracer errors pass through unchanged.
-    """
-    path = getattr(err, "jcnn_path", None)
-    if path is None:
-        message = str(err.args[0]) if len(err.args) == 1 else str(err)
-        for label in (child.name, child.kind):
-            if message.startswith(f"{label}: "):
-                message = message[len(label) + 2 :]
-                break
-        path, detail = (key,), message
-    else:
-        path, detail = (key, *path[1:]), err.jcnn_detail
-    if child.inline:  # its children's keys sit in the parent's tree
-        path = path[1:]
-    path = (parent, *path)
-    new = type(err)(f"{'/'.join(path)}: {detail}")
-    new.jcnn_path, new.jcnn_detail = path, detail
-    return new
-
-
-def in_child(
-    parent: str, child_key: str, child: Layer, fn: Callable[..., Any], /, *args, **kwargs
-) -> Any:
-    """``fn(*args, **kwargs)`` (one of ``child``'s functions); errors name the child's path."""
-    try:
-        return fn(*args, **kwargs)
-    except _LOCATED as err:
-        if type(err) not in _LOCATED:
-            raise
-        raise locate(err, parent, child_key, child) from None
-
-
-def _channels_first_hint(shape: Any) -> str:
-    """A hint when ``shape`` looks like a channels-first image ``(C, H, W)``."""
-    if (
-        len(shape) == 3
-        and all(isinstance(s, int) for s in shape)
-        and shape[0] in (1, 3, 4)
-        and shape[1] == shape[2] >= 8
-    ):
-        c, h, w = shape
-        return (
-            f". jcnn is channels-last: an image is (H, W, C); {tuple(shape)} looks like "
-            f"channels-first (C, H, W): use ({h}, {w}, {c}) (np.moveaxis(x, 1, -1) on a batch)"
-        )
-    return ""
-
-
-def layer_error(layer: str, input_shape: Any, message: str) -> ShapeError:
-    """A ShapeError whose message starts with the layer and the input shape it was given (plus a
-    hint when the shape looks channels-first)."""
-    shape = tuple(input_shape)
-    return ShapeError(f"{layer}: input shape {shape}: {message}{_channels_first_hint(shape)}")
-
-
-def channels_last(layer: str, input_shape: Any) -> Any:
-    """``input_shape`` itself, after checking it has a channels axis (rank >= 1): the output
-    shape of per-channel layers (BatchNorm, LayerScale)."""
-    if len(input_shape) < 1:
-        raise layer_error(layer, input_shape, "expected (..., C), channels last")
-    return input_shape
-
-
-def check_rank(layer: str, shape: Sequence[int], rank: int, layout: str) -> None:
-    """Raises unless ``shape`` has ``rank`` dims (one example, no batch axis)."""
-    if len(shape) != rank:
-        raise layer_error(
-            layer,
-            shape,
-            f"expected rank {rank} {layout} for ONE example (batch with jcnn.batched / vmap), "
-            f"got rank {len(shape)}",
-        )
-
-
-def check_floating(layer: str, x: Any) -> None:
-    """Raises TypeError unless ``x`` has a floating dtype (layers with weights compute in it:
-    an integer input would cast the weights to integers and give zeros)."""
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise TypeError(
-            f"{layer}: input dtype {x.dtype}: expected floating-point data; integer pixels "
-            "would cast the weights to integers. Convert first: x.astype(np.float32) / 255 "
-            "(or jcnn.data.normalize)"
-        )
-
-
-def check_key(layer: str, key: jax.Array | None, train: bool) -> None:
-    """Raises ValueError when a random layer runs in train mode without a PRNG key."""
-    if train and key is None:
-        raise ValueError(
-            f"{layer}: train=True needs a PRNG key: call apply(..., key=key, train=True)"
-        )
-
-
 def child_keys(
     key: jax.Array | None, children: Sequence[tuple[str, Layer]]
 ) -> list[jax.Array | None]:
@@ -864,19 +492,3 @@ def per_channel(v: jax.Array, ndim: int) -> jax.Array:
     """A ``(C,)`` vector reshaped to ``(1, ..., 1, C)`` of rank ``ndim``: explicit broadcasting
     over the channels-last axis (jcnn runs clean under ``jax_numpy_rank_promotion="raise"``)."""
     return v.reshape((1,) * (ndim - 1) + v.shape)
-
-
-def shape_of(x: Any) -> Any:
-    """Python shape tuple(s) of an array or a tuple of arrays (combinator inputs)."""
-    if isinstance(x, (tuple, list)):
-        return tuple(shape_of(v) for v in x)
-    return tuple(x.shape)
-
-
-def check_tree(where: str, tree: Any, keys: Sequence[str], what: str) -> None:
-    """Raises unless ``tree`` is a dict with exactly ``keys`` (params/state of a combinator)."""
-    if not isinstance(tree, dict) or set(tree) != set(keys):
-        got = sorted(tree) if isinstance(tree, dict) else type(tree).__name__
-        raise ValueError(
-            f"{where}: {what} from another architecture: expected children {sorted(keys)}, got {got}"
-        )

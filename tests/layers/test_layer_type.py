@@ -11,7 +11,8 @@ import pytest
 import jcnn
 from jcnn import layers as L
 from jcnn import models
-from jcnn.layers.core import COMBINES, Hparams, Window, custom
+from jcnn.layers.core import COMBINES, Hparams, Window
+from jcnn.layers.custom import custom
 from jcnn.layers.precision import Policy, with_policy
 from jcnn.layers.remat import remat
 from jcnn.layers.shapes import ShapeError
@@ -221,10 +222,36 @@ def test_custom_apply_returning_only_y_is_named_with_the_fix():
     twice = L.custom(init, apply, "Twice", output_shape=lambda s: s, stochastic=False)
     net = L.serial(L.Dense(3), twice)
     _, params, state = net.init(jax.random.key(0), (4,))
-    with pytest.raises(TypeError, match=r"Twice_0: .*returned ArrayImpl.*return y, state"):
+    with pytest.raises(TypeError, match=r"Twice_0: .*returned ArrayImpl.*\(y, state\)"):
         net.apply(params, state, jnp.ones(4))
     with pytest.raises(TypeError, match="return y, state"):
         jcnn.batched(net.apply)(params, state, jnp.ones((2, 4)))
+    deep = L.serial(L.serial(twice, name="block"), name="net")
+    _, params, state = deep.init(jax.random.key(0), (4,))
+    with pytest.raises(TypeError, match=r"^net/block/Twice_0: .*\(y, state\)"):
+        deep.apply(params, state, jnp.ones(4))
+
+
+@pytest.mark.parametrize(
+    "returned, said",
+    [
+        (lambda shape: ({}, {}), "a tuple of 2"),
+        (lambda shape: shape, "tuple of 1"),
+        (lambda shape: ({}, {}, shape), "first element of type dict"),
+        (lambda shape: None, "NoneType"),
+    ],
+)
+def test_custom_init_not_returning_shape_params_state_is_named(returned, said):
+    def init(key, shape):
+        return returned(shape)
+
+    def apply(params, state, x, *, key=None, train=False):
+        return x, state
+
+    odd = L.custom(init, apply, "Odd", output_shape=lambda s: s, stochastic=False)
+    net = L.serial(L.Dense(3), odd.named("odd"), name="net")
+    with pytest.raises(TypeError, match=r"^net/odd: .*" + said + r".*\(output_shape, params, state\)"):
+        net.init(jax.random.key(0), (4,))
 
 
 def test_batch_norm_unbound_axis_hint_keeps_the_state_unbatched():
