@@ -173,7 +173,9 @@ def AvgPool(
         as :func:`MaxPool`.
     """
 
-    return _pool(_avg_pool_rule, "AvgPool", window, stride, padding, count_include_pad=count_include_pad)
+    return _pool(
+        _avg_pool_rule, "AvgPool", window, stride, padding, count_include_pad=count_include_pad
+    )
 
 
 def _global_avg_rule(layer: Layer) -> Fns:
@@ -284,9 +286,7 @@ def _adaptive_fns(layer: Layer, *, is_max: bool) -> Fns:
     return parameter_free(output_shape, forward)
 
 
-def _adaptive(
-    rule: Callable[[Layer], Fns], kind: str, output_size: int | Sequence[int]
-) -> Layer:
+def _adaptive(rule: Callable[[Layer], Fns], kind: str, output_size: int | Sequence[int]) -> Layer:
     rank = len(output_size) if isinstance(output_size, Sequence) else 2  # else: an int (2-D)
     if rank < 1:
         raise shapes.ShapeError(f"{kind} output_size needs at least one spatial dim, got ()")
