@@ -8,7 +8,8 @@ from typing import Any
 
 import jax
 import optax
-from jax.tree_util import keystr
+
+from jcnn.layers import paths
 
 
 def freeze(
@@ -27,17 +28,18 @@ def freeze(
             typo would freeze nothing).
     """
     _check_patterns(frozen)
-    paths = [param_path(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+    leaves = [path for path, _ in paths.leaf_paths(params)]
 
     # A layer without params (Relu_0: {}) is a name a pattern may hold too (a whole body).
     def no_params(v: Any) -> bool:
         return isinstance(v, dict) and not v
 
     empty = jax.tree_util.tree_flatten_with_path(params, is_leaf=no_params)[0]
-    names = paths + [param_path(p) for p, v in empty if no_params(v)]
+    names = leaves + [param_path(p) for p, v in empty if no_params(v)]
     unmatched = [pat for pat in frozen if not any(_matches(p, pat) for p in names)]
     if unmatched:
-        shown = ", ".join(paths[:12]) + (f", ... ({len(paths)} in all)" if len(paths) > 12 else "")
+        more = f", ... ({len(leaves)} in all)" if len(leaves) > 12 else ""
+        shown = ", ".join(leaves[:12]) + more
         raise ValueError(
             f"freeze: {unmatched} match no parameter path, so they would freeze nothing; paths "
             f"are {shown} (patterns are fnmatch globs; a pattern also matches everything below "
@@ -60,14 +62,9 @@ def _matches(path: str, pattern: str) -> bool:
     return fnmatch(path, pattern) or fnmatch(path, pattern.rstrip("/") + "/*")
 
 
-def param_path(path: Sequence[Any]) -> str:
-    """``"a/b/kernel"`` from a ``jax.tree_util`` key path (``keystr(simple=True)``).
-
-    Example:
-        >>> [param_path(p) for p, _ in jax.tree_util.tree_flatten_with_path({"a": {"b": 1}})[0]]
-        ['a/b']
-    """
-    return keystr(tuple(path), simple=True, separator="/")
+#: ``"a/b/kernel"`` from a ``jax.tree_util`` key path: :func:`jcnn.layers.paths.key_path`, the
+#: one way jcnn writes a parameter's address (kept under this name for the train side).
+param_path = paths.key_path
 
 
 def param_labels(params: Any, frozen: Sequence[str]) -> Any:
