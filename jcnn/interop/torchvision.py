@@ -47,13 +47,13 @@ LEAF_NAMES = {
     "var": "running_var",
 }
 
-#: Where torchvision's keys depart from the rule, by jcnn layer kind: ``(module, names)``, the
-#: torch module holding the layer's tensors (``"parent"``: its parent's path instead of its own)
-#: and the torch names of its leaves. ConvNeXt's ``CNBlock`` stores its layer scale as a
-#: ``(C, 1, 1)`` parameter of the block itself: jcnn ``features/1/0/layer_scale`` + ``scale``
-#: (shape ``(C,)``) is torchvision's ``features.1.0.layer_scale``.
-EXCEPTIONS: dict[str, tuple[str, dict[str, str]]] = {
-    "LayerScale": ("parent", {"scale": "layer_scale"}),
+#: Where torchvision's keys depart from the rule, by jcnn layer kind: jcnn leaf name -> (torch
+#: name in the layer's PARENT module, torch's shape as ``np.reshape`` takes it). ConvNeXt's
+#: ``CNBlock`` stores its layer scale as a ``(C, 1, 1)`` parameter of the block itself: jcnn
+#: ``features/1/0/layer_scale`` + ``scale`` (shape ``(C,)``) is torchvision's
+#: ``features.1.0.layer_scale``.
+EXCEPTIONS: dict[str, dict[str, tuple[str, tuple[int, ...]]]] = {
+    "LayerScale": {"scale": ("layer_scale", (-1, 1, 1))},
 }
 
 #: Torch buffers with no jcnn leaf: BatchNorm's step counter, written as 0 by
@@ -71,16 +71,10 @@ def torch_key(path: str, leaf: str, kind: str = "") -> str:
         >>> torch_key("features/1/0/layer_scale", "scale", "LayerScale")
         'features.1.0.layer_scale'
     """
-    names = EXCEPTIONS.get(kind, ("", {}))[1]
-    return f"{_module(path, kind)}.{names.get(leaf, LEAF_NAMES[leaf])}"
-
-
-def _module(path: str, kind: str) -> str:
-    """The torch module path of the jcnn layer at ``path``."""
-    where = EXCEPTIONS.get(kind, ("self", {}))[0]
-    if where == "parent":
-        path = path.rpartition("/")[0]
-    return path.replace("/", ".")
+    if leaf in EXCEPTIONS.get(kind, {}):
+        parent = path.rpartition("/")[0]
+        return f"{parent.replace('/', '.')}.{EXCEPTIONS[kind][leaf][0]}"
+    return f"{path.replace('/', '.')}.{LEAF_NAMES[leaf]}"
 
 
 @functools.cache
@@ -139,102 +133,54 @@ def _builder(name: str) -> Callable[..., Layer]:
     return _builders()[name]
 
 
-# ---------------------------------------------------------------------------------------------
-# Inlined children: porting walks a combinator's children by key, so it is handed the same net
-# with every child under its own key (the tree each combinator's rule works on); the trees are
-# moved between that form and the public one (inlined children's keys in their parent's dict).
-# ---------------------------------------------------------------------------------------------
-
-
-def _nested_net(layer: Layer) -> Layer:
-    """``layer`` with no inlined children (same dataflow; each child under its own key)."""
-    if not layer.children:
-        return layer
-    children = tuple((k, _nested_net(c)) for k, c in layer.children)
-    return layer.replace(children=children, inline=False)
-
-
-def _nested_tree(layer: Layer, tree: Any) -> Any:
-    """The public ``tree`` of ``layer`` in :func:`_nested_net`'s form."""
-    if not layer.children:
-        return tree
-    out = {}
-    for key, child in layer.children:
-        sub = {k: tree[k] for k in child.tree_keys} if child.inline else tree[key]
-        out[key] = _nested_tree(child, sub)
-    return out
-
-
-def _public_tree(layer: Layer, tree: Any) -> Any:
-    """The inverse of :func:`_nested_tree`."""
-    if not layer.children:
-        return tree
-    out: dict[str, Any] = {}
-    for key, child in layer.children:
-        sub = _public_tree(child, tree[key])
-        if child.inline:
-            out.update(sub)
-        else:
-            out[key] = sub
-    return out
-
-
-def _paths(layer: Layer, nested: str = "", public: str = "") -> dict[str, tuple[str, str]]:
-    """Every layer's path in :func:`_nested_net` -> (its public path, its kind)."""
-    out = {nested: (public, layer.kind)}
-    for key, child in layer.children:
-        inner = f"{nested}/{key}" if nested else key
-        outer = public if child.inline else (f"{public}/{key}" if public else key)
-        out.update(_paths(child, inner, outer))
-    return out
-
-
 class _Ported:
-    """``net`` as porting sees it: the nested net and the torch module prefix of each leaf."""
+    """``net`` as :mod:`jcnn.porting` takes it: the torch module of each leaf with params or
+    state (its path, by the rule) and the torch keys of the exceptions."""
 
     def __init__(self, net: Layer) -> None:
         self.net = net
-        self.nested = _nested_net(net)
-        self.leaves = porting.torch_leaves(self.nested, PROBE_SHAPE)
-        paths = _paths(net)
-        #: nested leaf path -> public path
-        self.public = {leaf.path: paths[leaf.path][0] for leaf in self.leaves}
-        self.prefixes = {
-            leaf.path: _module(self.public[leaf.path], leaf.layer.kind) for leaf in self.leaves
-        }
-        modules = list(self.prefixes.values())
-        if len(set(modules)) != len(modules):  # a bug in the exceptions, not user input
-            raise AssertionError(f"{net.name}: two jcnn leaves map to one torch module")
+        self.leaves = porting.torch_leaves(net, PROBE_SHAPE)
+        self.prefixes = {leaf.path: leaf.path.replace("/", ".") for leaf in self.leaves}
+        self.names = {}
+        #: torch key -> the jcnn path of its layer
+        self.path_of = {}
+        for leaf in self.leaves:
+            kind = leaf.layer.kind
+            for name in (*leaf.params, *leaf.state):
+                self.path_of[torch_key(leaf.path, name, kind)] = leaf.path
+                if name in EXCEPTIONS.get(kind, {}):
+                    torch_shape = EXCEPTIONS[kind][name][1]
+                    key = torch_key(leaf.path, name, kind)
+                    self.names[f"{leaf.path}/{name}"] = porting.TorchName(key, torch_shape)
+            for name in TORCH_ONLY:
+                self.path_of[f"{self.prefixes[leaf.path]}.{name}"] = leaf.path
 
     @property
     def head(self) -> str:
-        """The public path of the last leaf with params (the classifier)."""
-        return self.public[self.leaves[-1].path]
+        """The path of the last leaf with params (the classifier)."""
+        return self.leaves[-1].path
 
     def expected_keys(self) -> dict[str, tuple[str, tuple[int, ...]]]:
         """torch key -> (jcnn path, torch shape) that ``to_torchvision`` writes."""
         from jcnn.layers.core import init_shapes
 
-        _, params, state = init_shapes(self.nested, PROBE_SHAPE)
+        _, params, state = init_shapes(self.net, PROBE_SHAPE)
         # Zero-stride views: the key list costs no memory even for VGG's 500 MB of weights.
         zeros = jax.tree_util.tree_map(
             lambda s: np.broadcast_to(np.zeros((), s.dtype), s.shape), (params, state)
         )
-        torch_sd = porting.to_torch(self.nested, PROBE_SHAPE, *zeros, prefixes=self.prefixes)
-        path_of = {prefix: self.public[path] for path, prefix in self.prefixes.items()}
-        return {
-            key: (path_of[key.rpartition(".")[0]], tuple(v.shape)) for key, v in torch_sd.items()
-        }
+        torch_sd = self.to_torch(*zeros)
+        return {key: (self.path_of[key], tuple(v.shape)) for key, v in torch_sd.items()}
 
     def from_torch(self, state_dict: Mapping[str, Any]) -> tuple[Any, Any]:
-        params, state = porting.from_torch(
-            self.nested, PROBE_SHAPE, state_dict, prefixes=self.prefixes
+        return porting.from_torch(
+            self.net, PROBE_SHAPE, state_dict, prefixes=self.prefixes, names=self.names
         )
-        return _public_tree(self.net, params), _public_tree(self.net, state)
 
     def to_torch(self, params: Any, state: Any) -> dict[str, np.ndarray]:
-        nested = (_nested_tree(self.net, params), _nested_tree(self.net, state))
-        return porting.to_torch(self.nested, PROBE_SHAPE, *nested, prefixes=self.prefixes)
+        return porting.to_torch(
+            self.net, PROBE_SHAPE, params, state, prefixes=self.prefixes, names=self.names
+        )
 
 
 def _ported(name: str, width: int | None) -> _Ported:

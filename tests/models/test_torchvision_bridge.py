@@ -20,7 +20,8 @@ from torchvision_weights import random_state_dict
 import jcnn
 from jcnn import layers as L
 from jcnn import models, porting
-from jcnn.models import torchvision_bridge as bridge
+from jcnn.interop import torchvision as bridge
+from jcnn.layers import paths
 
 FIXTURE = pathlib.Path(__file__).resolve().parents[1] / "fixtures" / "torchvision_models.npz"
 
@@ -149,7 +150,7 @@ def test_errors_name_the_key_and_the_jcnn_path() -> None:
     with pytest.raises(
         ValueError,
         match=r"lacks 1 key.*'layer2\.0\.downsample\.0\.weight' \(for jcnn "
-        r"layer2/serial_0/residual_0/shortcut/Conv_0, shape \(128, 64, 1, 1\)\)",
+        r"layer2/0/downsample/0, shape \(128, 64, 1, 1\)\)",
     ):
         models.from_torchvision("resnet18", missing)
     extra = {**sd, "layer5.0.conv1.weight": np.zeros((1, 1, 1, 1), np.float32)}
@@ -159,7 +160,7 @@ def test_errors_name_the_key_and_the_jcnn_path() -> None:
     with pytest.raises(
         ValueError,
         match=r"'layer1\.0\.conv2\.weight' has shape \(64, 64, 1, 3\), but jcnn "
-        r"layer1/serial_0/residual_0/block/serial_1/Conv_0 needs torch shape \(64, 64, 3, 3\)",
+        r"layer1/0/conv2 needs torch shape \(64, 64, 3, 3\)",
     ):
         models.from_torchvision("resnet18", bad)
     with pytest.raises(TypeError, match="state_dict must be a mapping"):
@@ -172,10 +173,40 @@ def test_googlenet_aux_heads_get_a_hint() -> None:
         models.from_torchvision("googlenet", sd)
 
 
-def test_every_prefix_map_is_one_to_one() -> None:
-    for name in models.SUPPORTED:
-        prefixes = bridge.torchvision_prefixes(name)
-        assert len(set(prefixes.values())) == len(prefixes), name
+#: The jcnn leaf name's torch name: the rule's half that is not the path.
+TORCH_LEAF_NAMES = {
+    "kernel": "weight", "bias": "bias", "scale": "weight", "offset": "bias",
+    "mean": "running_mean", "var": "running_var",
+}  # fmt: skip
+
+
+def _by_the_rule(path: str) -> str:
+    """``layer1/0/conv1/kernel`` -> ``layer1.0.conv1.weight``."""
+    module, _, leaf = path.rpartition("/")
+    return f"{module.replace('/', '.')}.{TORCH_LEAF_NAMES[leaf]}"
+
+
+def test_resnet18_params_have_torchvisions_names() -> None:
+    _, params, state = jcnn.init_shapes(models.resnet18(), (64, 64, 3))
+    assert params["layer1"]["0"]["conv1"]["kernel"].shape == (3, 3, 64, 64)
+    assert paths.subtree(state, "layer2/0/downsample/1/var").shape == (128,)
+
+
+@pytest.mark.parametrize("name", sorted(COUNTS))
+def test_torchvision_keys_are_jcnn_paths_by_the_rule(name: str) -> None:
+    """Every torchvision key is a jcnn path with "/" as "." and the leaf's torch name, except
+    the listed ones: BatchNorm's step counter (torch only) and ConvNeXt's layer scale (a
+    parameter of the block module: ``features.1.0.layer_scale``, not ``...layer_scale.weight``)."""
+    _, params, state = jcnn.init_shapes(getattr(models, name)(), (64, 64, 3))
+    ours = {_by_the_rule(p) for tree in (params, state) for p, _ in paths.leaf_paths(tree)}
+    torch = set(torch_keys(name)[0])
+    step_counters = {k for k in torch if k.endswith(".num_batches_tracked")}
+    layer_scales = {k for k in torch if k.endswith(".layer_scale")}
+    assert len(layer_scales) == (18 if name == "convnext_tiny" else 0)
+    assert ours == (torch - step_counters - layer_scales) | {f"{k}.weight" for k in layer_scales}
+    # The exceptions table says the same.
+    assert bridge.EXCEPTIONS == {"LayerScale": {"scale": ("layer_scale", (-1, 1, 1))}}
+    assert bridge.TORCH_ONLY == ("num_batches_tracked",)
 
 
 def test_the_bridge_builds_with_torch_batch_norm_conventions() -> None:
@@ -189,19 +220,15 @@ def test_the_bridge_builds_with_torch_batch_norm_conventions() -> None:
 
 
 def test_layer_scale_ports_as_a_block_parameter() -> None:
-    net = L.serial(L.Conv(3, 1), L.LayerScale(0.5))
-    rng = np.random.default_rng(0)
-    sd = {
-        "conv.weight": rng.standard_normal((3, 2, 1, 1)).astype(np.float32),
-        "conv.bias": rng.standard_normal(3).astype(np.float32),
-        "block.layer_scale": rng.standard_normal((3, 1, 1)).astype(np.float32),
-    }
-    prefixes = {"Conv_0": "conv", "LayerScale_0": "block"}
-    params, state = porting.from_torch(net, (4, 4, 2), sd, prefixes=prefixes)
-    np.testing.assert_array_equal(params["LayerScale_0"]["scale"], sd["block.layer_scale"][:, 0, 0])
-    back = porting.to_torch(net, (4, 4, 2), params, state, prefixes=prefixes)
-    assert back["block.layer_scale"].shape == (3, 1, 1)
-    np.testing.assert_array_equal(back["block.layer_scale"], sd["block.layer_scale"])
+    sd = torch_state_dict("convnext_tiny")
+    _, params, state = models.from_torchvision("convnext_tiny", sd)
+    scale = params["features"]["3"]["1"]["layer_scale"]["scale"]
+    np.testing.assert_array_equal(scale, sd["features.3.1.layer_scale"][:, 0, 0])
+    back = models.to_torchvision("convnext_tiny", params, state)
+    assert back["features.3.1.layer_scale"].shape == (192, 1, 1)
+    assert bridge.torch_key("features/3/1/layer_scale", "scale", "LayerScale") == (
+        "features.3.1.layer_scale"
+    )
 
 
 # ------------------------------------------------------------------ safetensors

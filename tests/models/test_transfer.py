@@ -62,7 +62,8 @@ def _same(a, b):
 def test_replace_head_keeps_keys_and_changes_output():
     net = replace_head(models.resnet18(), L.Dense(5))
     assert [k for k, _ in net.children] == [
-        "stem", "layer1", "layer2", "layer3", "layer4", "GlobalAvgPool_0", "head",
+        "conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool",
+        "head",
     ]  # fmt: skip
     assert jcnn.output_shape(net, (224, 224, 3)) == (5,)
     # fc 512 -> 1000 (513,000) replaced by 512 -> 5 (2,565).
@@ -156,14 +157,15 @@ def test_transfer_uses_create_train_states_keys_and_fresh_state(pretrained):
     assert not _same(other.params["head"], ts.params["head"])
 
 
-VGG_CLASSIFIER = ["Dense_0", "Relu_0", "Dropout_0", "Dense_1", "Relu_1", "Dropout_1"]
+#: torchvision's ``classifier`` Sequential before its last Linear (``classifier[6]``).
+VGG_CLASSIFIER = ["0", "1", "2", "3", "4", "5"]
 
 
 def test_replace_head_nested_in_vgg_classifier():
     vgg = models.vgg11()
-    net = replace_head(vgg, L.Dense(10), head="classifier/Dense_2", body_inference=True)
+    net = replace_head(vgg, L.Dense(10), head="classifier/6", body_inference=True)
     assert net.name == vgg.name
-    assert [k for k, _ in net.children] == ["features", "avgpool", "Flatten_0", "classifier"]
+    assert [k for k, _ in net.children] == ["features", "avgpool", "flatten", "classifier"]
     classifier = dict(net.children)["classifier"]
     assert classifier.name == "classifier" and classifier.combine == "serial"
     assert [k for k, _ in classifier.children] == [*VGG_CLASSIFIER, "head"]
@@ -176,7 +178,7 @@ def test_replace_head_nested_in_vgg_classifier():
     _, params, _ = jcnn.init_shapes(net, shape)
     _, old, _ = jcnn.init_shapes(vgg, shape)
     assert sorted(params["classifier"]) == sorted([*VGG_CLASSIFIER, "head"])
-    for key in ("features", "avgpool", "Flatten_0"):  # the kept params plug in at their paths
+    for key in ("features", "avgpool", "flatten"):  # the kept params plug in at their paths
         assert jax.tree.structure(params[key]) == jax.tree.structure(old[key])
     for key in VGG_CLASSIFIER:
         assert jax.tree.map(lambda s: s.shape, params["classifier"][key]) == jax.tree.map(
@@ -190,16 +192,16 @@ def test_replace_head_nested_in_vgg_classifier():
 
 def test_replace_head_nested_errors():
     vgg = models.vgg11()
-    with pytest.raises(ValueError, match=r"no child keyed 'classifier/nope'.*'Dense_2'"):
+    with pytest.raises(ValueError, match=r"no child keyed 'classifier/nope'.*'6'"):
         replace_head(vgg, L.Dense(2), head="classifier/nope")
-    with pytest.raises(ValueError, match=r"no child keyed 'clf/Dense_2'.*'classifier'"):
-        replace_head(vgg, L.Dense(2), head="clf/Dense_2")
+    with pytest.raises(ValueError, match=r"no child keyed 'clf/6'.*'classifier'"):
+        replace_head(vgg, L.Dense(2), head="clf/6")
     with pytest.raises(ValueError, match="'avgpool' is not a serial network"):
         replace_head(vgg, L.Dense(2), head="avgpool/x")
     with pytest.raises(ValueError, match="first child"):
-        replace_head(vgg, L.Dense(2), head="features/Conv_0")
+        replace_head(vgg, L.Dense(2), head="features/0")
     with pytest.raises(ValueError, match="already a child key"):
-        replace_head(vgg, L.Dense(2), head="classifier/Dense_2", head_name="Dense_0")
+        replace_head(vgg, L.Dense(2), head="classifier/6", head_name="0")
 
 
 def _nested_net():

@@ -5,6 +5,7 @@ stride, ceil-mode pools), blocks against NumPy loops, and real forwards of two s
 from __future__ import annotations
 
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -15,6 +16,7 @@ from reference import np_conv, np_pool
 import jcnn
 from jcnn import layers as L
 from jcnn import models
+from jcnn.layers import paths
 from jcnn.models.googlenet import CEIL_MODE_PADDING
 from jcnn.models.vgg import vgg_features
 
@@ -46,6 +48,49 @@ def test_parameter_count_and_output_shape(name):
     net = make()
     assert jcnn.count_params(net, shape) == count
     assert jcnn.output_shape(net, shape) == ((10,) if name.startswith("cifar") else (1000,))
+
+
+#: Parameter paths of torchvision's module tree (its state-dict keys with "/" for "." and the
+#: jcnn leaf name): nn.Sequential children by position, parameter-free modules counted.
+TORCHVISION_PATHS = {
+    "resnet18": ["conv1/kernel", "bn1/scale", "layer1/0/conv1/kernel", "layer1/0/bn2/offset",
+                 "layer2/0/downsample/0/kernel", "layer4/1/conv2/kernel", "fc/kernel"],
+    "resnet50": ["layer1/0/conv3/kernel", "layer1/0/bn3/scale", "layer3/5/conv2/kernel",
+                 "layer2/0/downsample/1/scale"],
+    "cifar_resnet18": ["conv1/kernel", "layer2/0/downsample/1/offset", "fc/bias"],
+    "vgg11": ["features/0/kernel", "features/3/kernel", "classifier/0/kernel",
+              "classifier/3/kernel", "classifier/6/kernel"],
+    "vgg11_bn": ["features/0/kernel", "features/1/scale", "features/4/kernel"],
+    "alexnet": ["features/0/kernel", "features/3/kernel", "features/10/kernel",
+                "classifier/1/kernel", "classifier/4/kernel", "classifier/6/bias"],
+    "googlenet": ["conv1/conv/kernel", "conv3/bn/scale", "inception3a/branch1/conv/kernel",
+                  "inception3a/branch2/1/conv/kernel", "inception5b/branch4/1/bn/offset",
+                  "fc/kernel"],
+    "mobilenet_v2": ["features/0/0/kernel", "features/1/conv/0/0/kernel",
+                     "features/1/conv/1/kernel", "features/2/conv/3/scale",
+                     "features/18/1/scale", "classifier/1/kernel"],
+    "efficientnet_b0": ["features/0/1/scale", "features/1/0/block/0/0/kernel",
+                        "features/1/0/block/1/fc1/kernel", "features/2/1/block/3/1/offset",
+                        "features/8/0/kernel", "classifier/1/kernel"],
+    "convnext_tiny": ["features/0/0/kernel", "features/0/1/scale", "features/1/0/block/0/kernel",
+                      "features/1/0/block/2/scale", "features/1/0/block/5/kernel",
+                      "features/1/0/layer_scale/scale", "features/2/1/kernel",
+                      "classifier/0/scale", "classifier/2/kernel"],
+    "densenet121": ["features/conv0/kernel", "features/denseblock1/denselayer1/norm1/scale",
+                    "features/denseblock4/denselayer16/conv2/kernel",
+                    "features/transition1/conv/kernel", "features/norm5/offset",
+                    "classifier/kernel"],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(TORCHVISION_PATHS))
+def test_params_are_named_as_torchvision_modules(name):
+    shape = (32, 32, 3) if name == "cifar_resnet18" else (64, 64, 3)
+    _, params, _ = jcnn.init_shapes(getattr(models, name)(), shape)
+    have = {p for p, _ in paths.leaf_paths(params)}
+    assert set(TORCHVISION_PATHS[name]) <= have, sorted(set(TORCHVISION_PATHS[name]) - have)
+    # No counters (``Conv_0``): every key with params is torchvision's module name.
+    assert not [p for p in have if re.search(r"_\d+(/|$)", p)]
 
 
 def _child(net, *keys):
@@ -91,7 +136,7 @@ def test_vgg19_flatten_width_and_classifier():
 
 def test_alexnet_structure():
     net = models.alexnet()
-    assert [k for k, _ in net.children] == ["features", "avgpool", "Flatten_0", "classifier"]
+    assert [k for k, _ in net.children] == ["features", "avgpool", "flatten", "classifier"]
     assert [c.kind for _, c in _child(net, "classifier").children] == [
         "Dropout", "Dense", "Relu", "Dropout", "Dense", "Relu", "Dense",
     ]  # fmt: skip
@@ -123,14 +168,15 @@ def test_adaptive_avgpool_takes_any_input_size(make, pooled, count, shape):
 def test_zoo_params_tree_keeps_its_names():
     for make in (models.alexnet, models.vgg11):
         _, params, _ = jcnn.init_shapes(make(), IMAGENET)
-        assert sorted(params) == ["Flatten_0", "avgpool", "classifier", "features"]
-        assert params["avgpool"] == {} and params["Flatten_0"] == {}
+        assert sorted(params) == ["avgpool", "classifier", "features", "flatten"]
+        assert params["avgpool"] == {} and params["flatten"] == {}
 
 
 def test_too_small_inputs_name_the_failing_layer():
-    with pytest.raises(ValueError, match="MaxPool"):
-        jcnn.output_shape(models.vgg11(), (31, 31, 3))  # the fifth 2x2 pool gets 1x1
-    with pytest.raises(ValueError, match="MaxPool"):
+    # The path is torchvision's: features[20] is VGG-11's fifth 2x2 pool, which gets 1x1.
+    with pytest.raises(ValueError, match=r"^vgg11/features/20: input shape \(1, 1, 512\)"):
+        jcnn.output_shape(models.vgg11(), (31, 31, 3))
+    with pytest.raises(ValueError, match=r"^alexnet/features/12: input shape \(2, 2, 256\)"):
         jcnn.output_shape(models.alexnet(), (62, 62, 3))  # pool5 gets 2x2
     assert jcnn.output_shape(models.vgg11(), (32, 32, 3)) == (1000,)
     assert jcnn.output_shape(models.alexnet(), (63, 63, 3)) == (1000,)
@@ -178,17 +224,21 @@ def test_convs_before_batchnorm_have_no_bias(make):
 
 def test_bottleneck_stride_on_the_3x3():
     net = models.resnet50()
-    first = _child(net, "layer2", "serial_0", "residual_0")
-    convs = [c for c in _leaves(_child(first, "block")) if c.kind == "Conv"]
+    convs = [net.at(f"layer2/0/conv{i}") for i in (1, 2, 3)]
     assert [(c.hparams["kernel_size"], c.hparams["stride"]) for c in convs] == [
         ((1, 1), (1, 1)),
         ((3, 3), (2, 2)),
         ((1, 1), (1, 1)),
     ]
-    (proj,) = [c for c in _leaves(_child(first, "shortcut")) if c.kind == "Conv"]
+    proj = net.at("layer2/0/downsample/0")
+    assert proj.kind == "Conv"
     assert proj.hparams["kernel_size"] == (1, 1) and proj.hparams["stride"] == (2, 2)
     # Stage outputs 56, 28, 14, 7 with 256 .. 2048 channels.
-    stem_to = [L.serial(*[c.named(k) for k, c in net.children[: i + 1]]) for i in range(1, 5)]
+    keys = [k for k, _ in net.children]
+    stem_to = [
+        L.serial(*[c.named(k) for k, c in net.children[: keys.index(f"layer{i}") + 1]])
+        for i in range(1, 5)
+    ]
     assert [jcnn.output_shape(s, IMAGENET) for s in stem_to] == [
         (56, 56, 256),
         (28, 28, 512),
@@ -271,11 +321,9 @@ def _np_conv_bn(x, conv, bn, bn_state, stride, pad, eps, relu=True):
     return np.maximum(y, 0.0) if relu else y
 
 
-def _conv_bn_ref(x, params, state, stride, pad, eps=1e-5, relu=True):
-    """A ``conv_bn`` / ``basic_conv`` serial: {Conv_0, BatchNorm_0[, Relu_0]}."""
-    return _np_conv_bn(
-        x, params["Conv_0"], params["BatchNorm_0"], state["BatchNorm_0"], stride, pad, eps, relu
-    )
+def _conv_bn_ref(x, params, state, conv, bn, stride, pad, eps=1e-5, relu=True):
+    """The conv keyed ``conv`` and the BatchNorm keyed ``bn`` in ``params`` / ``state``."""
+    return _np_conv_bn(x, params[conv], params[bn], state[bn], stride, pad, eps, relu)
 
 
 def _apply(layer, params, state, x):
@@ -287,10 +335,11 @@ def test_basic_block_vs_numpy(stride):
     block = models.basic_block(3, 4, stride)
     x = np.random.default_rng(0).standard_normal((7, 7, 3)).astype(np.float32)
     params, state = _random_init(block, x.shape, seed=stride)
-    p, s = params["residual_0"], state["residual_0"]
-    h = _conv_bn_ref(x, p["block"]["serial_0"], s["block"]["serial_0"], stride, 1)
-    h = _conv_bn_ref(h, p["block"]["serial_1"], s["block"]["serial_1"], 1, 1, relu=False)
-    short = _conv_bn_ref(x, p["shortcut"], s["shortcut"], stride, 0, relu=False)
+    p, s = params, state  # torchvision's BasicBlock: conv1, bn1, conv2, bn2, downsample.0/.1
+    h = _conv_bn_ref(x, p, s, "conv1", "bn1", stride, 1)
+    h = _conv_bn_ref(h, p, s, "conv2", "bn2", 1, 1, relu=False)
+    down_p, down_s = p["downsample"], s["downsample"]
+    short = _conv_bn_ref(x, down_p, down_s, "0", "1", stride, 0, relu=False)
     want = np.maximum(h + short, 0.0)
     np.testing.assert_allclose(_apply(block, params, state, x), want, rtol=1e-4, atol=1e-4)
 
@@ -299,11 +348,11 @@ def test_bottleneck_vs_numpy():
     block = models.bottleneck(4, 2, stride=2)  # 4 -> 8 channels, projection shortcut
     x = np.random.default_rng(1).standard_normal((6, 6, 4)).astype(np.float32)
     params, state = _random_init(block, x.shape, seed=3)
-    p, s = params["residual_0"], state["residual_0"]
-    h = _conv_bn_ref(x, p["block"]["serial_0"], s["block"]["serial_0"], 1, 0)
-    h = _conv_bn_ref(h, p["block"]["serial_1"], s["block"]["serial_1"], 2, 1)
-    h = _conv_bn_ref(h, p["block"]["serial_2"], s["block"]["serial_2"], 1, 0, relu=False)
-    short = _conv_bn_ref(x, p["shortcut"], s["shortcut"], 2, 0, relu=False)
+    p, s = params, state
+    h = _conv_bn_ref(x, p, s, "conv1", "bn1", 1, 0)
+    h = _conv_bn_ref(h, p, s, "conv2", "bn2", 2, 1)
+    h = _conv_bn_ref(h, p, s, "conv3", "bn3", 1, 0, relu=False)
+    short = _conv_bn_ref(x, p["downsample"], s["downsample"], "0", "1", 2, 0, relu=False)
     want = np.maximum(h + short, 0.0)
     np.testing.assert_allclose(_apply(block, params, state, x), want, rtol=1e-4, atol=1e-4)
 
@@ -312,15 +361,17 @@ def test_inception_module_vs_numpy():
     module = models.inception_module(2, 3, 4, 1, 2, 3)
     x = np.random.default_rng(2).standard_normal((5, 5, 3)).astype(np.float32)
     params, state = _random_init(module, x.shape, seed=4)
-    p, s = params, state
     eps = 1e-3
-    b1 = _conv_bn_ref(x, p["serial_0"], s["serial_0"], 1, 0, eps)
-    b2 = _conv_bn_ref(x, p["serial_1"]["serial_0"], s["serial_1"]["serial_0"], 1, 0, eps)
-    b2 = _conv_bn_ref(b2, p["serial_1"]["serial_1"], s["serial_1"]["serial_1"], 1, 1, eps)
-    b3 = _conv_bn_ref(x, p["serial_2"]["serial_0"], s["serial_2"]["serial_0"], 1, 0, eps)
-    b3 = _conv_bn_ref(b3, p["serial_2"]["serial_1"], s["serial_2"]["serial_1"], 1, 1, eps)
+
+    def basic_conv(x, path, pad):  # torchvision's BasicConv2d: conv, bn (and a ReLU)
+        p, s = paths.subtree(params, path), paths.subtree(state, path)
+        return _conv_bn_ref(x, p, s, "conv", "bn", 1, pad, eps)
+
+    b1 = basic_conv(x, "branch1", 0)
+    b2 = basic_conv(basic_conv(x, "branch2/0", 0), "branch2/1", 1)
+    b3 = basic_conv(basic_conv(x, "branch3/0", 0), "branch3/1", 1)
     pooled = np_pool(x, (3, 3), (1, 1), [(1, 1)] * 2, "max")
-    b4 = _conv_bn_ref(pooled, p["serial_3"]["serial_0"], s["serial_3"]["serial_0"], 1, 0, eps)
+    b4 = basic_conv(pooled, "branch4/1", 0)
     want = np.concatenate([b1, b2, b3, b4], axis=-1)  # torchvision's branch order
     assert want.shape == (5, 5, 2 + 4 + 2 + 3)
     np.testing.assert_allclose(_apply(module, params, state, x), want, rtol=1e-4, atol=1e-4)
@@ -344,10 +395,10 @@ def test_cifar_resnet18_forward_tiny_batch():
     assert out.shape == (2, 10) and np.isfinite(np.asarray(out)).all()
     # Train mode took batch statistics: the stem's running mean moved from 0 to
     # (1 - 0.9) * the mean of its conv outputs over the batch and the 32x32 positions.
-    kernel = np.asarray(params["stem"]["Conv_0"]["kernel"])
+    kernel = np.asarray(params["conv1"]["kernel"])
     conv = [np_conv(v, kernel, (1, 1), [(1, 1)] * 2, (1, 1)) for v in np.asarray(x)]
     want = 0.1 * np.mean(conv, axis=(0, 1, 2))
-    after = np.asarray(new_state["stem"]["BatchNorm_0"]["mean"])
+    after = np.asarray(new_state["bn1"]["mean"])
     np.testing.assert_allclose(after, want, rtol=1e-4, atol=1e-5)
     assert jax.tree_util.tree_structure(new_state) == jax.tree_util.tree_structure(state)
 

@@ -2,7 +2,7 @@
 
 torchvision's parameter counts, output shapes (integer arithmetic against a traced init), the
 structure torchvision fixes (BatchNorm conventions, the stochastic-depth spread), the torchvision
-key maps (every leaf once, and the exact state-dict keys and shapes torchvision 0.28 has, by
+state dicts ``to_torchvision`` writes (the exact keys and shapes torchvision 0.28 has, by
 digest), and real forwards at 64x64: eval (jitted) and train (batch statistics, dropout and
 stochastic depth with a key). No torch: logits against torchvision were compared outside the
 suite (max |difference| / max |torch logit| at most 1.2e-6 for all four).
@@ -20,7 +20,8 @@ import pytest
 
 import jcnn
 from jcnn import layers as L
-from jcnn import porting
+from jcnn import models
+from jcnn.layers import paths
 from jcnn.models import convnext, densenet, efficientnet, mobilenet
 
 IMAGENET = (224, 224, 3)
@@ -150,9 +151,9 @@ def test_convnext_norms_and_layer_scale():
     assert {x.hparams["approximate"] for x in leaves if x.kind == "Gelu"} == {False}
     scales = [x for x in leaves if x.kind == "LayerScale"]
     assert len(scales) == 18 and {x.hparams["init_value"] for x in scales} == {1e-6}
-    block = _shapes("convnext_tiny")[1]["features"]["stage3"]["block8"]["block"]
+    block = _shapes("convnext_tiny")[1]["features"]["5"]["8"]  # torchvision's features.5.8
     assert block["layer_scale"]["scale"].shape == (384,)
-    assert block["dwconv"]["kernel"].shape == (7, 7, 1, 384)
+    assert block["block"]["0"]["kernel"].shape == (7, 7, 1, 384)
     scaled = convnext.convnext_tiny(layer_scale=0.5)
     assert {x.hparams["init_value"] for x in _leaves(scaled) if x.kind == "LayerScale"} == {0.5}
 
@@ -163,37 +164,29 @@ def _zeros(tree):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_torchvision_prefixes_give_torchvisions_state_dict(name):
-    module, *_ = ZOO[name]
+def test_to_torchvision_gives_torchvisions_state_dict(name):
     n_keys, digest = ZOO[name][3], ZOO[name][4]
-    net = _net(name)
-    paths = [leaf.path for leaf in porting.torch_leaves(net, SMALL)]
-    prefixes = module.torchvision_prefixes(paths)
-    assert list(prefixes) == paths  # every leaf, once
-    assert len(set(prefixes.values())) == len(paths)  # each to its own torch module
     _, params, state = _shapes(name)
-    sd = porting.to_torch(net, SMALL, _zeros(params), _zeros(state), prefixes=prefixes)
+    sd = models.to_torchvision(name, _zeros(params), _zeros(state))
     spec = "\n".join(f"{k}:{tuple(v.shape)}" for k, v in sorted(sd.items()))
     assert len(sd) == n_keys
     assert hashlib.sha256(spec.encode()).hexdigest() == digest, spec[:2000]
-    with pytest.raises(ValueError, match="features/nonsense/conv"):
-        module.torchvision_prefixes([*paths, "features/nonsense/conv"])
 
 
-def test_torchvision_prefix_examples():
-    paths = [leaf.path for leaf in porting.torch_leaves(_net("convnext_tiny"), SMALL)]
-    prefixes = convnext.torchvision_prefixes(paths)
-    assert prefixes["features/stage2/block1/block/layer_scale"] == "features.3.1"
-    assert prefixes["features/downsample2/norm"] == "features.4.0"
-    assert prefixes["classifier/linear"] == "classifier.2"
-    paths = [leaf.path for leaf in porting.torch_leaves(_net("efficientnet_b0"), SMALL)]
-    prefixes = efficientnet.torchvision_prefixes(paths)
-    assert prefixes["features/stage6/block3/block/project/bn"] == "features.6.3.block.3.1"
-    assert prefixes["features/stage1/block0/project/conv"] == "features.1.0.block.2.0"
-    paths = [leaf.path for leaf in porting.torch_leaves(_net("mobilenet_v2"), SMALL)]
-    prefixes = mobilenet.torchvision_prefixes(paths)
-    assert prefixes["features/block17/project/bn"] == "features.17.conv.3"
-    assert prefixes["features/last_conv/bn"] == "features.18.1"
+def test_torchvision_keys_by_the_rule():
+    _, params, state = _shapes("convnext_tiny")
+    sd = models.to_torchvision("convnext_tiny", _zeros(params), _zeros(state))
+    assert sd["features.3.1.layer_scale"].shape == (192, 1, 1)  # the exception: on the block
+    assert sd["features.4.0.weight"].shape == (192,)  # downsample's LayerNorm
+    assert sd["classifier.2.weight"].shape == (1000, 768)
+    _, params, state = _shapes("efficientnet_b0")
+    sd = models.to_torchvision("efficientnet_b0", _zeros(params), _zeros(state))
+    assert sd["features.6.3.block.3.1.running_var"].shape == (192,)
+    assert sd["features.1.0.block.2.0.weight"].shape == (16, 32, 1, 1)
+    _, params, state = _shapes("mobilenet_v2")
+    sd = models.to_torchvision("mobilenet_v2", _zeros(params), _zeros(state))
+    assert sd["features.17.conv.3.weight"].shape == (320,)
+    assert sd["features.18.1.bias"].shape == (1280,)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -267,10 +260,8 @@ def test_train_forward_with_key(name):
         return
     # BatchNorm took batch statistics: the stem's running mean moved to 0.9 * old + 0.1 * the
     # batch mean (a move of 0.1 * (batch - old), batch means of a conv of N(0, 1) inputs).
-    stem = "stem" if name != "densenet121" else "norm0"
-    old = state["features"][stem]
-    new = new_state["features"][stem]
-    if name != "densenet121":
-        old, new = old["bn"], new["bn"]
+    stem = "0/1" if name != "densenet121" else "norm0"  # the stem's BatchNorm
+    old = paths.subtree(state["features"], stem)
+    new = paths.subtree(new_state["features"], stem)
     moved = np.abs(np.asarray(new["mean"]) - np.asarray(old["mean"]))
     assert np.isfinite(moved).all() and moved.max() > 1e-3
