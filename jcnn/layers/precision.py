@@ -20,7 +20,6 @@ gradients scaled back down, which this module does not do.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +27,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jcnn.layers.core import Fns, Layer
+from jcnn.layers.core import Layer
+from jcnn.layers.wrappers import PolicyWrapper, policy_apply
+
+__all__ = ["Policy", "PolicyWrapper", "cast_floating", "with_policy"]
 
 DTypeLike = Any
 
@@ -113,38 +115,6 @@ class Policy:
         return cast_floating(tree, self.output_dtype)
 
 
-def _policy_apply(apply: Callable[..., Any], policy: Policy) -> Callable[..., Any]:
-    def policy_apply(params, state, x, *, key=None, train=False):
-        y, new_state = apply(
-            policy.cast_to_compute(params), state, policy.cast_to_compute(x), key=key, train=train
-        )
-        return policy.cast_to_output(y), new_state
-
-    return policy_apply
-
-
-@dataclass(frozen=True)
-class PolicyWrapper:
-    """The precision wrapper (a :class:`jcnn.layers.core.Wrapper`): params stored in
-    ``param_dtype`` by init; apply in ``compute_dtype``, output in ``output_dtype``."""
-
-    policy: Policy
-
-    @property
-    def label(self) -> str:
-        p = self.policy
-        return f"with_policy[{p.param_dtype}/{p.compute_dtype}/{p.output_dtype}]"
-
-    def wrap(self, fns: Fns) -> Fns:
-        inner_init, policy = fns.init, self.policy
-
-        def init(key, input_shape):
-            out_shape, params, state = inner_init(key, input_shape)
-            return out_shape, policy.cast_to_param(params), state
-
-        return fns._replace(init=init, apply=_policy_apply(fns.apply, policy))
-
-
 def with_policy(apply_or_layer: Any, policy: Policy) -> Any:
     """Runs a network under ``policy``; the model code does not change.
 
@@ -169,5 +139,5 @@ def with_policy(apply_or_layer: Any, policy: Policy) -> Any:
         ((2, 10), dtype('float32'), dtype('float32'))
     """
     if not isinstance(apply_or_layer, Layer):
-        return _policy_apply(apply_or_layer, policy)
+        return policy_apply(apply_or_layer, policy)
     return apply_or_layer.wrapped(PolicyWrapper(policy))

@@ -23,12 +23,14 @@ every activation is stored again. GPU and TPU keep the barriers. Compile with
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import jax
 
-from jcnn.layers.core import Fns, Layer
+from jcnn.layers.core import Layer
+from jcnn.layers.wrappers import Remat
+
+__all__ = ["CPU_COMPILER_OPTIONS", "Remat", "compiler_options", "remat"]
 
 CPU_COMPILER_OPTIONS: dict[str, Any] = {"xla_disable_hlo_passes": "cse_barrier_expander"}
 
@@ -41,27 +43,6 @@ def compiler_options(platform: str | None = None) -> dict[str, Any]:
     """
     platform = platform or jax.default_backend()
     return dict(CPU_COMPILER_OPTIONS) if platform == "cpu" else {}
-
-
-@dataclass(frozen=True)
-class Remat:
-    """The remat wrapper (a :class:`jcnn.layers.core.Wrapper`): apply under ``jax.checkpoint``."""
-
-    policy: Callable[..., bool] | None = None
-    prevent_cse: bool = True
-    label: str = "remat"
-
-    def wrap(self, fns: Fns) -> Fns:
-        inner = fns.apply
-
-        def apply(params, state, x, *, key=None, train=False):
-            def run(p, s, inputs, k):
-                return inner(p, s, inputs, key=k, train=train)
-
-            checkpointed = jax.checkpoint(run, prevent_cse=self.prevent_cse, policy=self.policy)
-            return checkpointed(params, state, x, key)
-
-        return fns._replace(apply=apply)
 
 
 def remat(

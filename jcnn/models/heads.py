@@ -1,105 +1,103 @@
 """Layer surgery for transfer learning: keep a trained network's body, put a new head on it.
 
 :func:`replace_head` swaps the head of a serial network and keeps the body's child keys, so its
-trained params plug in unchanged; :func:`inference_mode` runs a part with ``train=False``.
-Building the train state with the body frozen is the train side's job: :mod:`jcnn.transfer`.
+trained params plug in unchanged; :func:`inference_mode` (:mod:`jcnn.layers.wrappers`) runs a
+part with ``train=False``. Every layer is found by its path (:meth:`jcnn.layers.Layer.at`) and
+replaced there (:meth:`jcnn.layers.Layer.replace_at`), so each serial on the way keeps its name,
+wrappers and kept keys. Building the train state with the body frozen is the train side's job:
+:mod:`jcnn.transfer`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 from jcnn import layers as L
-from jcnn.layers.core import Fns, Layer
+from jcnn.layers import paths
+from jcnn.layers.core import Layer
+from jcnn.layers.wrappers import InferenceMode, inference_mode
+
+__all__ = ["InferenceMode", "inference_mode", "kept_paths", "replace_head", "split_body_head"]
 
 
-@dataclass(frozen=True)
-class InferenceMode:
-    """The inference-mode wrapper (a :class:`jcnn.layers.core.Wrapper`): ``train=False``."""
+class _Level(NamedTuple):
+    """One serial the cut goes through: its path (``""``: the top), the layer, and the index of
+    the child the cut is at (the head's key at this level)."""
 
-    label: str = "inference_mode"
-
-    def wrap(self, fns: Fns) -> Fns:
-        inner = fns.apply
-
-        def apply(params, state, x, *, key=None, train=False):
-            del key, train
-            return inner(params, state, x, train=False)
-
-        return fns._replace(apply=apply)
+    path: str
+    layer: Layer
+    cut: int
 
 
-def inference_mode(layer: Layer) -> Layer:
-    """``layer`` that always runs with ``train=False``: BatchNorm uses (and keeps) its running
-    statistics and Dropout is off, whatever the caller asks. Same params and state trees.
-
-    Shapes:
-        as ``layer``.
-    """
-    return layer.wrapped(InferenceMode())
+def _top(net: Layer | Sequence[Layer]) -> Layer:
+    top = net if isinstance(net, Layer) else L.serial(*net)
+    if not top.children:
+        raise ValueError(f"replace_head: {top!r} has no children; pass a serial network")
+    return top
 
 
-def _children(net: Layer | Sequence[Layer]) -> tuple[list[tuple[str, Layer]], str]:
-    if isinstance(net, Layer):
-        if not net.children:
-            raise ValueError(f"replace_head: {net!r} has no children; pass a serial network")
-        return list(net.children), net.name
-    seq = L.serial(*net)
-    return list(seq.children), seq.name
+def _levels(top: Layer, head: str | None) -> list[_Level]:
+    """The serials the cut at ``head`` (a path of child keys) goes through, outermost first,
+    each found by its path (:meth:`Layer.at`)."""
+    keys = paths.split(head) if head is not None else (top.children[-1][0],)
+    levels = []
+    for depth, key in enumerate(keys):
+        where = paths.join(*keys[:depth])
+        layer = top.at(where)
+        if depth and layer.combine != "serial":
+            raise ValueError(
+                f"replace_head: child {where!r} is not a serial network "
+                f"(combine={layer.combine!r}); cannot cut inside it at {key!r}"
+            )
+        child_keys = [k for k, _ in layer.children]
+        if key not in child_keys:
+            of = f" of {where!r}" if depth else ""
+            raise ValueError(
+                f"replace_head: no child keyed {head!r}; children{of} are {child_keys}"
+            )
+        cut = child_keys.index(key)
+        if cut == 0 and depth == 0:
+            raise ValueError("replace_head: the head is the first child; nothing would be kept")
+        levels.append(_Level(where, layer, cut))
+    return levels
 
 
 def _cut(
-    net: Layer | Sequence[Layer], head: str | None
-) -> tuple[list[tuple[str, Layer, list[tuple[str, Layer]]]], list[tuple[str, Layer]]]:
-    """The levels of the cut at ``head`` (a ``/``-joined path of child keys).
-
-    Returns:
-        ``(levels, old_head)``: per level, outermost first, ``(key, layer, kept)``: the serial
-        cut into (``key`` is ``""`` at the top), its kept children; ``old_head`` holds the
-        dropped children at every level as ``(path, layer)``.
-    """
-    children, _ = _children(net)
-    top = net if isinstance(net, Layer) else L.serial(*net)
-    segments = [children[-1][0]] if head is None else head.split("/")
-    levels, dropped, layer, key, prefix = [], [], top, "", ""
-    for depth, segment in enumerate(segments):
-        if depth:
-            if layer.combine != "serial":
-                raise ValueError(
-                    f"replace_head: child {prefix.rstrip('/')!r} is not a serial network "
-                    f"(combine={layer.combine!r}); cannot cut inside it at {segment!r}"
-                )
-            children = list(layer.children)
-        keys = [k for k, _ in children]
-        if segment not in keys:
-            where = f" of {prefix.rstrip('/')!r}" if depth else ""
-            raise ValueError(f"replace_head: no child keyed {head!r}; children{where} are {keys}")
-        cut = keys.index(segment)
-        if cut == 0 and depth == 0:
-            raise ValueError("replace_head: the head is the first child; nothing would be kept")
-        levels.append((key, layer, children[:cut]))
-        deeper = depth + 1 < len(segments)
-        dropped += [(prefix + k, c) for k, c in children[cut + 1 if deeper else cut :]]
-        key, layer = children[cut]
-        prefix += key + "/"
-    return levels, dropped
+    top: Layer,
+    levels: list[_Level],
+    keep: Callable[[Layer], Layer],
+    tail: tuple[str, Layer] | None,
+) -> Layer:
+    """``top`` with the children from the cut on dropped at every level (:meth:`Layer.replace_at`
+    on each level's path), ``keep`` applied to the kept ones, and ``tail`` (a keyed child) after
+    them at the deepest level. Every serial keeps its name, wrappers and the kept keys."""
+    for depth, level in enumerate(levels):
+        layer = top.at(level.path)
+        children = [(k, keep(c)) for k, c in layer.children[: level.cut]]
+        if depth + 1 < len(levels):  # the cut goes on inside this child
+            children.append(layer.children[level.cut])
+        elif tail is not None:
+            children.append(tail)
+        top = top.replace_at(level.path, layer.replace(children=tuple(children)))
+    return top
 
 
 def kept_paths(net: Layer | Sequence[Layer], head: str | None = None) -> list[tuple[str, Layer]]:
-    """The kept children at every level of the cut at ``head``, as ``(path, layer)``.
+    """The kept children at every level of the cut at ``head``, as ``(path, layer)``: the
+    addresses of the params a transfer keeps (and freezes).
 
     Example:
-        >>> [p for p, _ in kept_paths(models.vgg11(), "classifier/Dense_1")]
-        ['features', 'avgpool', 'Flatten_0', 'classifier/Dense_0', 'classifier/Relu_0', \
-'classifier/Dropout_0']
+        >>> [p for p, _ in kept_paths(models.vgg11(), "classifier/6")]
+        ['features', 'avgpool', 'flatten', 'classifier/0', 'classifier/1', 'classifier/2', \
+'classifier/3', 'classifier/4', 'classifier/5']
     """
-    levels, _ = _cut(net, head)
-    out, prefix = [], ""
-    for i, (key, _, kept) in enumerate(levels):
-        prefix += f"{key}/" if i else ""
-        out += [(prefix + k, c) for k, c in kept]
-    return out
+    levels = _levels(_top(net), head)
+    return [
+        (paths.join(level.path, key), child)
+        for level in levels
+        for key, child in level.layer.children[: level.cut]
+    ]
 
 
 def split_body_head(
@@ -107,9 +105,9 @@ def split_body_head(
 ) -> tuple[list[tuple[str, Layer]], list[tuple[str, Layer]]]:
     """The children of a serial network before and from the child keyed ``head`` (default: last).
 
-    ``head`` may be a ``/``-joined path into nested serial children (``"classifier/Dense_2"``):
-    then the body's last child is that serial cut short (same key and name, only its children
-    before the cut), and ``old_head`` lists the dropped children at every level by path.
+    ``head`` may be a ``/``-joined path into nested serial children (``"classifier/6"``):
+    then the body's last child is that serial cut short (same key, name and wrappers, only its
+    children before the cut), and ``old_head`` lists the dropped children at every level by path.
 
     Returns:
         ``(body, old_head)`` as lists of ``(key, layer)`` (``(path, layer)`` in ``old_head``).
@@ -118,11 +116,14 @@ def split_body_head(
         ValueError: a path segment is not a child key, a segment that the path goes into is
             not a serial network, or ``head`` is the first top-level child (nothing to keep).
     """
-    levels, dropped = _cut(net, head)
-    inner: list[tuple[str, Layer]] = []
-    for key, layer, kept in reversed(levels[1:]):
-        inner = [(key, L.serial(*[c.named(k) for k, c in kept + inner], name=layer.name))]
-    return levels[0][2] + inner, dropped
+    top = _top(net)
+    levels = _levels(top, head)
+    dropped = []
+    for depth, level in enumerate(levels):
+        start = level.cut + 1 if depth + 1 < len(levels) else level.cut
+        dropped += [(paths.join(level.path, k), c) for k, c in level.layer.children[start:]]
+    body = _cut(top, levels, lambda child: child, None)
+    return list(body.children), dropped
 
 
 def replace_head(
@@ -140,10 +141,10 @@ def replace_head(
     :func:`inference_mode`.
 
     ``head`` may be a ``/``-joined path into nested serial children, torchvision's
-    ``model.classifier[6] = nn.Linear(4096, 10)``: ``head="classifier/Dense_2"`` keeps the
-    children before ``classifier``, and ``classifier`` becomes a serial (same key and name) of
-    its children before ``Dense_2`` followed by the new head, so the kept params stay at their
-    paths (``classifier/Dense_0/kernel``) and the new head's are at ``classifier/head``. The
+    ``model.classifier[6] = nn.Linear(4096, 10)``: ``head="classifier/6"`` keeps the
+    children before ``classifier``, and ``classifier`` becomes the same serial (key, name and
+    wrappers) with its children before ``6`` followed by the new head, so the kept params stay at
+    their paths (``classifier/0/kernel``) and the new head's are at ``classifier/head``. The
     children after the cut are dropped at every level; ``body_inference`` wraps the kept
     children at every level (not the new head).
 
@@ -152,7 +153,7 @@ def replace_head(
         new_head: the replacement, e.g. ``Dense(num_classes)`` or a small ``serial``.
         head: key of the first child to drop (default: the last child; ``"classifier"`` for VGG
             and AlexNet, ``"fc"`` for ResNets, ``"Dense_0"`` for the course CNN), or a
-            ``/``-joined path into nested serial children (``"classifier/Dense_2"``).
+            ``/``-joined path into nested serial children (``"classifier/6"``).
         head_name: params key of the new head.
         body_inference: run the kept part with ``train=False`` (frozen BatchNorm statistics).
 
@@ -166,22 +167,16 @@ def replace_head(
         >>> net = replace_head(models.cnn(), L.Dense(3))
         >>> jcnn.output_shape(net, (28, 28, 1))
         (3,)
-        >>> vgg = replace_head(models.vgg11(), L.Dense(10), head="classifier/Dense_2")
-        >>> [k for k, _ in vgg.children], [k for k, _ in dict(vgg.children)["classifier"].children]
-        (['features', 'avgpool', 'Flatten_0', 'classifier'], \
-['Dense_0', 'Relu_0', 'Dropout_0', 'Dense_1', 'Relu_1', 'Dropout_1', 'head'])
+        >>> vgg = replace_head(models.vgg11(), L.Dense(10), head="classifier/6")
+        >>> [k for k, _ in vgg.children], [k for k, _ in vgg.at("classifier").children]
+        (['features', 'avgpool', 'flatten', 'classifier'], ['0', '1', '2', '3', '4', '5', 'head'])
         >>> jcnn.output_shape(vgg, (64, 64, 3))
         (10,)
     """
-    levels, _ = _cut(net, head)
-    _, name = _children(net)
-    if head_name in {k for k, _ in levels[-1][2]}:
+    top = _top(net)
+    levels = _levels(top, head)
+    last = levels[-1]
+    if head_name in {k for k, _ in last.layer.children[: last.cut]}:
         raise ValueError(f"replace_head: head_name {head_name!r} is already a child key")
-
-    def keep(kept: list[tuple[str, Layer]]) -> list[Layer]:
-        return [(inference_mode(c) if body_inference else c).named(k) for k, c in kept]
-
-    inner = new_head.named(head_name)
-    for key, layer, kept in reversed(levels[1:]):
-        inner = L.serial(*keep(kept), inner, name=layer.name).named(key)
-    return L.serial(*keep(levels[0][2]), inner, name=name)
+    keep = inference_mode if body_inference else (lambda child: child)
+    return _cut(top, levels, keep, (head_name, new_head.named(head_name)))

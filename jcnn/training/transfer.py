@@ -3,8 +3,8 @@
 The layer surgery is in the model zoo (:func:`jcnn.models.transfer.replace_head`); this module
 builds the train state and the optimiser. Parameters carry their path
 (``"features/Conv_0/kernel"``), so freezing is a list of path patterns for
-:func:`jcnn.train.freeze`: the kept children's keys (their paths, ``"classifier/Dense_0"``,
-for a head inside a nested serial child: ``head="classifier/Dense_2"``). ::
+:func:`jcnn.train.freeze`: the kept children's keys (their paths, ``"classifier/0"``,
+for a head inside a nested serial child: ``head="classifier/6"``). ::
 
     setup = transfer_setup(models.resnet18(), L.Dense(5), (224, 224, 3), params, state,
                            optax.adam(1e-3))
@@ -22,10 +22,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jcnn import layers as L
-from jcnn.layers.core import Layer
-from jcnn.models.heads import kept_paths, replace_head, split_body_head
-from jcnn.tools.summary import init_shapes
+from jcnn.layers import paths
+from jcnn.layers.core import Layer, init_shapes
+from jcnn.models.heads import kept_paths, replace_head
 from jcnn.training.freeze import freeze
 from jcnn.training.state import TrainState, init_key
 
@@ -42,7 +41,7 @@ class TransferSetup(NamedTuple):
             optimiser.
         optimizer: the optimiser with the body frozen (zero updates, no optimiser state).
         frozen: the path patterns that were frozen (the body's child keys, or paths such as
-            ``"classifier/Dense_0"`` for a nested ``head``), for
+            ``"classifier/0"`` for a nested ``head``), for
             :func:`jcnn.train.freeze` or ``jcnn.fit(frozen=...)``.
     """
 
@@ -52,8 +51,17 @@ class TransferSetup(NamedTuple):
     frozen: list[str]
 
 
-def _copy_into(where: str, expected: Any, trained: Any) -> Any:
-    """A copy of ``trained`` after checking it has ``expected``'s tree and shapes."""
+def _copy_into(where: str, expected: Any, trained: Any, path: str) -> Any:
+    """A copy of ``trained``'s subtree at ``path`` after checking it has the tree and shapes of
+    ``expected``'s."""
+    try:
+        trained = paths.subtree(trained, path)
+    except KeyError as err:
+        raise ValueError(
+            f"transfer_setup: trained {where} do not fit the body (another architecture): "
+            f"{err.args[0]}"
+        ) from None
+    expected = paths.subtree(expected, path)
     fits = jax.tree.structure(expected) == jax.tree.structure(trained) and jax.tree.all(
         jax.tree.map(lambda e, t: tuple(e.shape) == tuple(jnp.shape(t)), expected, trained)
     )
@@ -82,7 +90,7 @@ def transfer_setup(
     """A new head on a trained body, ready to train with the body frozen.
 
     Only the head is initialised; the body's params (and state) are checked against the body's
-    shapes (``jax.eval_shape``) and copied. With a nested ``head`` (``"classifier/Dense_2"``)
+    shapes (``jax.eval_shape``) and copied. With a nested ``head`` (``"classifier/6"``)
     the kept children inside ``classifier`` are copied and frozen at their paths too, and the
     new head (input: the nested body's output) sits at ``classifier/<head_name>``.
 
@@ -124,42 +132,30 @@ def transfer_setup(
         (['Flatten_0', 'fc/Dense_0', 'fc/Relu_0'], (4, 3))
     """
     shape = tuple(input_shape)
-    body, _ = split_body_head(net, head)
-    kept = [path.split("/") for path, _ in kept_paths(net, head)]
+    kept = [path for path, _ in kept_paths(net, head)]
     new_net = replace_head(
         net, new_head, head=head, head_name=head_name, body_inference=body_inference
     )
-    body_net = L.serial(*[child.named(key) for key, child in body])
-    body_out, body_params, body_state = init_shapes(body_net, shape)
+    head_path = paths.join(*paths.split(head or "")[:-1], head_name)
+    # One eval_shape of the new net: the kept params' shapes at their paths, and (from the walk)
+    # the new head's input shape.
+    _, expected_params, expected_state = init_shapes(new_net, shape)
+    body_out = next(v.in_shape for v in new_net.walk(shape) if v.path == head_path)
     _, head_params, head_state = new_head.init(init_key(seed), body_out)
     if state is None:  # the body's fresh state; XLA drops the unused params
-        state = jax.jit(lambda k: body_net.init(k, shape)[2])(init_key(seed))
-    new_params: dict[str, Any] = {}
-    new_state: dict[str, Any] = {}
+        state = jax.jit(lambda k: new_net.init(k, shape)[2])(init_key(seed))
+    new_params, new_state = expected_params, expected_state
     for path in kept:
-        where = "".join(f"[{seg!r}]" for seg in path)
-        _put(
-            new_params,
-            path,
-            _copy_into(f"params{where}", _at(body_params, path), _at(params, path)),
+        where = "".join(f"[{key!r}]" for key in paths.split(path))  # params['classifier']['0']
+        new_params = paths.with_subtree(
+            new_params, path, _copy_into(f"params{where}", expected_params, params, path)
         )
-        _put(new_state, path, _copy_into(f"state{where}", _at(body_state, path), _at(state, path)))
-    head_path = [*(head.split("/")[:-1] if head else []), head_name]
-    _put(new_params, head_path, head_params)
-    _put(new_state, head_path, head_state)
-    frozen = ["/".join(glob.escape(seg) for seg in path) for path in kept]
+        new_state = paths.with_subtree(
+            new_state, path, _copy_into(f"state{where}", expected_state, state, path)
+        )
+    new_params = paths.with_subtree(new_params, head_path, head_params)
+    new_state = paths.with_subtree(new_state, head_path, head_state)
+    frozen = [glob.escape(path) for path in kept]
     frozen_opt = freeze(optimizer, new_params, frozen)
     ts = TrainState.create(new_params, new_state, frozen_opt, seed=seed)
     return TransferSetup(net=new_net, train_state=ts, optimizer=frozen_opt, frozen=frozen)
-
-
-def _at(tree: Any, path: Sequence[str]) -> Any:
-    for seg in path:
-        tree = tree[seg]
-    return tree
-
-
-def _put(tree: dict[str, Any], path: Sequence[str], value: Any) -> None:
-    for seg in path[:-1]:
-        tree = tree.setdefault(seg, {})
-    tree[path[-1]] = value
