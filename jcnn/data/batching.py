@@ -25,6 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jcnn.training.keys import DATA_STREAM, data_rng, epoch_permutation  # noqa: F401
+
 __all__ = [
     "augment",
     "batches",
@@ -41,10 +43,6 @@ __all__ = [
 T = TypeVar("T")
 HostBatch = tuple[np.ndarray, np.ndarray]
 
-#: The stream of a seed that orders the data: ``fold_in(key(seed), DATA_STREAM)``.
-#: (``jcnn.train.create_train_state`` draws the init key and the step keys from streams 0 and 1.)
-DATA_STREAM = 2
-
 
 def num_batches(n: int, batch_size: int, drop_remainder: bool = True) -> int:
     """Number of batches :func:`batches` yields for ``n`` examples.
@@ -56,37 +54,6 @@ def num_batches(n: int, batch_size: int, drop_remainder: bool = True) -> int:
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     return n // batch_size if drop_remainder else -(-n // batch_size)
-
-
-def data_rng(seed: int) -> jax.Array:
-    """Raw key data of the data-order stream of ``seed``: ``key_data(fold_in(key(seed), 2))``.
-
-    Independent of the init key and the step keys (streams 0 and 1 of the same seed).
-
-    Shapes:
-        output: the raw key data of one key (``(2,)`` uint32 for the default threefry).
-    """
-    return jax.random.key_data(jax.random.fold_in(jax.random.key(seed), DATA_STREAM))
-
-
-def epoch_permutation(data_rng: jax.Array, epoch: int | jax.Array, n: int) -> jax.Array:
-    """The example order of epoch ``epoch``: a permutation of ``range(n)`` drawn on the device.
-
-    ``jax.random.permutation(fold_in(wrap_key_data(data_rng), epoch), n)``: a function of
-    ``(data_rng, epoch)`` only, so a run resumed at any epoch replays the same order. Usable
-    inside ``jax.jit`` (``epoch`` may be traced; ``n`` is static). The one permutation of jcnn:
-    ``fit``'s two loops and :func:`batches` all use it.
-
-    Example:
-        >>> perm = epoch_permutation(data_rng(0), 3, 5)
-        >>> sorted(perm.tolist()), perm.shape
-        ([0, 1, 2, 3, 4], (5,))
-
-    Shapes:
-        output: (n,) int32.
-    """
-    key = jax.random.fold_in(jax.random.wrap_key_data(data_rng), epoch)
-    return jax.random.permutation(key, n)
 
 
 class _Failed:

@@ -1,13 +1,5 @@
-"""The train state and the random streams of a run.
-
-Randomness is a function of (seed, step) and (seed, epoch). A seed has three streams,
-``fold_in(key(seed), i)``: 0 initialises the params (:func:`init_key`), 1 is the root of the
-per-step keys (the key of step ``t`` is ``fold_in(stream_1, t)``, :func:`step_key`) and 2 orders
-the data (:func:`jcnn.data.batching.data_rng`; epoch ``e`` is ``epoch_permutation(data_rng, e,
-n)``). Within a step, example ``i`` draws dropout with ``split(step_key, B)[i]`` (as
-:func:`jcnn.batched` splits it), augmentation uses ``fold_in(step_key, TRANSFORM_FOLD)`` and the
-DP-SGD noise ``fold_in(step_key, NOISE_FOLD)``: constants no batch index reaches. So a run resumed
-from a checkpoint at any step replays exactly what an uninterrupted run does.
+"""The train state: params, layer state, optimiser state, the step, the root of the step keys
+and the EMA, all arrays. Its random streams are :mod:`jcnn.training.keys`.
 """
 
 from __future__ import annotations
@@ -20,18 +12,15 @@ import jax.numpy as jnp
 import optax
 
 from jcnn.layers.core import Layer
-
-INIT_STREAM, STEP_STREAM = 0, 1  # the data stream, 2, is jcnn.data.batching.DATA_STREAM
-
-#: ``fold_in`` constant of a step's augmentation key (``transform(key, x)``).
-TRANSFORM_FOLD = 2**32 - 2
-#: ``fold_in`` constant of a step's DP-SGD noise key.
-NOISE_FOLD = 2**32 - 1
-
-
-def init_key(seed: int) -> jax.Array:
-    """The key that initialises the params for ``seed``: ``fold_in(key(seed), 0)``."""
-    return jax.random.fold_in(jax.random.key(seed), INIT_STREAM)
+from jcnn.training.keys import (  # noqa: F401  (re-exported)
+    INIT_STREAM,
+    NOISE_FOLD,
+    STEP_STREAM,
+    TRANSFORM_FOLD,
+    init_key,
+    root_key_data,
+    step_key_at,
+)
 
 
 class TrainState(NamedTuple):
@@ -68,13 +57,12 @@ class TrainState(NamedTuple):
             >>> int(ts.step), ts.rng.shape, ts.ema
             (0, (2,), None)
         """
-        root = jax.random.key(seed)
         return cls(
             params=params,
             state=state,
             opt_state=optimizer.init(params),
             step=jnp.zeros((), jnp.int32),
-            rng=jax.random.key_data(jax.random.fold_in(root, STEP_STREAM)),
+            rng=root_key_data(seed),
         )
 
 
@@ -120,4 +108,4 @@ def create_train_state(
 
 def step_key(ts: TrainState) -> jax.Array:
     """The PRNG key of the current step: ``fold_in(rng, step)``."""
-    return jax.random.fold_in(jax.random.wrap_key_data(ts.rng), ts.step)
+    return step_key_at(ts.rng, ts.step)
