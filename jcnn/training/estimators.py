@@ -27,6 +27,7 @@ import optax
 import optax.tree_utils as otu
 from jax.flatten_util import ravel_pytree
 
+from jcnn.layers import paths
 from jcnn.layers.arguments import real_number
 from jcnn.layers.batch import batched
 from jcnn.layers.core import Layer
@@ -217,20 +218,23 @@ class DPSGD:
         )
 
 
-def _batch_coupled(layer: Layer, path: tuple[str, ...]) -> Iterator[tuple[str, Layer]]:
-    """``(path, layer)`` of every leaf that states it mixes a batch's examples."""
-    if layer.batch_coupled and not layer.children:  # the fact BatchNorm states
-        yield "/".join(path), layer
-    for key, child in layer.children:
-        yield from _batch_coupled(child, (*path, key))
+def _batch_coupled(layer: Layer, path: str = "") -> Iterator[tuple[str, Layer]]:
+    """``(path, leaf)`` of every leaf that states it mixes a batch's examples (the fact
+    BatchNorm states), at the address of its params: :meth:`Layer.walk`'s paths, found through
+    ``Layer.tree_keys`` and ``Layer.at`` because a walk needs an input shape and this check has
+    none (an inlined combinator is looked through, as the walk gives it its parent's path)."""
+    if layer.batch_coupled and not layer.children:
+        yield path, layer
+    for key in layer.tree_keys:
+        yield from _batch_coupled(layer.at(key), paths.join(path, key))
 
 
 def check_per_example(layer: Layer) -> None:
     """Raises unless every layer of ``layer`` computes each example from that example alone.
 
     Reads the layers' facts, nothing is traced: a layer that states ``batch_coupled`` (as
-    BatchNorm does) takes statistics over the batch. Paths are those of
-    jcnn's errors: the root's name, then the children's keys.
+    BatchNorm does) takes statistics over the batch. Paths are those of jcnn's errors: the
+    root's name, then the layer's params address (its :meth:`Layer.walk` path).
 
     Raises:
         TypeError: ``layer`` is not a :class:`jcnn.layers.Layer`.
@@ -244,9 +248,11 @@ def check_per_example(layer: Layer) -> None:
     """
     if not isinstance(layer, Layer):
         raise TypeError(f"check_per_example: expected a jcnn Layer, got {type(layer).__name__}")
-    found = list(_batch_coupled(layer, (layer.name,)))
+    found = list(_batch_coupled(layer))
     if found:
-        where = ", ".join(f"{path} ({found_layer.kind})" for path, found_layer in found)
+        where = ", ".join(
+            f"{paths.join(layer.name, path)} ({found_layer.kind})" for path, found_layer in found
+        )
         raise ValueError(
             f"{where} {'is' if len(found) == 1 else 'are'} not per-example: {_NORM_ADVICE}"
         )
