@@ -15,7 +15,7 @@ taken (and the output says the accuracy shows the pipeline, not pretrained featu
 The model's last top-level child (``fc`` of ResNets and GoogLeNet, ``classifier`` of the others:
 for ConvNeXt its LayerNorm and linear) is replaced by a new ``Dense(10)`` keyed ``head``
 (``jcnn.transfer.transfer_setup``); for VGG and AlexNet only the classifier's last dense layer is
-(``head="classifier/Dense_2"``, torchvision's ``model.classifier[6] = nn.Linear(4096, 10)``), so
+(``head="classifier/6"``, torchvision's ``model.classifier[6] = nn.Linear(4096, 10)``), so
 their pretrained 4096-wide dense layers are kept, frozen, and the new head sits at
 ``classifier/head`` (see :func:`head_path`). Every other parameter path is frozen by name
 (``jcnn.fit(frozen=...)``) and the body runs in inference mode
@@ -96,7 +96,8 @@ class TransferRun(NamedTuple):
 
 def head_path(model: str, net: Layer) -> str:
     """The child path ``transfer_setup`` cuts at: the last top-level child, except for VGG and
-    AlexNet, whose ``classifier`` is cut at its last ``Dense`` (``"classifier/Dense_2"``).
+    AlexNet, whose ``classifier`` is cut at its last ``Dense`` (``"classifier/6"``, torchvision's
+    ``classifier[6]``).
     """
     last, child = net.children[-1]
     if (model.startswith("vgg") or model == "alexnet") and child.combine == "serial":

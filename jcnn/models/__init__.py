@@ -9,13 +9,21 @@ ConvNeXt-Tiny 28,589,128; DenseNet-121 7,978,856; the CIFAR ResNet-18 11,173,962
 follows PyTorch's conventions (:func:`jcnn.models.common.torch_batch_norm`; every builder takes
 ``batch_norm=`` to change it).
 
-``from_torchvision(name, state_dict)`` / ``to_torchvision(name, params, state)`` move whole
-torchvision models in and out (:mod:`jcnn.models.torchvision_bridge`).
+Children are keyed as torchvision's modules (:mod:`jcnn.models.common`): ``layer1/0/conv1``,
+VGG's ``features/0`` and ``classifier/6``, so ``from_torchvision(name, state_dict)`` /
+``to_torchvision(name, params, state)`` move whole torchvision models in and out by one rule
+(:mod:`jcnn.interop.torchvision`).
+
+Example:
+    >>> _, params, _ = jcnn.init_shapes(resnet18(), (64, 64, 3))
+    >>> params["layer1"]["0"]["conv1"]["kernel"].shape  # torchvision's layer1.0.conv1.weight
+    (3, 3, 64, 64)
 """
 
 from jcnn.interop.torchvision import SUPPORTED, from_torchvision, to_torchvision
 from jcnn.models import heads
 from jcnn.models.alexnet import alexnet
+from jcnn.models.common import squeeze_excitation
 from jcnn.models.convnext import convnext_tiny
 from jcnn.models.course import cnn, mlp
 from jcnn.models.densenet import densenet121
@@ -68,6 +76,7 @@ __all__ = [
     "resnet34",
     "resnet50",
     "heads",
+    "squeeze_excitation",
     "vgg",
     "vgg11",
     "vgg11_bn",

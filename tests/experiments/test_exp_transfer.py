@@ -23,7 +23,8 @@ from jcnn import models
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SIZE = 32
 QUICK = ["--quick", "--offline", "--no-progress", "--image-size", str(SIZE)]
-BODY = ["stem", "layer1", "layer2", "layer3", "layer4", "GlobalAvgPool_0"]
+#: ResNet-18's children before ``fc``, torchvision's module names.
+BODY = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool"]
 
 
 @pytest.fixture(autouse=True)
