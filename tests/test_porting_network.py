@@ -111,3 +111,36 @@ def test_a_repeat_has_no_torch_layout():
     block = L.residual(L.serial(L.Conv(2, 3, padding=1), L.Relu()))
     with pytest.raises(ValueError, match="repeat"):
         porting.torch_leaves(L.serial(L.repeat(block, 2)), (4, 4, 2))
+
+
+def test_every_name_stays_importable_from_porting():
+    from jcnn.interop import layouts, safetensors
+
+    for name in porting.__all__:
+        assert getattr(porting, name) is not None, name
+    assert porting.conv_kernel_from_torch is layouts.conv_kernel_from_torch
+    assert porting.nchw_to_nhwc is layouts.nchw_to_nhwc
+    assert porting.save_safetensors is safetensors.save_safetensors
+    assert porting.load_safetensors is safetensors.load_safetensors
+
+
+def test_an_inlined_block_ports_at_its_flat_torch_names():
+    """torchvision's ``layer1.0.conv1``: a block whose body serial is inlined."""
+    body = L.serial(L.Conv(2, 3, padding=1).named("conv1"), L.BatchNorm().named("bn1"))
+    block = L.residual(body.inlined(), name="0").named("0")
+    net = L.serial(L.serial(block, name="layer1"))
+    _, params, state = net.init(jax.random.key(0), (4, 4, 2))
+    sd = porting.to_torch(net, (4, 4, 2), params, state)
+    assert sorted(sd) == [
+        "layer1.0.bn1.bias", "layer1.0.bn1.num_batches_tracked", "layer1.0.bn1.running_mean",
+        "layer1.0.bn1.running_var", "layer1.0.bn1.weight", "layer1.0.conv1.bias",
+        "layer1.0.conv1.weight",
+    ]  # fmt: skip
+    back, back_state = porting.from_torch(net, (4, 4, 2), sd)
+    assert jax.tree.structure(back) == jax.tree.structure(params)
+    np.testing.assert_array_equal(
+        back["layer1"]["0"]["conv1"]["kernel"], params["layer1"]["0"]["conv1"]["kernel"]
+    )
+    np.testing.assert_array_equal(
+        back_state["layer1"]["0"]["bn1"]["var"], state["layer1"]["0"]["bn1"]["var"]
+    )

@@ -179,3 +179,14 @@ def test_bfloat16_loss_curve_tracks_float32_on_course_cnn():
     np.testing.assert_allclose(bf16, f32, atol=0.05)
     drop = 0.8 if len(np.unique(x)) <= 256 else 0.4  # real MNIST (256 grey levels) learns faster
     assert f32[-10:].mean() < f32[0] - drop and bf16[-10:].mean() < bf16[0] - drop
+
+
+def test_the_wrappers_live_in_one_module():
+    from jcnn.layers import precision, wrappers
+    from jcnn.models import heads
+
+    assert precision.PolicyWrapper is wrappers.PolicyWrapper
+    assert heads.inference_mode is wrappers.inference_mode
+    assert heads.InferenceMode is wrappers.InferenceMode
+    net = with_policy(L.Dense(2), Policy.mixed_bfloat16())
+    assert net.wrappers == (wrappers.PolicyWrapper(Policy.mixed_bfloat16()),)

@@ -280,3 +280,11 @@ def test_gate_is_the_union_of_identity_and_its_chain_or_stops_when_pooled():
     assert as_gate[-1].rf == (5, 5)
     se = L.serial(L.Conv(2, 3), L.squeeze_excitation(2, 1), L.Conv(2, 3))
     assert [s.kind for s in layer_specs(se, (9, 9, 1))] == ["Conv"]
+
+
+def test_steps_are_named_by_walk_paths_in_a_zoo_model():
+    """resnet18's blocks have inlined bodies: each block is one step named by its params path."""
+    net, shape = models.resnet18(num_classes=10), (64, 64, 3)
+    specs = layer_specs(net, shape)
+    assert {s.name for s in specs} <= {v.path for v in net.walk(shape)}
+    assert [s.name for s in specs][:4] == ["conv1", "maxpool", "layer1/0", "layer1/1"]

@@ -131,3 +131,12 @@ def test_remat_deep_stack_uses_less_temp_memory_same_grads(rng, blocks, per_bloc
     assert mem_saveable > 0.9 * mem_plain
     for a, b in zip(jax.tree.leaves(g_plain), jax.tree.leaves(g_remat)):
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-7)
+
+
+def test_the_wrapper_lives_with_the_others():
+    from jcnn.layers import remat as remat_module
+    from jcnn.layers import wrappers
+
+    assert remat_module.Remat is wrappers.Remat
+    block = L.serial(L.Conv(2, 3), L.Relu())
+    assert remat(block).wrappers == (wrappers.Remat(),)

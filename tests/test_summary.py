@@ -110,3 +110,17 @@ def test_summary_of_vgg_sized_dense_is_fast():
     want = (25088 * 4096 + 4096) + (4096 * 4096 + 4096) + (4096 * 1000 + 1000)
     assert f"total params {want:,}" in text
     assert "102,764,544" in text
+
+
+def test_summary_rows_are_the_walks_visits_of_a_zoo_model():
+    """resnet18's blocks keep their bodies inlined (torchvision's layer1.0.conv1): every row is a
+    walk visit at its params address, and the leaves' counts add up to the total."""
+    from jcnn import models
+    from jcnn.tools.summary import summary_rows
+
+    net, shape = models.resnet18(num_classes=10), (32, 32, 3)
+    rows = summary_rows(net, shape)
+    assert [r.path for r in rows] == [v.path for v in net.walk(shape)]
+    leaves = [r for r, v in zip(rows, net.walk(shape)) if not v.layer.children]
+    assert sum(r.params for r in leaves) == rows[0].params == jcnn.count_params(net, shape)
+    assert "layer1/0/conv1" in {r.path for r in rows}
