@@ -30,7 +30,15 @@ import numpy as np
 from jcnn.interop import porting
 from jcnn.layers.core import Layer
 
-__all__ = ["EXCEPTIONS", "LEAF_NAMES", "SUPPORTED", "from_torchvision", "to_torchvision"]
+__all__ = [
+    "EXCEPTIONS",
+    "LEAF_NAMES",
+    "SUPPORTED",
+    "TORCH_ONLY",
+    "from_torchvision",
+    "to_torchvision",
+    "torch_key",
+]
 
 #: The input shape the key maps are computed at. Parameter shapes of every supported model do not
 #: depend on the input size (adaptive or global pooling before the classifier).
@@ -77,51 +85,33 @@ def torch_key(path: str, leaf: str, kind: str = "") -> str:
     return f"{path.replace('/', '.')}.{LEAF_NAMES[leaf]}"
 
 
+#: The module of each torchvision builder name jcnn has (imported on first use).
+_MODULES: dict[str, tuple[str, ...]] = {
+    "jcnn.models.alexnet": ("alexnet",),
+    "jcnn.models.vgg": tuple(f"vgg{d}{s}" for d in (11, 13, 16, 19) for s in ("", "_bn")),
+    "jcnn.models.resnet": (
+        "resnet18", "resnet34", "resnet50", "resnext50_32x4d", "wide_resnet50_2",
+    ),
+    "jcnn.models.googlenet": ("googlenet",),
+    "jcnn.models.mobilenet": ("mobilenet_v2",),
+    "jcnn.models.efficientnet": ("efficientnet_b0",),
+    "jcnn.models.convnext": ("convnext_tiny",),
+    "jcnn.models.densenet": ("densenet121",),
+}  # fmt: skip
+
+#: The torchvision builder names ``from_torchvision`` and ``to_torchvision`` accept.
+SUPPORTED: tuple[str, ...] = tuple(sorted(n for names in _MODULES.values() for n in names))
+
+
 @functools.cache
 def _builders() -> dict[str, Callable[..., Layer]]:
     import importlib
 
-    modules = {
-        "jcnn.models.alexnet": ["alexnet"],
-        "jcnn.models.vgg": [f"vgg{d}{s}" for d in (11, 13, 16, 19) for s in ("", "_bn")],
-        "jcnn.models.resnet": [
-            "resnet18", "resnet34", "resnet50", "resnext50_32x4d", "wide_resnet50_2",
-        ],
-        "jcnn.models.googlenet": ["googlenet"],
-        "jcnn.models.mobilenet": ["mobilenet_v2"],
-        "jcnn.models.efficientnet": ["efficientnet_b0"],
-        "jcnn.models.convnext": ["convnext_tiny"],
-        "jcnn.models.densenet": ["densenet121"],
-    }  # fmt: skip
     return {
         name: getattr(importlib.import_module(module), name)
-        for module, names in modules.items()
+        for module, names in _MODULES.items()
         for name in names
     }
-
-
-#: The torchvision builder names ``from_torchvision`` and ``to_torchvision`` accept.
-SUPPORTED: tuple[str, ...] = (
-    "alexnet",
-    "convnext_tiny",
-    "densenet121",
-    "efficientnet_b0",
-    "googlenet",
-    "mobilenet_v2",
-    "resnet18",
-    "resnet34",
-    "resnet50",
-    "resnext50_32x4d",
-    "vgg11",
-    "vgg11_bn",
-    "vgg13",
-    "vgg13_bn",
-    "vgg16",
-    "vgg16_bn",
-    "vgg19",
-    "vgg19_bn",
-    "wide_resnet50_2",
-)
 
 
 def _builder(name: str) -> Callable[..., Layer]:
