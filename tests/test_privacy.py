@@ -497,19 +497,3 @@ def test_batch_coupling_is_a_stated_fact_not_an_axis_name():
     mixer = L.custom(init, apply, "Mixer", output_shape=lambda s: s, batch_coupled=True)
     with pytest.raises(ValueError, match=r"net/Mixer_0 \(Mixer\) is not per-example"):
         check_per_example(L.serial(L.Dense(2), mixer, name="net"))
-
-
-def test_check_per_example_names_batch_norms_at_their_walk_paths():
-    """resnet18's blocks keep their bodies inlined: each BatchNorm is named by its params
-    address (the walk's path), as torchvision names it."""
-    net = models.resnet18(num_classes=10)
-    coupled = [
-        v.path for v in net.walk((32, 32, 3)) if v.layer.batch_coupled and not v.layer.children
-    ]
-    with pytest.raises(ValueError) as e:
-        P.check_per_example(net)
-    named = [
-        part.split(" ")[0] for part in str(e.value).split(" are not per-example")[0].split(", ")
-    ]
-    assert named == [f"resnet18/{path}" for path in coupled]
-    assert "resnet18/layer1/0/bn1" in named and "resnet18/layer2/0/downsample/1" in named

@@ -12,6 +12,7 @@ from jax import lax
 
 import jcnn
 from jcnn import layers as L
+from jcnn import models
 from jcnn.interop import porting
 from jcnn.layers import paths
 from jcnn.layers.core import Window
@@ -210,3 +211,19 @@ def test_head_surgery_keeps_each_serials_wrappers_and_kept_paths_are_walk_paths(
     assert kept == ["Flatten_0", "classifier/Dense_0", "classifier/Relu_0"]
     assert set(kept) <= {v.path for v in new.walk((2, 2))}
     assert jcnn.output_shape(new, (2, 2)) == (3,)
+
+
+def test_check_per_example_names_batch_norms_at_their_walk_paths():
+    """resnet18's blocks keep their bodies inlined: each BatchNorm is named by its params
+    address (the walk's path), as torchvision names it."""
+    net = models.resnet18(num_classes=10)
+    coupled = [
+        v.path for v in net.walk((32, 32, 3)) if v.layer.batch_coupled and not v.layer.children
+    ]
+    with pytest.raises(ValueError) as e:
+        check_per_example(net)
+    named = [
+        part.split(" ")[0] for part in str(e.value).split(" are not per-example")[0].split(", ")
+    ]
+    assert named == [f"resnet18/{path}" for path in coupled]
+    assert "resnet18/layer1/0/bn1" in named and "resnet18/layer2/0/downsample/1" in named
