@@ -102,7 +102,9 @@ class _ShortNames(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """``import jcnn.porting`` (and ``from jcnn.porting import ...``) gives the module at its
     place in the layout: the same module object, so patching either name patches both."""
 
-    def find_spec(self, fullname: str, path: object = None, target: object = None):
+    def find_spec(
+        self, fullname: str, path: object = None, target: object = None
+    ) -> importlib.machinery.ModuleSpec | None:
         short = fullname.removeprefix("jcnn.")
         if fullname.startswith("jcnn.") and short in MOVED:
             return importlib.util.spec_from_loader(fullname, self)

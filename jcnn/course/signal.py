@@ -109,7 +109,9 @@ def conv_matrix(
     if flip:
         h = h[::-1]
     k = h.shape[0]
-    spec = [tuple(padding)] if isinstance(padding, (tuple, list)) else padding
+    spec: shapes.PaddingLike = (
+        [(padding[0], padding[1])] if isinstance(padding, (tuple, list)) else padding
+    )
     ((lo, hi),) = shapes.resolve_padding(spec, (n,), (k,), (stride,), (dilation,))
     out = shapes.conv_output_size(n, k, stride, (lo, hi), dilation)
     t = np.zeros((out, n), dtype=np.result_type(h.dtype, np.float32))

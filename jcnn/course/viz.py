@@ -106,6 +106,7 @@ def filter_grid(kernel: Any, path: str | os.PathLike[str], *, title: str = "") -
                 ax.set_title(f"filter {o}", fontsize=8)
             if o == 0:
                 ax.set_ylabel(f"input ch {i}", fontsize=8)
+    assert image is not None  # c_in, c_out >= 1
     bar = fig.colorbar(image, ax=axes, shrink=0.8)
     bar.set_label("weight (red > 0, blue < 0; one scale for all)")
     fig.suptitle(title or f"{c_out} filters of {k.shape[0]}x{k.shape[1]} over {c_in} channel(s)")

@@ -49,6 +49,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -335,7 +336,7 @@ def verify_known(dataset: str, path: str | os.PathLike[str]) -> Path:
     return verify_file(path, expected, what=f"the {dataset} file {path.name}")
 
 
-def _progress_bar(total: int | None, desc: str):  # pragma: no cover - cosmetic
+def _progress_bar(total: int | None, desc: str) -> Any:  # pragma: no cover - cosmetic
     try:
         from tqdm.auto import tqdm
     except ImportError:

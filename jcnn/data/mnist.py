@@ -205,7 +205,7 @@ def load_mnist_splits(
             "mnist", "train", data_dir, download, DEFAULT_TIMEOUT
         )
     except DatasetUnavailableError:
-        x_train = y_train = train_dir = None
+        x_train = y_train = train_dir = None  # type: ignore[assignment]
     x_test, y_test, test_dir = load_idx_split("mnist", "test", data_dir, download, DEFAULT_TIMEOUT)
 
     if x_train is not None and y_train is not None:

@@ -198,7 +198,7 @@ def _tensors(leaf: TorchLeaf, prefix: str | None, names: Names) -> list[_Tensor]
     ):
         for name, value in leaves.items():
             path = paths.join(leaf.path, name)
-            convert = (np.asarray, np.asarray)
+            convert: tuple[Any, Any] = (np.asarray, np.asarray)
             if tree == "params" and name == "kernel":
                 convert = _kernel_converters(leaf)
             if path in names:

@@ -21,12 +21,15 @@ import math
 import numbers
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeIs
 
 import numpy as np
 
 
-def is_int(value: Any) -> bool:
+def is_int(value: object) -> TypeIs[int]:
     """True for Python and NumPy integers, not for bools.
 
     Example:
@@ -36,7 +39,7 @@ def is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
-def is_real(value: Any) -> bool:
+def is_real(value: object) -> TypeIs[float]:
     """True for Python and NumPy ints and floats (``inf`` and ``nan`` too), not for bools.
 
     Example:

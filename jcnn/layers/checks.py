@@ -67,17 +67,23 @@ def locate(err: BaseException, parent: str, key: str, child: Layer) -> BaseExcep
                 break
         path, detail = (key,), message
     else:
-        path, detail = (key, *path[1:]), err.jcnn_detail
+        path, detail = (key, *path[1:]), getattr(err, "jcnn_detail", "")
     if child.inline:  # its children's keys sit in the parent's tree
         path = path[1:]
     path = (parent, *path)
     new = type(err)(f"{'/'.join(path)}: {detail}")
-    new.jcnn_path, new.jcnn_detail = path, detail
+    new.jcnn_path, new.jcnn_detail = path, detail  # type: ignore[attr-defined]
     return new
 
 
 def in_child(
-    parent: str, child_key: str, child: Layer, fn: Callable[..., Any], /, *args, **kwargs
+    parent: str,
+    child_key: str,
+    child: Layer,
+    fn: Callable[..., Any],
+    /,
+    *args: Any,
+    **kwargs: Any,
 ) -> Any:
     """``fn(*args, **kwargs)`` (one of ``child``'s functions); errors name the child's path."""
     try:
@@ -163,3 +169,50 @@ def check_tree(where: str, tree: Any, keys: Sequence[str], what: str) -> None:
         raise ValueError(
             f"{where}: {what} from another architecture: expected children {sorted(keys)}, got {got}"
         )
+
+
+def check_params(
+    layer: str,
+    params: Any,
+    expected: dict[str, tuple[int, ...]],
+    *,
+    input_shape: tuple[int, ...] | None = None,
+    in_axis: int | None = None,
+    groups: int = 1,
+) -> None:
+    """Raises when params do not have exactly the leaves and shapes this layer and input need.
+
+    With ``input_shape`` and ``in_axis`` (the kernel axis that counts input channels or
+    features), a kernel that differs only there is reported as what it is: the input has
+    another number of channels than the shape ``init`` was given.
+    """
+    if not isinstance(params, dict) or set(params) != set(expected):
+        got = sorted(params) if isinstance(params, dict) else type(params).__name__
+        raise ValueError(
+            f"{layer}: params from another architecture: expected keys {sorted(expected)}, got {got}"
+        )
+    kernel, want = tuple(getattr(params.get("kernel"), "shape", ())), expected.get("kernel")
+    if (
+        in_axis is not None
+        and input_shape is not None
+        and want
+        and len(kernel) == len(want)
+        and kernel != want
+    ):
+        others = [(a, b) for i, (a, b) in enumerate(zip(kernel, want)) if i != in_axis % len(want)]
+        if all(a == b for a, b in others):
+            made_for = kernel[in_axis] * groups
+            raise layer_error(
+                layer,
+                input_shape,
+                f"the input has {input_shape[-1]} channels (last axis) but the params were made "
+                f"for {made_for} (kernel {kernel}): init with the shape of the data you apply, "
+                "channels last, e.g. (H, W, C) for an image (if you batched ONE example, its "
+                "first axis was taken as the batch: pass x[None])",
+            )
+    for name, shape in expected.items():
+        if tuple(params[name].shape) != shape:
+            raise ValueError(
+                f"{layer}: params from another architecture: {name!r} has shape "
+                f"{tuple(params[name].shape)}, this layer and input need {shape}"
+            )

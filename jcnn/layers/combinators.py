@@ -41,7 +41,8 @@ def _keyed(layers: Sequence[Layer], where: str) -> list[tuple[str, Layer]]:
     """``(key, layer)`` pairs: explicit names verbatim, others numbered per name."""
     if not layers:
         raise ValueError(f"{where} needs at least one layer")
-    keys, counts = [], {}
+    keys: list[str] = []
+    counts: dict[str, int] = {}
     for layer in layers:
         if not isinstance(layer, Layer):
             raise TypeError(
@@ -60,7 +61,12 @@ def _keyed(layers: Sequence[Layer], where: str) -> list[tuple[str, Layer]]:
 
 
 def _combinator(
-    rule, kind: str, name: str, children: Sequence[tuple[str, Layer]], combine: str, **hparams: Any
+    rule: Callable[[Layer], Fns],
+    kind: str,
+    name: str,
+    children: Sequence[tuple[str, Layer]],
+    combine: str,
+    **hparams: Any,
 ) -> Layer:
     return Layer(
         rule,

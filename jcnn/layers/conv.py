@@ -18,6 +18,7 @@ from jax import lax
 from jcnn.layers import initializers as inits
 from jcnn.layers import lowering as lowerings
 from jcnn.layers import shapes
+from jcnn.layers.checks import check_params
 from jcnn.layers.core import (
     Fns,
     Layer,
@@ -28,48 +29,6 @@ from jcnn.layers.core import (
     leaf,
     per_channel,
 )
-
-
-def check_params(
-    layer: str,
-    params: Any,
-    expected: dict[str, tuple[int, ...]],
-    *,
-    input_shape: tuple[int, ...] | None = None,
-    in_axis: int | None = None,
-    groups: int = 1,
-) -> None:
-    """Raises when params do not have exactly the leaves and shapes this layer and input need.
-
-    With ``input_shape`` and ``in_axis`` (the kernel axis that counts input channels or
-    features), a kernel that differs only there is reported as what it is: the input has
-    another number of channels than the shape ``init`` was given.
-    """
-    if not isinstance(params, dict) or set(params) != set(expected):
-        got = sorted(params) if isinstance(params, dict) else type(params).__name__
-        raise ValueError(
-            f"{layer}: params from another architecture: expected keys {sorted(expected)}, got {got}"
-        )
-    kernel, want = tuple(getattr(params.get("kernel"), "shape", ())), expected.get("kernel")
-    if in_axis is not None and want and len(kernel) == len(want) and kernel != want:
-        others = [(a, b) for i, (a, b) in enumerate(zip(kernel, want)) if i != in_axis % len(want)]
-        if all(a == b for a, b in others):
-            made_for = kernel[in_axis] * groups
-            raise layer_error(
-                layer,
-                input_shape,
-                f"the input has {input_shape[-1]} channels (last axis) but the params were made "
-                f"for {made_for} (kernel {kernel}): init with the shape of the data you apply, "
-                "channels last, e.g. (H, W, C) for an image (if you batched ONE example, its "
-                "first axis was taken as the batch: pass x[None])",
-            )
-    for name, shape in expected.items():
-        if tuple(params[name].shape) != shape:
-            raise ValueError(
-                f"{layer}: params from another architecture: {name!r} has shape "
-                f"{tuple(params[name].shape)}, this layer and input need {shape}"
-            )
-
 
 #: ``Conv(padding_mode=...)``, as ``torch.nn.Conv*d(padding_mode=...)``.
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")

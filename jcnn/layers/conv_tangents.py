@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
+from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
@@ -67,25 +70,45 @@ def _conv(lhs, rhs, dims, strides, pads, dilation, groups, precision):
     )
 
 
-def native_conv(x, kernel, strides, pads, dilation, groups, precision):
+def native_conv(
+    x: jax.Array,
+    kernel: jax.Array,
+    strides: tuple[int, ...],
+    pads: tuple[tuple[int, int], ...],
+    dilation: tuple[int, ...],
+    groups: int,
+    precision: Any,
+) -> jax.Array:
     """``lax.conv_general_dilated`` of ONE example ``(*spatial, C_in)`` in jcnn's layouts."""
     dims = dimension_numbers(len(strides))
     return _conv(x[None], kernel, dims, strides, pads, dilation, groups, precision)[0]
 
 
-def spatial_sizes(shape, window, strides, pads, dilation):
+def spatial_sizes(
+    shape: Sequence[int],
+    window: tuple[int, ...],
+    strides: tuple[int, ...],
+    pads: tuple[tuple[int, int], ...],
+    dilation: tuple[int, ...],
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Padded spatial sizes and output spatial sizes of one example (from :mod:`jcnn.shapes`)."""
     out = shapes.conv_output_shape(shape, window, strides, pads, dilation)
     return shapes.padded_shape(shape, pads), out
 
 
-def pad(x, pads, value=0.0):
+def pad(x: jax.Array, pads: tuple[tuple[int, int], ...], value: float = 0.0) -> jax.Array:
     """``x`` ``(*spatial, C)`` padded by ``pads`` (``(lo, hi)`` per spatial dim) with ``value``."""
     config = [(lo, hi, 0) for lo, hi in pads] + [(0, 0, 0)]
     return lax.pad(x, jnp.asarray(value, x.dtype), config)
 
 
-def patches_by_slices(x, window, strides, pads, dilation):
+def patches_by_slices(
+    x: jax.Array,
+    window: tuple[int, ...],
+    strides: tuple[int, ...],
+    pads: tuple[tuple[int, int], ...],
+    dilation: tuple[int, ...],
+) -> jax.Array:
     """im2col by strided slices: ``(*out, K, C)`` with ``K = prod(window)`` (row-major taps).
 
     Transposes (for ``grad``) to pads and adds, which XLA fuses into one loop.
@@ -100,7 +123,13 @@ def patches_by_slices(x, window, strides, pads, dilation):
     return jnp.stack(taps, axis=-2)
 
 
-def patches_by_gather(x, window, strides, pads, dilation):
+def patches_by_gather(
+    x: jax.Array,
+    window: tuple[int, ...],
+    strides: tuple[int, ...],
+    pads: tuple[tuple[int, int], ...],
+    dilation: tuple[int, ...],
+) -> jax.Array:
     """im2col by one gather with constant indices: ``(*out, K, C)``; never differentiated."""
     xp = pad(x, pads)
     padded, out = spatial_sizes(x.shape[:-1], window, strides, pads, dilation)
@@ -115,9 +144,9 @@ def patches_by_gather(x, window, strides, pads, dilation):
         shape_t[rank + axis] = window[axis]
         coord = pos.reshape(shape_o) + tap.reshape(shape_t)
         index = index + coord * math.prod(padded[axis + 1 :])
-    index = jnp.asarray(index.reshape(*out, math.prod(window)).astype(np.int32))
+    gather = jnp.asarray(index.reshape(*out, math.prod(window)).astype(np.int32))
     flat = xp.reshape(math.prod(padded), x.shape[-1])
-    return flat.at[index].get(mode="promise_in_bounds")
+    return flat.at[gather].get(mode="promise_in_bounds")
 
 
 def _contract(patches, kernel, groups, precision):
@@ -190,7 +219,9 @@ def _canonical_kernel_term(x, tk, strides, pads, dilation, groups, precision):
     return _conv(xt, tkt, dims, strides, pads, dilation, groups, precision)[..., 0, :]
 
 
-def conv_tangent(method, geometry, x, kernel, tx, tk):
+def conv_tangent(
+    method: str, geometry: Any, x: jax.Array, kernel: jax.Array, tx: Any, tk: Any
+) -> jax.Array:
     """``t_y`` of the conv at ``(x, kernel)`` for tangents ``tx``, ``tk`` (``None``: zero).
 
     ``method``: ``"patches"``: matmuls on im2col patches; ``"canonical"``: the two convs of the

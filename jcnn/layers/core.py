@@ -114,7 +114,8 @@ class Wrapper(Protocol):
     ``wrap(fns) -> fns``; it keeps the params and state trees and the output shape.
     """
 
-    label: str
+    @property
+    def label(self) -> str: ...
 
     def wrap(self, fns: Fns) -> Fns: ...
 
@@ -151,7 +152,7 @@ class Layer:
     kind: str
     name: str = ""
     explicit_name: bool = False
-    hparams: Hparams = dataclasses.field(default_factory=Hparams)
+    hparams: Mapping[str, Any] = dataclasses.field(default_factory=Hparams)  # an Hparams
     children: tuple[tuple[str, Layer], ...] = ()
     combine: str | None = None
     pointwise: bool = False
@@ -276,7 +277,8 @@ class Layer:
         ``""``) and then, depth first in order, for each child: the path joins the child keys
         with ``/`` and is the address of its params in the params tree (an inlined child shares
         its parent's path). Shapes come from the combinators' own facts (``combine``), by
-        integer arithmetic: nothing is traced or allocated.
+        integer arithmetic: nothing is traced or allocated. With ``input_shape=None`` the
+        walk gives the structure alone (shapes ``None``), for tools that need no shapes.
 
         Example:
             >>> from jcnn import layers as L
@@ -284,7 +286,8 @@ class Layer:
             >>> [(v.path, v.out_shape) for v in net.walk((10, 10, 1))]
             [('', (8, 8, 8)), ('Conv_0', (8, 8, 8)), ('Relu_0', (8, 8, 8))]
         """
-        yield from _walk(self, "", example_shape(self.name, input_shape))
+        shape = None if input_shape is None else example_shape(self.name, input_shape)
+        yield from _walk(self, "", shape)
 
     def at(self, path: str) -> Layer:
         """The sub-layer at ``path`` (child keys joined by ``/``, as :meth:`walk` gives them).

@@ -11,7 +11,7 @@ from jax import lax
 
 from jcnn.layers import initializers as inits
 from jcnn.layers import shapes
-from jcnn.layers.conv import check_params
+from jcnn.layers.checks import check_params
 from jcnn.layers.core import (
     Fns,
     Layer,

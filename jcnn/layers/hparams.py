@@ -36,6 +36,7 @@ class Hparams(Mapping[str, Any]):
     """
 
     __slots__ = ("_items",)
+    _items: tuple[tuple[str, Any], ...]
 
     def __init__(self, items: Mapping[str, Any] | Sequence[tuple[str, Any]] = ()) -> None:
         pairs = dict(items).items()
@@ -99,7 +100,7 @@ _USUAL = {
 _FUNCTIONS = frozenset({"fn", "init", "apply", "output_shape", "ndim"})
 
 
-def _usual(hparams: Hparams, key: str, value: Any) -> bool:
+def _usual(hparams: Mapping[str, Any], key: str, value: Any) -> bool:
     if value is None or key in _FUNCTIONS:
         return True
     if key == "stride" and value == hparams.get("window"):  # pools: stride defaults to window
@@ -108,5 +109,5 @@ def _usual(hparams: Hparams, key: str, value: Any) -> bool:
     return value == usual or (isinstance(value, tuple) and all(v == usual for v in value))
 
 
-def _visible(hparams: Hparams) -> str:
+def _visible(hparams: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={_show(v)}" for k, v in hparams.items() if not _usual(hparams, k, v))

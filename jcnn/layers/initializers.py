@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -44,8 +44,8 @@ class VarianceScaling:
     """
 
     scale: float
-    mode: str
-    distribution: str
+    mode: Literal["fan_in", "fan_out", "fan_avg", "fan_geo_avg"]
+    distribution: Literal["truncated_normal", "normal", "uniform"]
 
     def __call__(self, key: jax.Array, shape: Any, dtype: Any = jnp.float32) -> jax.Array:
         return jinit.variance_scaling(self.scale, self.mode, self.distribution)(key, shape, dtype)

@@ -23,7 +23,14 @@ from jcnn.layers import shapes
 from jcnn.layers.core import Fns, Layer, Window, check_rank, layer_error, leaf, parameter_free
 
 
-def _check_windows_touch_input(kind, input_shape, win, strides, pads, out) -> None:
+def _check_windows_touch_input(
+    kind: str,
+    input_shape: Any,
+    win: tuple[int, ...],
+    strides: tuple[int, ...],
+    pads: Any,
+    out: tuple[int, ...],
+) -> None:
     """Raises when a window lies wholly in the padding (its max would be -inf, its count-free
     average 0/0). Windows move monotonically, so checking the first and the last suffices."""
     for axis, (n, k, s, (lo, hi), o) in enumerate(zip(input_shape, win, strides, pads, out)):

@@ -22,7 +22,9 @@ from jcnn.layers.conv_tangents import pad
 __all__ = ["mask_tangent", "native_max_pool", "native_pool_tangent"]
 
 
-def native_max_pool(x, window, pads):
+def native_max_pool(
+    x: jax.Array, window: tuple[int, ...], pads: tuple[tuple[int, int], ...]
+) -> jax.Array:
     """``lax.reduce_window`` max of ONE example over non-overlapping windows (stride = window)."""
     return lax.reduce_window(x, -jnp.inf, lax.max, (*window, 1), (*window, 1), (*pads, (0, 0)))
 
@@ -49,14 +51,26 @@ def _first_max_mask(xw, y, window):
     return order == first, win_axes
 
 
-def mask_tangent(window, pads, x, y, t):
+def mask_tangent(
+    window: tuple[int, ...],
+    pads: tuple[tuple[int, int], ...],
+    x: jax.Array,
+    y: jax.Array,
+    t: jax.Array,
+) -> jax.Array:
     """``t`` at the first maximum of each window, summed per window (the ``"mask"`` rule)."""
     mask, win_axes = _first_max_mask(_windows(x, window, pads, -jnp.inf), y, window)
     tw = _windows(t, window, pads, 0.0)
     return jnp.sum(jnp.where(mask, tw, jnp.zeros((), t.dtype)), axis=win_axes)
 
 
-def native_pool_tangent(window, pads, x, y, t):
+def native_pool_tangent(
+    window: tuple[int, ...],
+    pads: tuple[tuple[int, int], ...],
+    x: jax.Array,
+    y: jax.Array,
+    t: jax.Array,
+) -> jax.Array:
     """The native rule: the tangent of ``reduce_window`` max as JAX forms it."""
     del y
     return jax.jvp(partial(native_max_pool, window=window, pads=pads), (x,), (t,))[1]

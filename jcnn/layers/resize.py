@@ -8,6 +8,7 @@ Neither is pointwise (an output position reads a neighbourhood of a smaller inpu
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
@@ -48,6 +49,7 @@ def Upsample(scale_factor: int | Sequence[int], mode: str = "nearest") -> Layer:
     """
     if mode not in _MODES:
         raise ValueError(f"Upsample mode must be one of {tuple(_MODES)}, got {mode!r}")
+    factor: int | tuple[int, ...]
     if isinstance(scale_factor, Sequence) and not isinstance(scale_factor, str):
         factor = tuple(shapes.positive_int(s, "Upsample scale_factor") for s in scale_factor)
         if not factor:
@@ -57,7 +59,7 @@ def Upsample(scale_factor: int | Sequence[int], mode: str = "nearest") -> Layer:
     return leaf(_upsample_rule, "Upsample", {"scale_factor": factor, "mode": mode})
 
 
-def _factors(scale_factor, mode: str, input_shape) -> tuple[int, ...]:
+def _factors(scale_factor: Any, mode: str, input_shape: Any) -> tuple[int, ...]:
     """The factor of each spatial axis of ``input_shape``, after the rank checks."""
     dims = _MODES[mode]
     if isinstance(scale_factor, tuple):

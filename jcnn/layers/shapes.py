@@ -37,7 +37,15 @@ PADDING_FORMS = (
 
 
 class ShapeError(ValueError):
-    """A shape, size or hyper-parameter that cannot work; the message says why, with numbers."""
+    """A shape, size or hyper-parameter that cannot work; the message says why, with numbers.
+
+    Attributes:
+        size, axis: for a window that does not fit, the output size the formula gave and the
+            spatial dim (``None`` otherwise).
+    """
+
+    size: int | None = None
+    axis: int | None = None
 
 
 def spatial_rank(value: Any, default: int = 2) -> int:
@@ -78,7 +86,7 @@ def as_tuple(value: int | Sequence[int], ndim: int, name: str = "value") -> tupl
     if is_int(value):
         return (int(value),) * ndim
     try:
-        values = tuple(value)  # type: ignore[arg-type]
+        values = tuple(value)
     except TypeError:
         raise ShapeError(f"{expected}, got {value!r} ({type(value).__name__})") from None
     if len(values) != ndim or not all(is_int(v) for v in values):
@@ -188,11 +196,12 @@ def conv_output_size(
     check_positive((kernel,), "kernel size")
     check_positive((stride,), "stride")
     check_positive((dilation,), "dilation")
+    spec: PaddingLike = padding
     if isinstance(padding, tuple):
-        padding = [padding]
+        spec = [padding]
     elif is_int(padding):
-        padding = [(int(padding), int(padding))]
-    ((lo, hi),) = resolve_padding(padding, (n,), (kernel,), (stride,), (dilation,))
+        spec = [(int(padding), int(padding))]
+    ((lo, hi),) = resolve_padding(spec, (n,), (kernel,), (stride,), (dilation,))
     span = n + lo + hi - dilated_size(kernel, dilation)
     out = span // stride + 1
     if span < 0 or out < 1:

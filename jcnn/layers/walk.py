@@ -71,10 +71,12 @@ def _edit_child(layer: Layer, key: str, edit: Callable[[Layer], Layer]) -> Layer
 
 
 def _walk(layer: Layer, path: str, in_shape: Any) -> Iterator[Visit]:
-    yield Visit(path, layer, in_shape, layer.output_shape(in_shape))
+    shapeless = in_shape is None
+    yield Visit(path, layer, in_shape, None if shapeless else layer.output_shape(in_shape))
     if not layer.children:
         return
-    for (key, child), shape in zip(layer.children, layer.child_input_shapes(in_shape)):
+    shapes = [None] * len(layer.children) if shapeless else layer.child_input_shapes(in_shape)
+    for (key, child), shape in zip(layer.children, shapes):
         child_path = path if child.inline else (f"{path}/{key}" if path else key)
         yield from _walk(child, child_path, shape)
 

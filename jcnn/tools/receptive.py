@@ -108,7 +108,7 @@ def as_spec(item: RFSpec | Sequence[Any], rank: int | None = None) -> RFSpec:
         raise ValueError(
             f"receptive_field: expected (kind, kernel, stride, padding, dilation), got {item!r}"
         )
-    kind, kernel, stride, padding, dilation = item
+    kind, kernel, stride, padding, dilation = tuple(item)  # five, checked above
     rank = rank or _rank(item)
     spec = RFSpec(
         name=str(kind),
@@ -139,10 +139,12 @@ def receptive_field(specs: Iterable[RFSpec | Sequence[Any]]) -> list[RFRow]:
         [((3,), (1,), (1.0,)), ((4,), (2,), (1.5,))]
     """
     rows: list[RFRow] = []
-    r = j = start = None
+    r: tuple[int, ...] = ()
+    j: tuple[int, ...] = ()
+    start: tuple[float, ...] = ()
     for item in specs:
         spec = as_spec(item)
-        if r is None:
+        if not rows:
             rank = len(spec.kernel_size)
             r, j, start = (1,) * rank, (1,) * rank, (0.0,) * rank
         if len(spec.kernel_size) != len(r):
@@ -186,6 +188,11 @@ def _leaf_spec(visit: Visit) -> RFSpec | None:
     if layer.pointwise:
         return None
     win = layer.window
+    if win is None:
+        raise ValueError(
+            f"receptive field: layer {_label(visit)} ({layer.kind}) states neither a window nor "
+            "pointwise; give it window= (or pointwise=True) where it is made"
+        )
     if win.transposed:
         raise ValueError(
             f"receptive field: layer {_label(visit)} ({layer.kind}) is a transposed "

@@ -124,7 +124,7 @@ def check_train_state(ts: Any, optimizer: optax.GradientTransformation, frozen: 
     if frozen:
         return
     expected = jax.eval_shape(optimizer.init, ts.params)
-    if jax.tree.structure(expected) != jax.tree.structure(ts.opt_state):
+    if jax.tree.structure(expected) != jax.tree.structure(ts.opt_state):  # type: ignore[operator]
 
         def kinds(tree: Any) -> str:
             parts = tree if isinstance(tree, tuple) and not hasattr(tree, "_fields") else (tree,)

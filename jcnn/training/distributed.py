@@ -33,7 +33,7 @@ from jax.sharding import Mesh
 try:
     from jax.sharding import AxisType
 except ImportError:  # jax < 0.5: every mesh axis is "auto"
-    AxisType = None
+    AxisType = None  # type: ignore[misc, assignment]
 
 from jcnn.layers.arguments import int_at_least
 from jcnn.training.estimators import LossFn, default_metrics

@@ -218,15 +218,13 @@ class DPSGD:
         )
 
 
-def _batch_coupled(layer: Layer, path: str = "") -> Iterator[tuple[str, Layer]]:
+def _batch_coupled(layer: Layer) -> Iterator[tuple[str, Layer]]:
     """``(path, leaf)`` of every leaf that states it mixes a batch's examples (the fact
-    BatchNorm states), at the address of its params: :meth:`Layer.walk`'s paths, found through
-    ``Layer.tree_keys`` and ``Layer.at`` because a walk needs an input shape and this check has
-    none (an inlined combinator is looked through, as the walk gives it its parent's path)."""
-    if layer.batch_coupled and not layer.children:
-        yield path, layer
-    for key in layer.tree_keys:
-        yield from _batch_coupled(layer.at(key), paths.join(path, key))
+    BatchNorm states), at the address of its params: the paths of the shape-free
+    :meth:`Layer.walk`."""
+    for visit in layer.walk(None):
+        if visit.layer.batch_coupled and not visit.layer.children:
+            yield visit.path, visit.layer
 
 
 def check_per_example(layer: Layer) -> None:

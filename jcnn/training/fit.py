@@ -59,6 +59,11 @@ from jcnn.training.step import Transform, make_train_step
 __all__ = ["Arrays", "EpochTracker", "FitArgs", "FitResult", "NonFiniteLossError", "Run", "fit"]
 
 
+def _validator(eval_step: Any, val: Any, batch_size: int) -> Callable[[Any], dict[str, float]]:
+    """``ts -> metrics`` of ``eval_step`` over the validation data ``val``."""
+    return lambda ts: evaluate_with(eval_step, ts, val, batch_size)
+
+
 @dataclass
 class Run:
     """A prepared :func:`fit` run: the step, the loop, the resume point, the checkpointer and
@@ -110,9 +115,7 @@ class Run:
                 if ema and a.ema is None:
                     continue
                 eval_step = cached_eval_step(a.net.apply, a.loss_fn, a.metrics_fn, ema)
-                run.validators[prefix] = lambda ts, s=eval_step: evaluate_with(
-                    s, ts, a.val, a.eval_batch_size
-                )
+                run.validators[prefix] = _validator(eval_step, a.val, a.eval_batch_size)
         return run
 
     def start(self) -> None:

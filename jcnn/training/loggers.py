@@ -167,7 +167,7 @@ class MetricsLogger(Callback):
             with open(self.path, newline="", encoding="utf-8") as f:
                 reader = csv.DictReader(f)
                 header = list(reader.fieldnames or [])
-                rows = [r for r in reader if _csv_epoch(r) is not None and _csv_epoch(r) <= keep]
+                rows = [r for r in reader if (e := _csv_epoch(r)) is not None and e <= keep]
             _write_atomic(self.path, _csv_text(header, rows) if rows else "")
 
     def on_epoch_end(self, end: EpochEnd) -> None:

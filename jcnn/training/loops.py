@@ -184,9 +184,9 @@ class DeviceLoop:
         kwargs: dict[str, Any] = {"donate_argnums": self.step.donate_argnums}
         shardings = self.step.placement.state_shardings(ts)
         if shardings is not None:
-            full = jax.sharding.NamedSharding(
-                self.step.placement.mesh, jax.sharding.PartitionSpec()
-            )
+            mesh = self.step.placement.mesh
+            assert mesh is not None  # state shardings exist only on a mesh
+            full = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
             kwargs["out_shardings"] = (shardings, full)
         return jax.jit(fn, **kwargs)
 

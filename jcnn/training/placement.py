@@ -104,12 +104,12 @@ def train_state_shardings(
     if not isinstance(ts, TrainState):
         return jax.tree.map(spec if fsdp else (lambda _: full), ts)
     split = spec if fsdp else (lambda _: full)
-    return TrainState(
+    return TrainState(  # a TrainState of shardings
         params=jax.tree.map(split, ts.params),
         state=jax.tree.map(lambda _: full, ts.state),
         opt_state=jax.tree.map(split, ts.opt_state),
-        step=full,
-        rng=full,
+        step=full,  # type: ignore[arg-type]
+        rng=full,  # type: ignore[arg-type]
         ema=jax.tree.map(split, ts.ema),  # the average is laid out as the params
     )
 
@@ -163,7 +163,9 @@ def process_batch_slice(global_batch_size: int, mesh: Mesh, *, axis_name: str = 
     index_map = batch_sharding(mesh, axis_name=axis_name).addressable_devices_indices_map(
         (global_batch_size,)
     )
-    rows = sorted({(s[0].start or 0, s[0].stop or global_batch_size) for s in index_map.values()})
+    rows = sorted(
+        {(s[0].start or 0, s[0].stop or global_batch_size) for s in index_map.values() if s}
+    )
     start, stop = rows[0][0], rows[-1][1]
     if sum(b - a for a, b in rows) != stop - start:
         raise ValueError(f"process_batch_slice: this process's rows {rows} are not contiguous")

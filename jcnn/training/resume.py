@@ -91,9 +91,10 @@ class Resume:
             ValueError: the checkpoint was written by a run on other data (its fingerprint
                 differs from ``data``).
         """
-        if ckpt is None or ckpt.latest_step() is None:
+        latest = None if ckpt is None else ckpt.latest_step()
+        if ckpt is None or latest is None:
             return cls(ts)
-        step = int(ckpt.latest_step())
+        step = int(latest)
         ts, meta = ckpt.restore(ts)
         saved = meta.get("data")
         if saved is not None and saved != data:

@@ -157,7 +157,7 @@ class TrainStep:
             ts = self.placement.place_state(ts)
         return ts
 
-    def jitted(self, ts: TrainState) -> Callable:
+    def jitted(self, ts: TrainState) -> Any:
         """The compiled step for ``ts``: one ``jax.jit`` on one device (it retraces per
         structure itself); on a mesh one per structure and shapes, whose shardings it fixes."""
         if self.placement.mesh is None:
@@ -170,9 +170,9 @@ class TrainStep:
             kwargs: dict[str, Any] = {}
             if shardings is not None:
                 data = self.placement.batch_sharding()
-                replicated = jax.sharding.NamedSharding(
-                    self.placement.mesh, jax.sharding.PartitionSpec()
-                )
+                mesh = self.placement.mesh
+                assert mesh is not None  # state shardings exist only on a mesh
+                replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
                 kwargs = dict(in_shardings=(shardings, data), out_shardings=(shardings, replicated))
             self._compiled[key] = jax.jit(
                 self.update,

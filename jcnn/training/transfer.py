@@ -62,7 +62,8 @@ def _copy_into(where: str, expected: Any, trained: Any, path: str) -> Any:
             f"{err.args[0]}"
         ) from None
     expected = paths.subtree(expected, path)
-    fits = jax.tree.structure(expected) == jax.tree.structure(trained) and jax.tree.all(
+    same_tree = jax.tree.structure(expected) == jax.tree.structure(trained)  # type: ignore[operator]
+    fits = same_tree and jax.tree.all(
         jax.tree.map(lambda e, t: tuple(e.shape) == tuple(jnp.shape(t)), expected, trained)
     )
     if not fits:

@@ -120,7 +120,7 @@ CASES = [
          [CNN_8, "floor((2 + 0 + 0 - 1*(3-1) - 1) / 1) + 1 = 0"]),
     Case("layers", "resnet_path", "ResNet-18's layer1 given 3 channels: the path names the block",
          lambda _: dict(models.resnet18().children)["layer1"].output_shape((8, 8, 3)), ShapeError,
-         ["layer1/serial_0/residual_0: input shape (8, 8, 3)", "block gives (8, 8, 64)",
+         ["layer1/0: input shape (8, 8, 3)", "block gives (8, 8, 64)",
           "shortcut gives (8, 8, 3)"]),
     Case("layers", "zero_channels", "Conv on an input with 0 channels",
          lambda _: _init(L.Conv(4, 3), (8, 8, 0)), ShapeError,

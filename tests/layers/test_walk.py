@@ -104,3 +104,13 @@ def test_replace_at_by_a_walk_path_keeps_every_other_key():
 def test_walk_takes_the_shape_of_one_example():
     with pytest.raises(TypeError, match="SHAPE of one example"):
         list(_net().walk(jax.numpy.zeros(SHAPE)))
+
+
+def test_shape_free_walk_gives_the_same_paths_and_layers():
+    import jcnn
+
+    net = jcnn.models.resnet18()
+    with_shapes = list(net.walk((64, 64, 3)))
+    bare = list(net.walk(None))
+    assert [(v.path, v.layer) for v in bare] == [(v.path, v.layer) for v in with_shapes]
+    assert all(v.in_shape is None and v.out_shape is None for v in bare)
