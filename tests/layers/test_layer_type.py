@@ -250,7 +250,9 @@ def test_custom_init_not_returning_shape_params_state_is_named(returned, said):
 
     odd = L.custom(init, apply, "Odd", output_shape=lambda s: s, stochastic=False)
     net = L.serial(L.Dense(3), odd.named("odd"), name="net")
-    with pytest.raises(TypeError, match=r"^net/odd: .*" + said + r".*\(output_shape, params, state\)"):
+    with pytest.raises(
+        TypeError, match=r"^net/odd: .*" + said + r".*\(output_shape, params, state\)"
+    ):
         net.init(jax.random.key(0), (4,))
 
 
