@@ -278,7 +278,7 @@ def test_gate_is_the_union_of_identity_and_its_chain_or_stops_when_pooled():
     as_sum = network_receptive_field(residual, (9, 9, 2))
     assert [(r.rf, r.jump, r.start) for r in as_gate] == [(r.rf, r.jump, r.start) for r in as_sum]
     assert as_gate[-1].rf == (5, 5)
-    se = L.serial(L.Conv(2, 3), L.squeeze_excitation(2, 1), L.Conv(2, 3))
+    se = L.serial(L.Conv(2, 3), models.squeeze_excitation(2, 1), L.Conv(2, 3))
     assert [s.kind for s in layer_specs(se, (9, 9, 1))] == ["Conv"]
 
 

@@ -25,7 +25,6 @@ from jcnn.layers.combinators import (
     parallel,
     residual,
     serial,
-    squeeze_excitation,
 )
 from jcnn.layers.conv import Conv, ConvTranspose
 from jcnn.layers.core import Layer, Visit, walk
@@ -94,6 +93,5 @@ __all__ = [
     "repeat",
     "residual",
     "serial",
-    "squeeze_excitation",
     "walk",
 ]

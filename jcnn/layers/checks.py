@@ -54,7 +54,7 @@ def locate(err: BaseException, parent: str, key: str, child: Layer) -> BaseExcep
 
     A leaf labels its errors with its kind (``"Conv: input shape ..."``); each combinator on the
     way up replaces that label by the child's key and prefixes its own name, so the error that
-    reaches the user reads ``resnet18/layer2/serial_0/residual/block/serial_0/Conv_0: ...``.
+    reaches the user reads ``resnet18/layer2/0/conv1: ...``.
     Only jcnn's own error types are rewritten (exactly ShapeError, ValueError, TypeError,
     NameError); subclasses such as JAX's tracer errors pass through unchanged.
     """

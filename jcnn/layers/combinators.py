@@ -18,8 +18,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jcnn.layers.activations import Relu, Sigmoid
-from jcnn.layers.conv import Conv
 from jcnn.layers.core import (
     Fns,
     Layer,
@@ -33,7 +31,6 @@ from jcnn.layers.core import (
     shape_of,
 )
 from jcnn.layers.dense import Identity
-from jcnn.layers.pool import AdaptiveAvgPool
 from jcnn.layers.shapes import positive_int
 
 
@@ -241,8 +238,12 @@ def fan_in_concat(axis: int = -1) -> Layer:
 
 def _concat_rule(layer: Layer) -> Fns:
     n, axis = len(layer.children), layer.hparams["axis"]
-    inner = Layer(
-        _parallel_rule, "parallel", name=layer.name, children=layer.children, combine="parallel"
+    # the branches run as a parallel on the same tree this rule works on (an inlined branch's
+    # keys are moved up once, by this layer: hence the parallel's rule, not a parallel layer)
+    inner = _parallel_rule(
+        Layer(
+            _parallel_rule, "parallel", name=layer.name, children=layer.children, combine="parallel"
+        )
     )
     join = _fan_in_concat_rule(layer)
 
@@ -416,72 +417,3 @@ def gate(*branch: Layer, name: str = "gate") -> Layer:
         ((4, 4, 8), ['Dense_0', 'Dense_1', 'GlobalAvgPool_0', 'Relu_0', 'Sigmoid_0'])
     """
     return _combinator(_gate_rule, "gate", name, _keyed(branch, name), "gate")
-
-
-def _as_layer(where: str, what: str, value: Layer | Callable[[], Layer]) -> Layer:
-    """``value`` if it is a Layer, else ``value()`` (a factory such as ``Relu``)."""
-    layer = value if isinstance(value, Layer) else value() if callable(value) else value
-    if not isinstance(layer, Layer):
-        raise TypeError(
-            f"{where}: {what} must be a Layer or a factory returning one (Relu or Relu()), "
-            f"got {value!r}"
-        )
-    return layer
-
-
-def squeeze_excitation(
-    channels: int,
-    squeeze_channels: int,
-    activation: Layer | Callable[[], Layer] = Relu,
-    scale_activation: Layer | Callable[[], Layer] = Sigmoid,
-    *,
-    name: str = "squeeze_excitation",
-) -> Layer:
-    """Squeeze-and-excitation (Hu et al. 2018), as torchvision's ``SqueezeExcitation``.
-
-    ``x * scale_activation(fc2(activation(fc1(avgpool(x)))))`` where ``avgpool`` is
-    ``AdaptiveAvgPool(1)`` and ``fc1``, ``fc2`` are 1x1 convolutions ``channels ->
-    squeeze_channels -> channels`` with biases. It is a :func:`gate` whose children are keyed
-    ``avgpool``, ``fc1``, ``activation``, ``fc2``, ``scale_activation``, so
-    ``params["fc1"]["kernel"]`` is torchvision's ``fc1.weight`` (HWIO for OIHW) and
-    ``params["fc2"]["bias"]`` its ``fc2.bias``; params count
-    ``2 * channels * squeeze_channels + squeeze_channels + channels``.
-
-    Args:
-        channels: input (and output) channels ``C``.
-        squeeze_channels: channels of the bottleneck.
-        activation: after ``fc1``: a layer or a factory (default ``Relu``; MobileNetV3 and
-            EfficientNet use ``Relu`` and ``Silu``).
-        scale_activation: the gate (default ``Sigmoid``; MobileNetV3 uses ``Hardsigmoid``).
-        name: its params key inside a parent.
-
-    Shapes:
-        ``(H, W, C) -> (H, W, C)`` (2-D images, as torchvision's).
-
-    Raises:
-        ShapeError: at init, when the input does not have ``channels`` channels.
-
-    Example:
-        >>> se = squeeze_excitation(16, 4)
-        >>> _, params, _ = se.init(key, (8, 8, 16))
-        >>> params["fc1"]["kernel"].shape, params["fc2"]["bias"].shape, se.output_shape((8, 8, 16))
-        ((1, 1, 16, 4), (16,), (8, 8, 16))
-    """
-    channels = positive_int(channels, f"{name} channels")
-    squeeze_channels = positive_int(squeeze_channels, f"{name} squeeze_channels")
-    children = [
-        AdaptiveAvgPool(1).named("avgpool"),
-        Conv(squeeze_channels, 1).named("fc1"),
-        _as_layer(name, "activation", activation).named("activation"),
-        Conv(channels, 1).named("fc2"),
-        _as_layer(name, "scale_activation", scale_activation).named("scale_activation"),
-    ]
-    return _combinator(
-        _gate_rule,
-        "squeeze_excitation",
-        name,
-        _keyed(children, name),
-        "gate",
-        channels=channels,
-        squeeze_channels=squeeze_channels,
-    )

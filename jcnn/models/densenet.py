@@ -17,7 +17,7 @@ branch is inlined), so ``features/denseblock1/denselayer1/norm1`` is torchvision
 from __future__ import annotations
 
 from jcnn import layers as L
-from jcnn.layers.core import Fns, Layer
+from jcnn.layers.core import Layer
 from jcnn.models.common import BatchNormFactory, torch_batch_norm
 
 #: torchvision's DenseNet-121 ``block_config``: dense layers per block.
@@ -54,27 +54,7 @@ def dense_layer(
         L.Relu().named("relu2"),
         L.Conv(growth_rate, (3, 3), padding=1, use_bias=False).named("conv2"),
     )
-    return _concat(L.Identity().named("prev_features"), new_features.inlined(), name=name)
-
-
-#: :func:`jcnn.layers.concat`'s own rule.
-_CONCAT_RULE = L.concat(L.Identity()).rule
-
-
-def _concat_of_inlined(layer: Layer) -> Fns:
-    """:func:`jcnn.layers.concat`'s rule for a concat with an inlined branch: run on the
-    branches under their own keys (the tree the rule works on); the layer moves the inlined
-    branch's keys up once (its inner parallel would move them a second time)."""
-    plain = tuple((k, c.replace(inline=False)) for k, c in layer.children)
-    return _CONCAT_RULE(layer.replace(rule=_CONCAT_RULE, children=plain))
-
-
-def _concat(*branches: Layer, name: str) -> Layer:
-    """``L.concat(*branches, name=name)``, whose branches may be inlined."""
-    layer = L.concat(*branches, name=name)
-    if any(child.inline for _, child in layer.children):
-        layer = layer.replace(rule=_concat_of_inlined)
-    return layer
+    return L.concat(L.Identity().named("prev_features"), new_features.inlined(), name=name)
 
 
 def transition(

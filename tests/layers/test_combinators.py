@@ -504,3 +504,18 @@ def test_gradients_through_batchnorm_train():
             return jnp.sum(ys * jnp.arange(1.0, 4.0)[None, :])
 
         check_grads(loss, (params, xs), order=1, modes=("rev",))
+
+
+@pytest.mark.parametrize("combinator", [L.concat, L.residual, L.serial])
+def test_inlined_child_keys_sit_in_the_parent_and_values_are_unchanged(combinator):
+    body = L.serial(L.Conv(3, 1).named("conv"), L.Relu().named("act"))
+    plain, inlined = combinator(L.Identity(), body), combinator(L.Identity(), body.inlined())
+    if combinator is L.serial:  # a chain: the body needs the identity's shape only
+        plain, inlined = L.serial(body), L.serial(body.inlined())
+    _, p_plain, s_plain = plain.init(jax.random.key(0), (4, 4, 3))
+    _, p_inl, s_inl = inlined.init(jax.random.key(0), (4, 4, 3))
+    assert {"conv", "act"} <= set(p_inl) and not {"conv", "act"} & set(p_plain)
+    x = jax.random.normal(jax.random.key(1), (4, 4, 3))
+    y_plain, _ = plain.apply(p_plain, s_plain, x)
+    y_inl, _ = inlined.apply(p_inl, s_inl, x)
+    np.testing.assert_array_equal(y_plain, y_inl)

@@ -163,7 +163,7 @@ def _se_numpy(x, p, hard):
 
 @pytest.mark.parametrize("hard", [False, True])
 def test_squeeze_excitation_matches_numpy(hard):
-    se = L.squeeze_excitation(8, 3, scale_activation=L.Hardsigmoid if hard else L.Sigmoid)
+    se = jcnn.models.squeeze_excitation(8, 3, scale_activation=L.Hardsigmoid if hard else L.Sigmoid)
     x = np.random.default_rng(3).normal(size=(2, 6, 5, 8)).astype(np.float32)
     _, params, state = se.init(jax.random.key(1), x.shape[1:])
     assert list(params) == ["avgpool", "fc1", "activation", "fc2", "scale_activation"]
@@ -177,7 +177,9 @@ def test_squeeze_excitation_matches_torch(case):
     get = lambda f: DATA[f"{case}/{f}"]  # noqa: E731
     c, sq = get("fc1_weight").shape[1], get("fc1_weight").shape[0]
     hard = bool(get("hardsigmoid"))
-    se = L.squeeze_excitation(c, sq, scale_activation=L.Hardsigmoid() if hard else L.Sigmoid())
+    se = jcnn.models.squeeze_excitation(
+        c, sq, scale_activation=L.Hardsigmoid() if hard else L.Sigmoid()
+    )
     x = nchw_to_nhwc(get("x"))
     _, params, state = se.init(jax.random.key(0), x.shape[1:])
     for fc in ("fc1", "fc2"):  # OIHW -> HWIO: torchvision's fc1/fc2 map 1:1
@@ -192,25 +194,27 @@ def test_squeeze_excitation_matches_torch(case):
 @pytest.mark.parametrize("c, sq", [(16, 4), (96, 24), (40, 10)])
 def test_squeeze_excitation_param_count_is_torchvisions(c, sq):
     # torchvision: fc1 = Conv2d(c, sq, 1) and fc2 = Conv2d(sq, c, 1), both with bias.
-    assert count_params(L.squeeze_excitation(c, sq), (7, 7, c)) == (c * sq + sq) + (sq * c + c)
+    assert count_params(jcnn.models.squeeze_excitation(c, sq), (7, 7, c)) == (c * sq + sq) + (
+        sq * c + c
+    )
 
 
 def test_squeeze_excitation_states_it_is_a_gate():
     # x * chain(x): a tool reading "serial" would take the (1, 1, C) chain output as the output.
-    se = L.squeeze_excitation(8, 2)
+    se = jcnn.models.squeeze_excitation(8, 2)
     assert se.combine == "gate" == L.gate(L.Conv(8, 1), L.Sigmoid()).combine
     assert se.output_shape((5, 5, 8)) == (5, 5, 8)
 
 
 def test_squeeze_excitation_errors():
-    se = L.squeeze_excitation(8, 2, activation=L.Silu())
+    se = jcnn.models.squeeze_excitation(8, 2, activation=L.Silu())
     assert dict(se.children)["activation"].kind == "Silu"
     with pytest.raises(ShapeError, match=r"squeeze_excitation: .*built for channels=8"):
         se.init(jax.random.key(0), (4, 4, 6))
     with pytest.raises(TypeError, match="activation must be a Layer"):
-        L.squeeze_excitation(8, 2, activation="relu")
+        jcnn.models.squeeze_excitation(8, 2, activation="relu")
     with pytest.raises(ShapeError, match="squeeze_channels must be a positive int"):
-        L.squeeze_excitation(8, 0)
+        jcnn.models.squeeze_excitation(8, 0)
 
 
 # -------------------------------------------------------------------- StochasticDepth
