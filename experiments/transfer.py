@@ -52,8 +52,8 @@ from jcnn import layers as L
 from jcnn import models
 from jcnn.layers.core import Layer
 from jcnn.layers.shapes import ShapeError
+from jcnn.models.transfer import transfer_setup
 from jcnn.training import Callback, EpochEnd, TrainState, fit
-from jcnn.training.transfer import transfer_setup
 
 #: torchvision's normalisation of its ImageNet weights (``transforms.Normalize``), RGB.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

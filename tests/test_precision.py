@@ -183,10 +183,10 @@ def test_bfloat16_loss_curve_tracks_float32_on_course_cnn():
 
 def test_the_wrappers_live_in_one_module():
     from jcnn.layers import precision, wrappers
-    from jcnn.models import heads
+    from jcnn.models import transfer
 
     assert precision.PolicyWrapper is wrappers.PolicyWrapper
-    assert heads.inference_mode is wrappers.inference_mode
-    assert heads.InferenceMode is wrappers.InferenceMode
+    assert transfer.inference_mode is wrappers.inference_mode
+    assert transfer.InferenceMode is wrappers.InferenceMode
     net = with_policy(L.Dense(2), Policy.mixed_bfloat16())
     assert net.wrappers == (wrappers.PolicyWrapper(Policy.mixed_bfloat16()),)

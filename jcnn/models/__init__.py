@@ -21,7 +21,7 @@ Example:
 """
 
 from jcnn.interop.torchvision import SUPPORTED, from_torchvision, to_torchvision
-from jcnn.models import heads
+from jcnn.models import transfer
 from jcnn.models.alexnet import alexnet
 from jcnn.models.common import squeeze_excitation
 from jcnn.models.convnext import convnext_tiny
@@ -75,7 +75,7 @@ __all__ = [
     "resnet18",
     "resnet34",
     "resnet50",
-    "heads",
+    "transfer",
     "squeeze_excitation",
     "vgg",
     "vgg11",

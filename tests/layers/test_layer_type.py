@@ -16,7 +16,7 @@ from jcnn.layers.custom import custom
 from jcnn.layers.precision import Policy, with_policy
 from jcnn.layers.remat import remat
 from jcnn.layers.shapes import ShapeError
-from jcnn.models.heads import inference_mode
+from jcnn.models.transfer import inference_mode
 
 
 def test_renamed_layer_is_another_layer_and_equal_layers_hash_alike():

@@ -11,11 +11,10 @@ import pytest
 import jcnn
 from jcnn import layers as L
 from jcnn import models
-from jcnn.models.heads import replace_head
+from jcnn.models.transfer import replace_head, transfer_setup
 from jcnn.training import fit
 from jcnn.training.legacy import create_train_state, init_key, make_train_step
 from jcnn.training.losses import softmax_cross_entropy
-from jcnn.training.transfer import transfer_setup
 
 SHAPE = (8, 8, 1)
 

@@ -17,7 +17,7 @@ from jcnn.interop import porting
 from jcnn.layers import paths
 from jcnn.layers.core import Window
 from jcnn.layers.remat import remat
-from jcnn.models.heads import kept_paths, replace_head
+from jcnn.models.transfer import kept_paths, replace_head
 from jcnn.tools.receptive import layer_specs, network_receptive_field
 from jcnn.tools.summary import summary_rows
 from jcnn.training.privacy import check_per_example
