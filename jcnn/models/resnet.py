@@ -15,6 +15,7 @@ torchvision's ``layer2.0.downsample.0.weight`` is ``params["layer2"]["0"]["downs
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from jcnn import layers as L
 from jcnn.layers.core import Layer
@@ -249,22 +250,22 @@ def resnet(
     )
 
 
-def resnet18(num_classes: int = 1000, **kwargs) -> Layer:
+def resnet18(num_classes: int = 1000, **kwargs: Any) -> Layer:
     """ResNet-18 (BasicBlocks 2-2-2-2); see :func:`resnet`."""
     return resnet(18, num_classes=num_classes, **kwargs)
 
 
-def resnet34(num_classes: int = 1000, **kwargs) -> Layer:
+def resnet34(num_classes: int = 1000, **kwargs: Any) -> Layer:
     """ResNet-34 (BasicBlocks 3-4-6-3); see :func:`resnet`."""
     return resnet(34, num_classes=num_classes, **kwargs)
 
 
-def resnet50(num_classes: int = 1000, **kwargs) -> Layer:
+def resnet50(num_classes: int = 1000, **kwargs: Any) -> Layer:
     """ResNet-50 (Bottlenecks 3-4-6-3, stride on the 3x3); see :func:`resnet`."""
     return resnet(50, num_classes=num_classes, **kwargs)
 
 
-def resnext50_32x4d(num_classes: int = 1000, **kwargs) -> Layer:
+def resnext50_32x4d(num_classes: int = 1000, **kwargs: Any) -> Layer:
     """ResNeXt-50 32x4d (Xie et al. 2017): ResNet-50 whose 3x3 convs have 32 groups of 4 channels
     per 64 (inner widths 128-256-512-1024); 25,028,904 parameters. See :func:`resnet`.
 
@@ -282,7 +283,7 @@ def resnext50_32x4d(num_classes: int = 1000, **kwargs) -> Layer:
     )
 
 
-def wide_resnet50_2(num_classes: int = 1000, **kwargs) -> Layer:
+def wide_resnet50_2(num_classes: int = 1000, **kwargs: Any) -> Layer:
     """Wide ResNet-50-2 (Zagoruyko & Komodakis 2016, torchvision's variant): ResNet-50 with twice
     the inner width of every bottleneck (128-256-512-1024); 68,883,240 parameters. See
     :func:`resnet`.

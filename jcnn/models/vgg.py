@@ -12,6 +12,7 @@ conv, ``features/2`` the second in VGG-16, ``classifier/6`` the last dense layer
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from jcnn import layers as L
 from jcnn.layers.core import Layer
@@ -129,22 +130,22 @@ def vgg(
     )
 
 
-def vgg11(num_classes: int = 1000, **kwargs) -> Layer:
+def vgg11(num_classes: int = 1000, **kwargs: Any) -> Layer:
     """VGG-11 (configuration "A"); see :func:`vgg`."""
     return vgg(11, num_classes=num_classes, **kwargs)
 
 
-def vgg13(num_classes: int = 1000, **kwargs) -> Layer:
+def vgg13(num_classes: int = 1000, **kwargs: Any) -> Layer:
     """VGG-13 (configuration "B"); see :func:`vgg`."""
     return vgg(13, num_classes=num_classes, **kwargs)
 
 
-def vgg16(num_classes: int = 1000, **kwargs) -> Layer:
+def vgg16(num_classes: int = 1000, **kwargs: Any) -> Layer:
     """VGG-16 (configuration "D"); see :func:`vgg`."""
     return vgg(16, num_classes=num_classes, **kwargs)
 
 
-def vgg19(num_classes: int = 1000, **kwargs) -> Layer:
+def vgg19(num_classes: int = 1000, **kwargs: Any) -> Layer:
     """VGG-19 (configuration "E", the course's example); see :func:`vgg`."""
     return vgg(19, num_classes=num_classes, **kwargs)
 

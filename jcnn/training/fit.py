@@ -30,7 +30,6 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from jcnn.data.batching import data_rng
 from jcnn.layers.core import Layer
 from jcnn.training import checks, compile_cache
 from jcnn.training import resume as resuming
@@ -49,6 +48,7 @@ from jcnn.training.fit_args import Arrays, FitArgs
 from jcnn.training.fit_result import FitResult, NonFiniteLossError, raise_on_nonfinite
 from jcnn.training.freeze import freeze
 from jcnn.training.hooks import Callback, EpochEnd, RunInfo
+from jcnn.training.keys import data_rng
 from jcnn.training.learning_rate import learning_rate_of
 from jcnn.training.loops import CHUNK_SECONDS, Chunk, ChunkSchedule, DeviceLoop, HostLoop, timed
 from jcnn.training.losses import softmax_cross_entropy

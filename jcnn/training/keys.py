@@ -86,7 +86,7 @@ def epoch_permutation(data_rng: jax.Array, epoch: int | jax.Array, n: int) -> ja
     ``jax.random.permutation(fold_in(wrap_key_data(data_rng), epoch), n)``: a function of
     ``(data_rng, epoch)`` only, so a run resumed at any epoch replays the same order. Usable
     inside ``jax.jit`` (``epoch`` may be traced; ``n`` is static). The one permutation of jcnn:
-    ``fit``'s two loops and :func:`jcnn.data.batching.batches` all use it.
+    ``fit``'s two loops and :func:`jcnn.training.batches.batches` all use it.
 
     Example:
         >>> perm = epoch_permutation(data_rng(0), 3, 5)

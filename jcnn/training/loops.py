@@ -23,7 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jcnn.data.batching import batches, epoch_permutation
+from jcnn.training.batches import batches
+from jcnn.training.keys import epoch_permutation
 from jcnn.training.state import TrainState
 from jcnn.training.step import TrainStep
 
