@@ -131,7 +131,7 @@ def bottleneck(
     return residual_block(body, shortcut, name=name)
 
 
-#: (block kind, blocks per stage) by depth, as in torchvision.
+#: (block type, blocks per stage) by depth, as in torchvision.
 DEPTHS: dict[int, tuple[str, tuple[int, ...]]] = {
     18: ("basic", (2, 2, 2, 2)),
     34: ("basic", (3, 4, 6, 3)),
@@ -142,7 +142,7 @@ DEPTHS: dict[int, tuple[str, tuple[int, ...]]] = {
 
 
 def resnet_stages(
-    kind: str,
+    block: str,
     blocks: Sequence[int],
     in_channels: int,
     widths: Sequence[int] = (64, 128, 256, 512),
@@ -151,7 +151,7 @@ def resnet_stages(
     width_per_group: int = 64,
     batch_norm: BatchNormFactory = torch_batch_norm,
 ) -> tuple[list[Layer], int]:
-    """Stages ``layer1`` .. ``layer4`` of blocks keyed ``"0"``, ``"1"``, ... (torchvision's
+    """Stages ``layer1`` .. ``layer4`` of ``block`` blocks (``"basic"`` or ``"bottleneck"``) keyed ``"0"``, ``"1"``, ... (torchvision's
     ``nn.Sequential``); every stage but the first halves the size in its first block.
 
     Returns:
@@ -161,7 +161,7 @@ def resnet_stages(
         ValueError: ``groups``/``width_per_group`` other than 1/64 with basic blocks
             (torchvision's ``BasicBlock`` supports neither).
     """
-    if kind == "basic":
+    if block == "basic":
         if (groups, width_per_group) != (1, 64):
             raise ValueError(
                 f"basic blocks take groups=1 and width_per_group=64 (as torchvision's "
@@ -231,7 +231,7 @@ def resnet(
     """
     if depth not in DEPTHS:
         raise ValueError(f"resnet depth must be one of {sorted(DEPTHS)}, got {depth!r}")
-    kind, blocks = DEPTHS[depth]
+    block_type, blocks = DEPTHS[depth]
     stem = [
         L.Conv(64, (7, 7), stride=2, padding=3, use_bias=False).named("conv1"),
         batch_norm().named("bn1"),
@@ -239,7 +239,12 @@ def resnet(
         L.MaxPool((3, 3), stride=2, padding=1).named("maxpool"),
     ]
     stages, _ = resnet_stages(
-        kind, blocks, 64, groups=groups, width_per_group=width_per_group, batch_norm=batch_norm
+        block_type,
+        blocks,
+        64,
+        groups=groups,
+        width_per_group=width_per_group,
+        batch_norm=batch_norm,
     )
     return L.serial(
         *stem,

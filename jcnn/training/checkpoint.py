@@ -100,6 +100,10 @@ def _is_array(value: Any) -> bool:
     return isinstance(value, np.ndarray | jax.Array)
 
 
+#: NumPy scalar types orbax cannot store: objects, strings, bytes, datetimes, timedeltas.
+_NOT_STORABLE = (np.object_, np.str_, np.bytes_, np.datetime64, np.timedelta64)
+
+
 def _check_array(where: str, value: Any) -> None:
     """TypeError unless ``value`` has a numeric or bool dtype (the dtypes orbax stores)."""
     dtype = getattr(value, "dtype", None)
@@ -107,8 +111,8 @@ def _check_array(where: str, value: Any) -> None:
         dt = np.dtype(dtype) if dtype is not None else None
     except TypeError:  # e.g. typed PRNG keys: key<fry>
         dt = None
-    plain_void = dt is not None and dt.kind == "V" and (dt.names or dt.name.startswith("void"))
-    if dt is None or dt.kind in "OUSMm" or plain_void:
+    plain_void = dt is not None and dt.type is np.void and (dt.names or dt.name.startswith("void"))
+    if dt is None or issubclass(dt.type, _NOT_STORABLE) or plain_void:
         raise TypeError(
             f"Checkpointer.save: {where} has dtype {dtype}, which cannot be checkpointed; only "
             "numeric and bool arrays can (strings belong in the JSON-able meta values, PRNG "
@@ -132,7 +136,7 @@ def _jsonable(where: str, value: Any) -> Any:
     """``value`` as plain JSON types; TypeError naming ``where`` for anything else."""
     if value is None or isinstance(value, bool | str):
         return value
-    if isinstance(value, np.generic) and value.dtype.kind in "biuf":
+    if isinstance(value, np.bool_ | np.integer | np.floating):
         return value.item()
     if isinstance(value, int | float):
         return value

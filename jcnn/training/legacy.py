@@ -96,7 +96,7 @@ def make_epoch(
 
     ``run_epoch(ts, images, labels, epoch, *, data_rng, start=0, num_steps=None)`` draws the
     epoch's permutation on device, drops the remainder (``n // batch_size`` steps) and runs
-    steps ``start .. start+num_steps``: :class:`jcnn.training.loops.DeviceLoop` (kind
+    steps ``start .. start+num_steps``: :class:`jcnn.training.loops.DeviceLoop` (mode
     ``"loop"``) with the step of :func:`make_train_step` for these arguments.
 
     Returns:
@@ -129,7 +129,7 @@ def make_epoch(
             raise ValueError(f"run_epoch: steps {start}..{start + num_steps} outside 0..{steps}")
         data = jax.numpy.asarray(images), jax.numpy.asarray(labels)
         if not loop:
-            loop.append(DeviceLoop(step, data, batch_size, data_rng, kind="loop", placed=True))
+            loop.append(DeviceLoop(step, data, batch_size, data_rng, mode="loop", placed=True))
         loop[0].images, loop[0].labels = data
         return loop[0].epoch(epoch, start, data_rng)(step.prepare(ts), start, num_steps)
 

@@ -10,7 +10,7 @@ checkpoints and preemption.
   step per batch.
 * :class:`DeviceLoop`: the data set placed on the device(s) once (a full copy per device of a
   mesh); each step gathers its batch there. A chunk is one ``lax.fori_loop`` over a run-time
-  number of steps (one compiled program for every chunk length; :func:`device_loop_kind`).
+  number of steps (one compiled program for every chunk length; :func:`device_loop_mode`).
 """
 
 from __future__ import annotations
@@ -129,11 +129,11 @@ class HostLoop:
         return run
 
 
-def device_loop_kind(platform: str) -> str:
+def device_loop_mode(platform: str) -> str:
     """How the on-device loop runs a chunk on ``platform``: ``"loop"`` everywhere.
 
     ``"loop"`` is one compiled ``lax.fori_loop`` over the chunk's steps (no host round trip per
-    step); ``"dispatch"`` (``DeviceLoop(kind="dispatch")``) one compiled step per batch. Inside
+    step); ``"dispatch"`` (``DeviceLoop(mode="dispatch")``) one compiled step per batch. Inside
     a loop, XLA:CPU does not rewrite convolutions to the layouts of its fast runtime (its
     ``ConvCanonicalization`` pass reads only the entry computation), so the native conv
     gradients ran in its generic emitter, 10-36x slower per step; jcnn's ``lowering="auto"``
@@ -149,7 +149,7 @@ def device_loop_kind(platform: str) -> str:
 class DeviceLoop:
     """The data set resident on the device(s); each step gathers its batch there.
 
-    ``kind`` (default :func:`device_loop_kind` of the placement's platform): ``"loop"`` runs a
+    ``mode`` (default :func:`device_loop_mode` of the placement's platform): ``"loop"`` runs a
     chunk as one compiled ``fori_loop`` whose trip count is a run-time value (so every chunk
     length shares one program); ``"dispatch"`` runs one compiled step per batch.
     """
@@ -161,14 +161,14 @@ class DeviceLoop:
         batch_size: int,
         data_rng: jax.Array,
         *,
-        kind: str | None = None,
+        mode: str | None = None,
         placed: bool = False,
     ) -> None:
         placement = step.placement
         self.step, self.batch_size, self.data_rng = step, batch_size, data_rng
-        self.kind = device_loop_kind(placement.platform) if kind is None else kind
-        if self.kind not in ("loop", "dispatch"):
-            raise ValueError(f"DeviceLoop: kind must be 'loop' or 'dispatch', got {kind!r}")
+        self.mode = device_loop_mode(placement.platform) if mode is None else mode
+        if self.mode not in ("loop", "dispatch"):
+            raise ValueError(f"DeviceLoop: mode must be 'loop' or 'dispatch', got {mode!r}")
         self.images, self.labels = data if placed else placement.place_dataset(tuple(data))
         self._permutation = jax.jit(epoch_permutation, static_argnums=(2,))
 
@@ -191,13 +191,13 @@ class DeviceLoop:
             kwargs["out_shardings"] = (shardings, full)
         return jax.jit(fn, **kwargs)
 
-    def _program(self, kind: str, ts: TrainState) -> Callable:
+    def _program(self, mode: str, ts: TrainState) -> Callable:
         """The compiled chunk (``"loop"``) or step (``"dispatch"``) for ``ts``'s structure."""
         leaves, treedef = jax.tree.flatten(ts)
-        key = (kind, treedef, tuple(jnp.shape(a) for a in leaves), self.steps, self.batch_size)
+        key = (mode, treedef, tuple(jnp.shape(a) for a in leaves), self.steps, self.batch_size)
         programs = self.step.programs  # shared by every loop of this step: one compile per run
         if key not in programs:
-            programs[key] = self._jit(self._looped if kind == "loop" else self._one_step, ts)
+            programs[key] = self._jit(self._looped if mode == "loop" else self._one_step, ts)
         return programs[key]
 
     def _one_step(self, ts, xs, ys, perm, i):
@@ -235,7 +235,7 @@ class DeviceLoop:
         xs, ys = self.images, self.labels
 
         def run(ts: TrainState, start: int, num_steps: int) -> tuple[TrainState, dict]:
-            if self.kind == "loop":
+            if self.mode == "loop":
                 program = self._program("loop", ts)
                 ts, buffers = program(ts, xs, ys, perm, jnp.int32(start), jnp.int32(num_steps))
                 return ts, jax.tree.map(lambda b: b[:num_steps], buffers)
