@@ -55,13 +55,13 @@ LEAF_NAMES = {
     "var": "running_var",
 }
 
-#: Where torchvision's keys depart from the rule, by jcnn layer kind: jcnn leaf name -> (torch
-#: name in the layer's PARENT module, torch's shape as ``np.reshape`` takes it). ConvNeXt's
-#: ``CNBlock`` stores its layer scale as a ``(C, 1, 1)`` parameter of the block itself: jcnn
-#: ``features/1/0/layer_scale`` + ``scale`` (shape ``(C,)``) is torchvision's
-#: ``features.1.0.layer_scale``.
+#: Where torchvision's keys depart from the rule, by the jcnn child's key (its torchvision
+#: name): jcnn leaf name -> (torch name in the layer's PARENT module, torch's shape as
+#: ``np.reshape`` takes it). ConvNeXt's ``CNBlock`` stores its layer scale as a ``(C, 1, 1)``
+#: parameter of the block itself: jcnn ``features/1/0/layer_scale`` + ``scale`` (shape ``(C,)``)
+#: is torchvision's ``features.1.0.layer_scale``.
 EXCEPTIONS: dict[str, dict[str, tuple[str, tuple[int, ...]]]] = {
-    "LayerScale": {"scale": ("layer_scale", (-1, 1, 1))},
+    "layer_scale": {"scale": ("layer_scale", (-1, 1, 1))},
 }
 
 #: Torch buffers with no jcnn leaf: BatchNorm's step counter, written as 0 by
@@ -69,19 +69,25 @@ EXCEPTIONS: dict[str, dict[str, tuple[str, tuple[int, ...]]]] = {
 TORCH_ONLY = ("num_batches_tracked",)
 
 
-def torch_key(path: str, leaf: str, kind: str = "") -> str:
-    """The torchvision state-dict key of the jcnn leaf ``leaf`` of the layer at ``path`` (a
-    layer of ``kind``): the rule of this module, with :data:`EXCEPTIONS`.
+def _exception(path: str, leaf: str) -> tuple[str, tuple[int, ...]] | None:
+    """The :data:`EXCEPTIONS` entry of leaf ``leaf`` of the layer at ``path``, if any."""
+    return EXCEPTIONS.get(path.rpartition("/")[2], {}).get(leaf)
+
+
+def torch_key(path: str, leaf: str) -> str:
+    """The torchvision state-dict key of the jcnn leaf ``leaf`` of the layer at ``path``: the
+    rule of this module, with :data:`EXCEPTIONS`.
 
     Example:
         >>> torch_key("layer1/0/conv1", "kernel"), torch_key("layer1/0/bn1", "mean")
         ('layer1.0.conv1.weight', 'layer1.0.bn1.running_mean')
-        >>> torch_key("features/1/0/layer_scale", "scale", "LayerScale")
+        >>> torch_key("features/1/0/layer_scale", "scale")
         'features.1.0.layer_scale'
     """
-    if leaf in EXCEPTIONS.get(kind, {}):
+    exception = _exception(path, leaf)
+    if exception is not None:
         parent = path.rpartition("/")[0]
-        return f"{parent.replace('/', '.')}.{EXCEPTIONS[kind][leaf][0]}"
+        return f"{parent.replace('/', '.')}.{exception[0]}"
     return f"{path.replace('/', '.')}.{LEAF_NAMES[leaf]}"
 
 
@@ -135,13 +141,12 @@ class _Ported:
         #: torch key -> the jcnn path of its layer
         self.path_of = {}
         for leaf in self.leaves:
-            kind = leaf.layer.kind
             for name in (*leaf.params, *leaf.state):
-                self.path_of[torch_key(leaf.path, name, kind)] = leaf.path
-                if name in EXCEPTIONS.get(kind, {}):
-                    torch_shape = EXCEPTIONS[kind][name][1]
-                    key = torch_key(leaf.path, name, kind)
-                    self.names[f"{leaf.path}/{name}"] = porting.TorchName(key, torch_shape)
+                key = torch_key(leaf.path, name)
+                self.path_of[key] = leaf.path
+                exception = _exception(leaf.path, name)
+                if exception is not None:
+                    self.names[f"{leaf.path}/{name}"] = porting.TorchName(key, exception[1])
             for name in TORCH_ONLY:
                 self.path_of[f"{self.prefixes[leaf.path]}.{name}"] = leaf.path
 

@@ -205,7 +205,7 @@ def test_torchvision_keys_are_jcnn_paths_by_the_rule(name: str) -> None:
     assert len(layer_scales) == (18 if name == "convnext_tiny" else 0)
     assert ours == (torch - step_counters - layer_scales) | {f"{k}.weight" for k in layer_scales}
     # The exceptions table says the same.
-    assert bridge.EXCEPTIONS == {"LayerScale": {"scale": ("layer_scale", (-1, 1, 1))}}
+    assert bridge.EXCEPTIONS == {"layer_scale": {"scale": ("layer_scale", (-1, 1, 1))}}
     assert bridge.TORCH_ONLY == ("num_batches_tracked",)
 
 
@@ -226,9 +226,7 @@ def test_layer_scale_ports_as_a_block_parameter() -> None:
     np.testing.assert_array_equal(scale, sd["features.3.1.layer_scale"][:, 0, 0])
     back = models.to_torchvision("convnext_tiny", params, state)
     assert back["features.3.1.layer_scale"].shape == (192, 1, 1)
-    assert bridge.torch_key("features/3/1/layer_scale", "scale", "LayerScale") == (
-        "features.3.1.layer_scale"
-    )
+    assert bridge.torch_key("features/3/1/layer_scale", "scale") == ("features.3.1.layer_scale")
 
 
 # ------------------------------------------------------------------ safetensors
