@@ -36,6 +36,7 @@ from jcnn.data.datasets import (
     load_mnist_splits,
     normalize,
 )
+from jcnn.data.decode import ImageDecodeError, decode_image
 from jcnn.data.download import (
     ENV_VAR,
     ChecksumMismatchError,
@@ -43,6 +44,12 @@ from jcnn.data.download import (
     cache_dir,
     download_file,
     ensure_files,
+)
+from jcnn.data.folders import (
+    ImageFolderIndex,
+    image_folder_splits,
+    scan_image_folder,
+    verify_images,
 )
 from jcnn.data.idx import read_idx, write_idx
 
@@ -52,15 +59,19 @@ __all__ = [
     "MNIST_FILES",
     "ChecksumMismatchError",
     "DatasetUnavailableError",
+    "ImageDecodeError",
+    "ImageFolderIndex",
     "augment",
     "batches",
     "cache_dir",
     "crop_offsets",
     "data_rng",
+    "decode_image",
     "download_file",
     "ensure_files",
     "epoch_permutation",
     "flip_mask",
+    "image_folder_splits",
     "is_available",
     "load_cifar10",
     "load_digits_fallback",
@@ -76,5 +87,7 @@ __all__ = [
     "read_cifar10_split",
     "read_cifar_binary",
     "read_idx",
+    "scan_image_folder",
+    "verify_images",
     "write_idx",
 ]
