@@ -186,3 +186,94 @@ def test_which_functions_take_integer_labels():
         return losses.softmax_cross_entropy(logits, labels)
 
     assert losses.takes_integer_labels(mine)
+
+
+# -- soft targets and label smoothing ----------------------------------------------------------
+
+
+def _np_soft_cross_entropy(logits: np.ndarray, targets: np.ndarray) -> float:
+    z = logits.astype(np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return float(np.mean(-(targets * log_p).sum(axis=1)))
+
+
+def _soft(rng, b=13, k=7):
+    t = rng.random((b, k))
+    return (t / t.sum(1, keepdims=True)).astype(np.float32)
+
+
+def test_soft_cross_entropy_matches_numpy(rng):
+    logits, labels = _batch(rng)
+    targets = _soft(rng)
+    got = losses.soft_cross_entropy(jnp.asarray(logits), jnp.asarray(targets))
+    assert got.shape == () and got.dtype == jnp.float32
+    np.testing.assert_allclose(float(got), _np_soft_cross_entropy(logits, targets), rtol=1e-6)
+    # One-hot targets and integer labels give the plain cross-entropy.
+    one_hot = np.eye(7, dtype=np.float32)[labels]
+    plain = _np_cross_entropy(logits, labels).mean()
+    np.testing.assert_allclose(float(losses.soft_cross_entropy(logits, one_hot)), plain, rtol=1e-6)
+    np.testing.assert_allclose(float(losses.soft_cross_entropy(logits, labels)), plain, rtol=1e-6)
+    assert not losses.takes_integer_labels(losses.soft_cross_entropy)
+
+
+def test_soft_cross_entropy_gradient_is_softmax_minus_targets_over_batch(rng):
+    logits, _ = _batch(rng, b=5, k=4)
+    targets = _soft(rng, b=5, k=4)
+    grad = jax.grad(losses.soft_cross_entropy)(jnp.asarray(logits), jnp.asarray(targets))
+    z = logits.astype(np.float64)
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    np.testing.assert_allclose(np.asarray(grad), (p - targets) / 5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "targets", [np.zeros((4, 2), np.float32), np.zeros((4, 3), np.int32), np.zeros(4, np.float32)]
+)
+def test_soft_cross_entropy_refuses_other_targets(targets):
+    with pytest.raises(ShapeError, match=r"expected floating targets of the logits' shape"):
+        losses.soft_cross_entropy(jnp.zeros((4, 3)), jnp.asarray(targets))
+
+
+@pytest.mark.parametrize("s", [0.0, 0.1, 0.5])
+def test_label_smoothing_matches_numpy(rng, s):
+    logits, labels = _batch(rng)
+    k = logits.shape[1]
+    targets = np.eye(k)[labels] * (1 - s) + s / k
+    got = losses.softmax_cross_entropy(jnp.asarray(logits), jnp.asarray(labels), label_smoothing=s)
+    np.testing.assert_allclose(float(got), _np_soft_cross_entropy(logits, targets), rtol=1e-6)
+    # timm's LabelSmoothingCrossEntropy: (1 - s) * nll + s * mean_k(-log p_k).
+    z = logits.astype(np.float64)
+    log_p = z - z.max(1, keepdims=True)
+    log_p = log_p - np.log(np.exp(log_p).sum(1, keepdims=True))
+    timm = (1 - s) * -log_p[np.arange(len(labels)), labels] + s * -log_p.mean(1)
+    np.testing.assert_allclose(float(got), timm.mean(), rtol=1e-6)
+    smoothed = functools.partial(losses.softmax_cross_entropy, label_smoothing=s)
+    assert losses.takes_integer_labels(smoothed)
+
+
+@pytest.mark.parametrize("s", [1.0, -0.1, "0.1", True])
+def test_label_smoothing_must_be_a_probability(s):
+    with pytest.raises((ValueError, TypeError), match="label_smoothing"):
+        losses.softmax_cross_entropy(jnp.zeros((4, 3)), jnp.zeros(4, jnp.int32), label_smoothing=s)
+
+
+def test_metrics_with_soft_targets_use_their_argmax(rng):
+    logits, _ = _batch(rng, b=40, k=6)
+    targets = _soft(rng, b=40, k=6)
+    hard = targets.argmax(1)
+    expected = np.mean(np.argmax(logits, 1) == hard)
+    assert 0 < expected < 1
+    assert float(losses.accuracy(logits, targets)) == pytest.approx(expected)
+    assert float(losses.accuracy_metrics(logits, targets)["accuracy"]) == pytest.approx(expected)
+    assert float(losses.accuracy_metrics(logits, hard)["accuracy"]) == pytest.approx(expected)
+    assert float(losses.top_k_accuracy(logits, targets, k=3)) == pytest.approx(
+        _np_top_k(logits, hard, 3)
+    )
+    m = losses.classification_metrics(logits, targets)
+    np.testing.assert_allclose(float(m["loss"]), _np_soft_cross_entropy(logits, targets), rtol=1e-6)
+    assert float(m["accuracy"]) == pytest.approx(expected)
+    # The default metrics cannot tell soft targets from regression targets: no accuracy.
+    from jcnn.training.estimators import default_metrics
+
+    assert default_metrics(jnp.asarray(logits), jnp.asarray(targets)) == {}

@@ -38,7 +38,7 @@ from jcnn.training.estimators import (
 from jcnn.training.placement import DATA_AXIS, Placement
 from jcnn.training.state import TRANSFORM_FOLD, TrainState, step_key
 
-Transform = Callable[[jax.Array, jax.Array], jax.Array]
+Transform = Callable[[jax.Array, Any], Any]
 Update = Callable[[TrainState, Batch], tuple[TrainState, dict]]
 
 
@@ -70,7 +70,16 @@ def _check_options(microbatches: Any, ema: Any, transform: Any) -> None:
     if ema is not None:
         probability(ema, "ema", hint="(a decay such as 0.999, or None for no average)")
     if transform is not None and not callable(transform):
-        raise TypeError(f"transform must be callable (key, x_batch) -> x_batch, got {transform!r}")
+        raise TypeError(
+            "transform must be callable (key, x_batch) -> x_batch, or (key, (x, y)) -> (x, y) "
+            f"when it states on_batch = True, got {transform!r}"
+        )
+
+
+def on_batch(transform: Any) -> bool:
+    """True when ``transform`` states ``on_batch = True``: it maps the whole batch
+    ``(key, (x, y)) -> (x, y)`` (e.g. :class:`jcnn.data.mixing.MixupCutmix`), not the images."""
+    return getattr(transform, "on_batch", False) is True
 
 
 def make_update(
@@ -88,7 +97,9 @@ def make_update(
 ) -> Update:
     """The pure step ``update(ts, batch) -> (ts, metrics)`` (not jitted, not placed).
 
-    In order: the step key; ``transform(fold_in(key, TRANSFORM_FOLD), x)``; the estimator (see
+    In order: the step key; ``transform(fold_in(key, TRANSFORM_FOLD), x)`` (or, for a transform
+    stating ``on_batch = True``, ``(x, y) = transform(fold_in(key, TRANSFORM_FOLD), (x, y))``);
+    the estimator (see
     :func:`jcnn.training.estimators.estimator`); the optimiser; the EMA of the params.
     """
     _check_options(microbatches, ema, transform)
@@ -104,7 +115,9 @@ def make_update(
     def update(ts: TrainState, batch: Batch) -> tuple[TrainState, dict]:
         key = step_key(ts)
         x, y = batch
-        if transform is not None:
+        if transform is not None and on_batch(transform):
+            x, y = transform(jax.random.fold_in(key, TRANSFORM_FOLD), (x, y))
+        elif transform is not None:
             x = transform(jax.random.fold_in(key, TRANSFORM_FOLD), x)
         x, y = placement.constrain_batch((x, y))
         grads, new_state, metrics = gradients_of(ts.params, ts.state, (x, y), key)
@@ -252,7 +265,12 @@ def make_train_step(
         ema: keep ``ts.ema``, an exponential moving average of the params with this decay
             (e.g. 0.999), updated on device after every step.
         transform: ``transform(key, x_batch) -> x_batch`` (augmentation), applied inside the
-            step with ``key = fold_in(step_key, TRANSFORM_FOLD)``, so every loop has it.
+            step with ``key = fold_in(step_key, TRANSFORM_FOLD)``, so every loop has it. A
+            transform stating ``on_batch = True`` (an attribute) is a batch transform
+            ``transform(key, (x, y)) -> (x, y)``, e.g. mixup and cutmix
+            (:class:`jcnn.data.mixing.MixupCutmix`, soft targets for
+            :func:`jcnn.losses.soft_cross_entropy`); ``loss_fn`` and ``metrics_fn`` see the
+            labels it returns.
         metrics_fn: ``metrics_fn(outputs, y) -> {name: scalar}`` besides the loss.
         gradients: your own estimator ``gradients(params, state, batch, key) -> (grads,
             new_state, metrics)`` in place of the plain gradient (see
