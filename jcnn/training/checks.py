@@ -5,8 +5,8 @@ says what arrived, what was expected and the fix."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +18,61 @@ from jcnn.training.losses import check_labels
 from jcnn.training.state import TrainState
 
 Arrays = tuple[np.ndarray, np.ndarray]
+
+
+class DataSource(Protocol):
+    """What :func:`jcnn.fit` takes instead of arrays: an iterable of ``(x, y)`` host batches
+    (one epoch per iteration, from the current position) with a length (batches per epoch)
+    and a position (e.g. :class:`jcnn.data.stream.StreamSource`).
+
+    ``state()`` is JSON-able and holds ``"epoch"`` and ``"index"`` (the next batch) after each
+    batch handed over; ``restore(state)`` continues from it; ``set_epoch(e)`` moves to the
+    start of epoch ``e``. Optional: ``batch_size`` (the global batch), ``example_shape()``,
+    ``fingerprint()`` (what identifies the data in a checkpoint).
+    """
+
+    def __iter__(self) -> Iterator[tuple[Any, Any]]: ...
+    def __len__(self) -> int: ...
+    def state(self) -> dict[str, Any]: ...
+    def restore(self, state: dict[str, Any]) -> None: ...
+    def set_epoch(self, epoch: int) -> None: ...
+
+
+def is_source(data: Any) -> bool:
+    """Whether ``data`` is a :class:`DataSource` (duck-typed) rather than arrays."""
+    names = ("__iter__", "__len__", "state", "restore", "set_epoch")
+    return not isinstance(data, (tuple, list)) and all(hasattr(data, n) for n in names)
+
+
+def _peek(where: str, source: Any) -> Any:
+    """The next batch's ``x`` of ``source``, its position left as it was."""
+    position = source.state()
+    it = iter(source)
+    try:
+        x, _ = next(it)
+    except StopIteration:
+        raise ValueError(f"{where}: the data source yielded no batch") from None
+    finally:
+        close = getattr(it, "close", None)
+        if close is not None:
+            close()
+    source.restore(position)
+    return x
+
+
+def source_example_shape(where: str, source: Any) -> tuple[int, ...]:
+    """The shape of one example of ``source``: ``example_shape()``, else its next batch's."""
+    if hasattr(source, "example_shape"):
+        return tuple(source.example_shape())
+    return tuple(np.shape(_peek(where, source))[1:])
+
+
+def source_batch_size(where: str, source: Any) -> int:
+    """The global batch of ``source``: ``batch_size``, else its next batch's rows times the
+    processes."""
+    if hasattr(source, "batch_size"):
+        return int(source.batch_size)
+    return len(_peek(where, source)) * jax.process_count()
 
 
 def data_pair(where: str, name: str, data: Any) -> Arrays:

@@ -22,10 +22,13 @@ Arrays = tuple[Any, Any]
 
 
 def evaluate_with(
-    eval_step: Callable[[TrainState, Any], dict], ts: TrainState, data: Arrays, batch_size: int
+    eval_step: Callable[[TrainState, Any], dict], ts: TrainState, data: Any, batch_size: int
 ) -> dict[str, float]:
     """Metrics of ``eval_step`` over all of ``data`` (the last batch may be smaller), weighted
-    by batch size."""
+    by batch size. ``data``: arrays ``(x, y)`` in batches of ``batch_size``, or a data source
+    (:class:`jcnn.training.checks.DataSource`: one epoch of its batches, from its start)."""
+    if checks.is_source(data):
+        return _evaluate_source(eval_step, ts, data)
     x, y = checks.data_pair("evaluate", "data", data)
     batch_size = count(batch_size, "evaluate: batch_size")
     totals: dict[str, float] = {}
@@ -35,6 +38,23 @@ def evaluate_with(
         for k, v in metrics.items():
             totals[k] = totals.get(k, 0.0) + float(v) * n
     return {k: v / len(x) for k, v in totals.items()}
+
+
+def _evaluate_source(
+    eval_step: Callable[[TrainState, Any], dict], ts: TrainState, source: Any
+) -> dict[str, float]:
+    """Metrics over epoch 0 of ``source`` (this process's shard), weighted by batch size."""
+    source.set_epoch(0)
+    totals: dict[str, float] = {}
+    seen = 0
+    for x, y in source:
+        metrics = eval_step(ts, (x, y))
+        seen += len(x)
+        for k, v in metrics.items():
+            totals[k] = totals.get(k, 0.0) + float(v) * len(x)
+    if not seen:
+        raise ValueError("evaluate: the data source yielded no batch")
+    return {k: v / seen for k, v in totals.items()}
 
 
 @functools.lru_cache(maxsize=64)
@@ -61,7 +81,7 @@ def _params_check(ts: Any, ema: bool, where: str) -> None:
 def evaluate(
     net: Layer,
     train_state: TrainState,
-    data: Arrays,
+    data: Arrays | checks.DataSource,
     *,
     batch_size: int = 1000,
     loss_fn: LossFn = softmax_cross_entropy,
@@ -71,7 +91,9 @@ def evaluate(
     """The loss and metrics of ``net`` on all of ``data = (x, y)``, in inference mode.
 
     Batches of ``batch_size`` (the last may be smaller), one jitted evaluation step, means
-    weighted by batch size. ``ema=True`` evaluates the EMA of the params.
+    weighted by batch size. ``data`` may also be a data source (e.g.
+    :class:`jcnn.data.stream.StreamSource` with ``shuffle=False, drop_remainder=False``): one
+    pass over its batches (``batch_size`` is then the source's). ``ema=True`` evaluates the EMA of the params.
 
     Raises:
         TypeError: data that are not a pair of arrays, non-floating ``x``, a train state that

@@ -34,6 +34,7 @@ from jcnn.layers.core import Layer
 from jcnn.training import checks, compile_cache
 from jcnn.training import resume as resuming
 from jcnn.training.checkpoint import Checkpointer
+from jcnn.training.checks import DataSource
 from jcnn.training.epoch_record import EpochTracker, extra_entries
 from jcnn.training.estimators import (
     DPSGD,
@@ -50,7 +51,15 @@ from jcnn.training.freeze import freeze
 from jcnn.training.hooks import Callback, EpochEnd, RunInfo
 from jcnn.training.keys import data_rng
 from jcnn.training.learning_rate import learning_rate_of
-from jcnn.training.loops import CHUNK_SECONDS, Chunk, ChunkSchedule, DeviceLoop, HostLoop, timed
+from jcnn.training.loops import (
+    CHUNK_SECONDS,
+    Chunk,
+    ChunkSchedule,
+    DeviceLoop,
+    HostLoop,
+    SourceLoop,
+    timed,
+)
 from jcnn.training.losses import softmax_cross_entropy
 from jcnn.training.preemption import Preempted, PreemptionGuard
 from jcnn.training.state import TrainState, create_train_state
@@ -87,7 +96,7 @@ class Run:
             check_per_example(a.net)  # BatchNorm mixes examples: refused by its path
         ts = a.train_state
         if ts is None:
-            ts = create_train_state(a.net, tuple(a.train[0].shape[1:]), a.optimizer, seed=a.seed)
+            ts = create_train_state(a.net, a.example_shape, a.optimizer, seed=a.seed)
         else:
             checks.check_train_state(ts, a.optimizer, frozen=bool(a.frozen))
         optimizer = a.optimizer
@@ -102,11 +111,16 @@ class Run:
         step.placement.check_batch_size(a.batch_size, "fit")
         ts = step.prepare(step.placement.place_state(ts))  # a copy: the steps donate it
         ckpt = Checkpointer(a.checkpoint_dir, keep=a.keep_checkpoints) if a.checkpoint_dir else None
-        data = resuming.fingerprint(*a.train)
-        steps_per_epoch = len(a.train[0]) // a.batch_size
+        if a.streamed:
+            data, steps_per_epoch = resuming.source_fingerprint(a.train), len(a.train)
+        else:
+            data = resuming.fingerprint(*a.train)
+            steps_per_epoch = len(a.train[0]) // a.batch_size
         resume = resuming.Resume.load(
             ckpt, ts, data=data, epochs=a.epochs, steps_per_epoch=steps_per_epoch
         )
+        if a.streamed and resume.source is not None:
+            a.train.restore(resume.source)  # the same sample order
         if a.progress and resume.note:
             tqdm.write(resume.note)
         run = cls(a, step, None, resume, ckpt, data, steps_per_epoch)
@@ -121,7 +135,9 @@ class Run:
     def start(self) -> None:
         """Builds the loop (places the data), announces the run to the callbacks."""
         a, shuffle = self.args, data_rng(self.args.seed)
-        if a.on_device:
+        if a.streamed:
+            self.loop = SourceLoop(self.step, a.train, a.prefetch)
+        elif a.on_device:
             self.loop = DeviceLoop(self.step, a.train, a.batch_size, shuffle)
         else:
             self.loop = HostLoop(self.step, a.train, a.batch_size, shuffle, a.prefetch)
@@ -172,8 +188,9 @@ class Run:
             return
         epoch, index = (tracker.epoch + 1, 0) if done else (tracker.epoch, tracker.index)
         partial = None if done else tracker.partial()
+        source = self.loop.position if self.args.streamed else None
         resuming.save(self.ckpt, ts, epoch=epoch, index=index, history=self.resume.history,
-                      data=self.data, partial=partial)  # fmt: skip
+                      data=self.data, partial=partial, source=source)  # fmt: skip
 
     def end_epoch(self, ts: TrainState, tracker: EpochTracker) -> bool:
         """Validation, the record, the history, the checkpoint, the callbacks; True: stop."""
@@ -231,9 +248,9 @@ class Run:
 
 def fit(
     net: Layer,
-    train: Arrays,
+    train: Arrays | DataSource,
     *,
-    val: Arrays | None = None,
+    val: Arrays | DataSource | None = None,
     optimizer: optax.GradientTransformation | None = None,
     epochs: int = 10,
     batch_size: int = 128,
@@ -272,11 +289,19 @@ def fit(
     values (with ``stop_on_nonfinite``, which also stops at the first NaN/inf training loss with
     a :class:`NonFiniteLossError`).
 
+    A data source (:class:`jcnn.data.stream.StreamSource`, or anything with the
+    :class:`~jcnn.training.checks.DataSource` methods) may stand for the arrays: ``fit`` then
+    runs the host loop over its batches in its own order (its batch is the batch: ``batch_size``
+    is read from it), saves its position in every checkpoint and restores it on resume, so a
+    resumed run continues the same sample order bit for bit. Its images arrive as they were
+    loaded (uint8): make :func:`jcnn.data.stream.normalize_on_device` the net's first layer.
+
     Args:
         net: the network (per-example ``Layer``).
-        train: ``(x, y)``, ``x: (N, *example_shape)`` floating-point.
-        val: ``(x, y)`` evaluated after each epoch in inference mode (``val_<metric>``; with
-            ``ema`` also ``ema_val_<metric>``, the averaged params).
+        train: ``(x, y)``, ``x: (N, *example_shape)`` floating-point; or a data source.
+        val: ``(x, y)`` (or a data source, when ``train`` is one) evaluated after each epoch in
+            inference mode (``val_<metric>``; with ``ema`` also ``ema_val_<metric>``, the
+            averaged params).
         optimizer: any optax optimiser, called (default ``optax.adam(1e-3)``). With
             ``optax.inject_hyperparams`` the history records ``lr`` each epoch.
         epochs, batch_size, seed: the run (``batch_size`` is the global batch; each epoch drops

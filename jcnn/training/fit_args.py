@@ -9,7 +9,7 @@ finite values), each failing with a message that says what arrived and the fix.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +47,8 @@ class FitArgs:
     """:func:`fit`'s arguments, checked by :meth:`checked` before anything is compiled."""
 
     net: Layer
-    train: Arrays
-    val: Arrays | None = None
+    train: Any  # Arrays or a checks.DataSource
+    val: Any = None  # the same, or None
     optimizer: Any = None
     epochs: int = 10
     batch_size: int = 128
@@ -74,6 +74,13 @@ class FitArgs:
     prefetch: int = 2
     progress: bool = True
     stop_on_nonfinite: bool = True
+    #: One example's shape (set by :meth:`checked`).
+    example_shape: tuple[int, ...] = field(default=(), init=False)
+
+    @property
+    def streamed(self) -> bool:
+        """Whether the training data are a :class:`~jcnn.training.checks.DataSource`."""
+        return checks.is_source(self.train)
 
     def checked(self) -> FitArgs:
         """The arguments with counts as ints and the data checked (see :func:`fit`)."""
@@ -99,6 +106,8 @@ class FitArgs:
                 "fit: callbacks must be a sequence of jcnn.training.callbacks.Callback values "
                 f"(e.g. [MetricsLogger('log.jsonl')]), got {bad[0] if bad else self.callbacks!r}"
             )
+        if self.streamed:  # the source batches: its global batch is the batch
+            self.batch_size = checks.source_batch_size("fit", self.train)
         if self.batch_size % self.microbatches:
             raise ValueError(
                 f"fit: microbatches={self.microbatches} does not divide batch_size="
@@ -108,14 +117,22 @@ class FitArgs:
         return self
 
     def _check_data(self) -> None:
+        if self.streamed:
+            self._check_source()
+            return
         self.train = x, y = checks.data_pair("fit", "train", self.train)
         if len(x) < self.batch_size:
             raise ValueError(
                 f"fit: {len(x)} training examples are fewer than batch_size={self.batch_size}"
             )
-        shape = tuple(x.shape[1:])
+        self.example_shape = shape = tuple(x.shape[1:])
         output = self.net.output_shape(shape)  # a ShapeError now, by integer arithmetic
         sets = {"train": self.train}
+        if checks.is_source(self.val):
+            raise TypeError(
+                "fit: val is a data source but train is arrays: give both as arrays, or both as "
+                "data sources"
+            )
         if self.val is not None:
             self.val = checks.data_pair("fit", "val", self.val)
             if tuple(self.val[0].shape[1:]) != shape:
@@ -130,3 +147,12 @@ class FitArgs:
                 checks.check_class_labels("fit", name, ys, output)
             if self.stop_on_nonfinite:
                 checks.check_finite("fit", name, xs, ys)
+
+    def _check_source(self) -> None:
+        """A data source: its example shape fits the net; labels are checked by the loss."""
+        if len(self.train) < 1:
+            raise ValueError("fit: the training data source has no batch per epoch")
+        self.example_shape = checks.source_example_shape("fit", self.train)
+        self.net.output_shape(self.example_shape)  # a ShapeError now, by integer arithmetic
+        if self.val is not None and not checks.is_source(self.val):
+            self.val = checks.data_pair("fit", "val", self.val)

@@ -8,6 +8,9 @@ checkpoints and preemption.
 
 * :class:`HostLoop`: host batches gathered (and placed) by a prefetch thread, one compiled
   step per batch.
+* :class:`SourceLoop`: the batches of a data source (:class:`jcnn.training.checks.DataSource`,
+  e.g. a streamed :class:`jcnn.data.stream.StreamSource`) in the source's own order, placed by
+  a prefetch thread; it keeps the source's position after the last batch a step consumed.
 * :class:`DeviceLoop`: the data set placed on the device(s) once (a full copy per device of a
   mesh); each step gathers its batch there. A chunk is one ``lax.fori_loop`` over a run-time
   number of steps (one compiled program for every chunk length; :func:`device_loop_mode`).
@@ -23,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jcnn.training.batches import batches
+from jcnn.training.batches import batches, prefetched
 from jcnn.training.keys import epoch_permutation
 from jcnn.training.state import TrainState
 from jcnn.training.step import TrainStep
@@ -123,6 +126,52 @@ class HostLoop:
             per_step = []
             for _ in range(num_steps):
                 ts, metrics = self.step(ts, next(it))
+                per_step.append(metrics)
+            return ts, _stack(per_step)
+
+        return run
+
+
+class SourceLoop:
+    """One compiled step per batch of a data source, placed by a prefetch thread.
+
+    The source orders its own batches (:class:`jcnn.training.checks.DataSource`); on many
+    processes each yields its rows of every global batch and ``place_batch`` assembles the
+    global batch on the mesh. :attr:`position` is the source's ``state()`` after the last batch
+    a step consumed (the prefetch thread reads ahead), what a checkpoint saves.
+    """
+
+    def __init__(self, step: TrainStep, source: Any, prefetch: int) -> None:
+        self.step, self.source, self.prefetch = step, source, prefetch
+        self.position: dict[str, Any] = source.state()
+
+    def epoch(self, epoch: int, index: int) -> ChunkRunner:
+        """The chunk runner of ``epoch`` from its step ``index`` (where the source must be:
+        :func:`jcnn.fit` restores a resumed run's source position first)."""
+        at = self.source.state()
+        if (at.get("epoch"), at.get("index")) != (epoch, index):
+            if index:
+                raise ValueError(
+                    f"fit: the data source is at batch {at.get('index')} of epoch "
+                    f"{at.get('epoch')}, but the run resumes at batch {index} of epoch {epoch}: "
+                    "its checkpoint holds no matching source position"
+                )
+            self.source.set_epoch(epoch)
+        self.position = self.source.state()
+        put, source = self.step.placement.place_batch, self.source
+
+        def produce() -> Iterator[tuple[dict[str, Any], Any]]:
+            for batch in source:
+                yield source.state(), put(batch)
+
+        it = prefetched(produce(), self.prefetch)
+
+        def run(ts: TrainState, start: int, num_steps: int) -> tuple[TrainState, dict]:
+            del start  # the iterator started at the resume point and follows the chunks
+            per_step = []
+            for _ in range(num_steps):
+                self.position, batch = next(it)
+                ts, metrics = self.step(ts, batch)
                 per_step.append(metrics)
             return ts, _stack(per_step)
 

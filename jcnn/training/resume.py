@@ -1,7 +1,9 @@
 """What a run saves to resume exactly, and how it picks up: state, position, history, data.
 
 A checkpoint's meta holds the epoch and the step index within it, the history so far, the
-partial sums of a cut epoch, and a fingerprint of the training data (:func:`fingerprint`), so
+partial sums of a cut epoch, the position of a streamed training source (its ``state()``, which
+a resumed run restores so it continues the same sample order), and a fingerprint of the
+training data (:func:`fingerprint`, or the source's own ``fingerprint()``), so
 ``fit`` pointed at the checkpoint dir of a run on other data says so instead of silently
 returning that run's state.
 """
@@ -45,6 +47,14 @@ def fingerprint(x: Any, y: Any) -> dict[str, Any]:
     }
 
 
+def source_fingerprint(source: Any) -> dict[str, Any]:
+    """What identifies a data source in a checkpoint: its ``fingerprint()``, else its type and
+    length."""
+    if hasattr(source, "fingerprint"):
+        return dict(source.fingerprint())
+    return {"source": type(source).__name__, "batches": len(source)}
+
+
 def _note(step: int, epoch: int, index: int, epochs: int, steps_per_epoch: int, where: Path) -> str:
     """The line ``fit`` prints when it resumes from a checkpoint."""
     resumed = f"resumed from step {step}"
@@ -74,6 +84,7 @@ class Resume:
     partial: dict[str, Any] = field(default_factory=dict)
     resumed_from: int | None = None
     note: str = ""
+    source: dict[str, Any] | None = None
 
     @classmethod
     def load(
@@ -107,7 +118,7 @@ class Resume:
         history = {k: list(v) for k, v in meta.get("history", {}).items()}
         partial = meta.get("partial", {}) if index else {}
         note = _note(step, epoch, index, epochs, steps_per_epoch, ckpt.directory)
-        return cls(ts, epoch, index, history, partial, step, note)
+        return cls(ts, epoch, index, history, partial, step, note, meta.get("source"))
 
 
 def save(
@@ -119,9 +130,13 @@ def save(
     history: dict[str, list[float]],
     data: dict[str, Any],
     partial: dict[str, Any] | None = None,
+    source: dict[str, Any] | None = None,
 ) -> None:
-    """A checkpoint at step ``ts.step``: after ``index`` steps of ``epoch`` (0: its start)."""
+    """A checkpoint at step ``ts.step``: after ``index`` steps of ``epoch`` (0: its start);
+    ``source``: the streamed training source's position there (its ``state()``)."""
     meta: dict[str, Any] = {"epoch": epoch, "index": index, "history": history, "data": data}
     if partial:
         meta["partial"] = partial
+    if source is not None:
+        meta["source"] = source
     ckpt.save(int(ts.step), ts, meta=meta)
