@@ -18,6 +18,7 @@ collect_ignore = [
     "fixtures/make_torchvision_fixtures.py",
     "fixtures/torchvision_table.py",
     "fixtures/check_torchvision_strict.py",
+    "fixtures/make_transform_fixtures.py",
     "helpers",
 ]
 

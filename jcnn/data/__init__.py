@@ -9,6 +9,11 @@ then ``$JCNN_DATA_DIR``, then the user cache, then downloaded with SHA256 verifi
 to provide the files. :func:`load_mnist_or_fallback` is MNIST when it can be found and
 scikit-learn's bundled 8x8 digits (resized to 28x28, with a printed explanation) when not, so
 that a first run works offline from any folder.
+
+Your own images: :func:`image_folder` reads a folder in torchvision's layout (``root/<class>/...``
+or ``root/train`` + ``root/val``) as a streaming source (Grain worker processes, uint8 batches,
+a position ``jcnn.fit`` checkpoints), with the ImageNet views of :mod:`jcnn.data.transforms`;
+:mod:`jcnn.data.mixing` mixes batches on the device (mixup, cutmix).
 """
 
 from jcnn.data.batching import (
@@ -52,12 +57,22 @@ from jcnn.data.folders import (
     verify_images,
 )
 from jcnn.data.idx import read_idx, write_idx
+from jcnn.data.image_folder import ImageFolderSource, image_folder
+from jcnn.data.mixing import MixupCutmix, cutmix, mixup
+from jcnn.data.stream import LoadError, StreamSource, global_batch, normalize_on_device
+from jcnn.data.transforms import eval_transform, train_transform
 
 __all__ = [
     "CIFAR10_CLASSES",
     "ENV_VAR",
     "MNIST_FILES",
     "ChecksumMismatchError",
+    "ImageDecodeError",
+    "ImageFolderIndex",
+    "ImageFolderSource",
+    "LoadError",
+    "MixupCutmix",
+    "StreamSource",
     "DatasetUnavailableError",
     "ImageDecodeError",
     "ImageFolderIndex",
@@ -65,12 +80,16 @@ __all__ = [
     "batches",
     "cache_dir",
     "crop_offsets",
+    "cutmix",
     "data_rng",
     "decode_image",
     "download_file",
     "ensure_files",
     "epoch_permutation",
+    "eval_transform",
     "flip_mask",
+    "global_batch",
+    "image_folder",
     "image_folder_splits",
     "is_available",
     "load_cifar10",
@@ -79,7 +98,9 @@ __all__ = [
     "load_mnist",
     "load_mnist_or_fallback",
     "load_mnist_splits",
+    "mixup",
     "normalize",
+    "normalize_on_device",
     "num_batches",
     "prefetched",
     "random_crop",
@@ -88,6 +109,7 @@ __all__ = [
     "read_cifar_binary",
     "read_idx",
     "scan_image_folder",
+    "train_transform",
     "verify_images",
     "write_idx",
 ]

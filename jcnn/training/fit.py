@@ -313,7 +313,9 @@ def fit(
         privacy: a :class:`jcnn.privacy.DPSGD` (BatchNorm is refused by its path).
         ema: keep an exponential moving average of the params with this decay.
         gradients: your own gradient estimator (see :mod:`jcnn.training.estimators`).
-        transform: ``transform(key, x_batch)``, augmentation inside the step (both loops).
+        transform: ``transform(key, x_batch)``, augmentation inside the step (both loops); a
+            transform that states ``on_batch = True`` maps the whole batch ``(x, y)`` instead
+            (:class:`jcnn.data.MixupCutmix`, with ``loss_fn=jcnn.losses.soft_cross_entropy``).
         on_device: the on-device loop (default) or the host loop; same results for one seed.
         frozen: parameter path patterns kept fixed (:func:`jcnn.training.freeze`).
         train_state: start from this state (transfer learning); its ``opt_state`` must be
