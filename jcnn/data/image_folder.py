@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from jcnn.data.decode import decode_image
-from jcnn.data.folders import ImageFolderIndex, OnBad, scan_image_folder
+from jcnn.data.folders import ImageFolderIndex, OnBad, scan_image_folder, verify_images
 from jcnn.data.stream import StreamSource
 from jcnn.data.transforms import eval_transform, train_transform
 
@@ -116,10 +116,13 @@ def image_folder(
         crop_fraction: the evaluation crop's share of the resized shorter side (0.875: 224 of
             256).
         drop_remainder: default ``train``.
-        on_bad: ``"raise"`` (default): an empty class folder is an error naming it; ``"skip"``:
-            it is recorded in ``source.folder.skipped``. Undecodable files raise
-            :class:`jcnn.data.decode.ImageDecodeError` naming the file when they are read
-            (check a folder first with :func:`jcnn.data.folders.verify_images`).
+        on_bad: ``"raise"`` (default): an empty class folder is an error naming it, and an
+            undecodable image (truncated, corrupt, not an image) is an error naming the file
+            when it is read (:class:`jcnn.data.stream.LoadError` from
+            :class:`jcnn.data.decode.ImageDecodeError`). ``"skip"``: every file is checked
+            first (:func:`jcnn.data.folders.verify_images`, a cheap reduced decode), and empty
+            folders and bad files are left out and listed with their reason in
+            ``source.folder.skipped`` (``source.folder.counts()`` for a run's summary).
         shard_index, shard_count: this process's shard (default: JAX's process index and count).
 
     Returns:
@@ -142,6 +145,8 @@ def image_folder(
         )
     folder = _split_folder(Path(root), train)
     index = scan_image_folder(folder, on_bad=on_bad)
+    if on_bad == "skip":
+        index = verify_images(index, on_bad="skip")
     load = functools.partial(
         load_image, train=train, image_size=image_size, crop_fraction=crop_fraction,
         augment=dict(augment or {}),

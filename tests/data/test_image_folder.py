@@ -11,7 +11,7 @@ from PIL import Image
 
 import jcnn
 from jcnn import layers as L
-from jcnn.data import decode_image, eval_transform, image_folder, normalize_on_device
+from jcnn.data import LoadError, decode_image, eval_transform, image_folder, normalize_on_device
 from jcnn.data.image_folder import load_image
 
 COLOURS = {"blue": (20, 40, 220), "green": (30, 200, 40), "red": (220, 30, 30)}
@@ -96,3 +96,20 @@ def test_fit_trains_on_an_image_folder(demo):
         net, train, val=val, optimizer=optax.adam(0.05), epochs=4, progress=False, seed=0
     )
     assert result.history["val_accuracy"][-1] > 0.6  # chance is 1/3
+
+
+def test_a_bad_image_is_named_when_read_or_skipped_and_counted(tmp_path):
+    root = make_folder(tmp_path / "d", {"train": 3, "val": 1})
+    bad = root / "train" / "green" / "001.jpg"
+    bad.write_bytes(bad.read_bytes()[: len(bad.read_bytes()) // 2])  # truncated
+    (root / "train" / "green" / "notes.txt").write_text("not an image")
+    source = image_folder(root, image_size=8, batch_size=9, seed=0)
+    with pytest.raises(LoadError, match="001.jpg"):
+        list(iter(source))
+    skipping = image_folder(root, image_size=8, batch_size=4, seed=0, on_bad="skip")
+    assert len(skipping.folder.samples) == 8 and len(skipping) == 2
+    reasons = dict(skipping.folder.skipped)
+    assert str(bad) in reasons and any(p.endswith("notes.txt") for p in reasons)
+    assert sum(skipping.folder.counts().values()) == 2
+    for images, _ in skipping:
+        assert images.shape == (4, 8, 8, 3)
