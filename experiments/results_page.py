@@ -312,6 +312,19 @@ def _transfer(r: Mapping[str, Any]) -> str:
     )
 
 
+def _train_folder(r: Mapping[str, Any]) -> str:
+    st, speed, size = r["settings"], r["images_per_second"], r["image_size"]
+    shown = speed["median_after_first"] or speed["last_epoch"]
+    ema = f" (EMA: {r['final_ema_val_top1']:.4f})" if "final_ema_val_top1" in r else ""
+    return (
+        f"{r['model']} from scratch at {size}x{size} on {r['num_classes']} classes "
+        f"({r['n_train']:,} train / {r['n_val']:,} val JPEGs): val top-1 "
+        f"{r['final_val_top1']:.4f}{ema} (chance {r['chance']:.2f}), top-{r['top5_k']} "
+        f"{r['final_val_top5']:.4f} after {st['epochs']} epochs of batch {st['batch_size']}; "
+        f"{shown:.0f} images/s after the first epoch ({st['workers']} workers)."
+    )
+
+
 def _private_mnist(r: Mapping[str, Any]) -> str:
     levels = ", ".join(
         f"noise {run['noise_multiplier']:g}: {run['final_val_accuracy']:.4f} at epsilon "
@@ -429,6 +442,26 @@ EXPERIMENTS: tuple[Experiment, ...] = (
         note="Without `--weights` (as here) the weights are random; `--weights "
         "resnet18.safetensors` (a torchvision state dict in safetensors or npz) uses yours.",
     ),
+    Experiment(
+        "train_folder",
+        "A zoo model trained on a folder of images (`DIR/train/<class>/...`, `DIR/val/...`) "
+        "through `jcnn.data.image_folder` and `jcnn.fit`: SGD Nesterov 0.9, linear warm-up + "
+        "cosine decay, weight decay on kernels only, label smoothing 0.1 (optional EMA, mixup, "
+        "cutmix); here on the synthetic demo folder it writes itself (4 classes of coloured "
+        "shapes and textures, 64x64 JPEGs), `--quick`: resnet18 at 32x32.",
+        _train_folder,
+        uses_data=False,
+        extra_args=(
+            "--make-demo-data",
+            "runs/train_folder/demo",
+            "--data-dir",
+            "runs/train_folder/demo",
+            "--quick",
+            "--no-progress",
+        ),
+        note="On your own images: `--data-dir DIR` (defaults: resnet18, 224x224, batch 256, "
+        "90 epochs, lr 0.1 x batch / 256, CPU cores - 1 workers).",
+    ),
 )
 
 CAPTIONS: dict[str, str] = {
@@ -458,6 +491,10 @@ CAPTIONS: dict[str, str] = {
     "noise level, the non-private run as a line",
     "private_mnist/learning_curves.png": "learning curves per epoch, non-private and each noise level",
     "transfer/accuracy.png": "the new head's train and held-out accuracy per epoch",
+    "train_folder/learning_curves.png": "loss and top-1 accuracy per epoch (dashed: train, solid: "
+    "val)",
+    "train_folder/samples.png": "training views (random-resized-crop, flip) as the network gets "
+    "them",
 }
 """Caption of each plot on the page, by ``<experiment>/<file>``; other PNGs get their name."""
 
@@ -571,7 +608,9 @@ QUICK = """## Quick mode and tests
 exactness parts of `channel_mixing` and `linear_collapse` without training (their quick runs are
 marked `slow`: `pytest -m slow`); `tests/experiments/test_exp_receptive_localization.py` runs
 `receptive_fields` and a quick `localization`; `tests/experiments/test_exp_transfer.py` runs a
-quick `transfer` at 32x32 and checks that only its head changes.
+quick `transfer` at 32x32 and checks that only its head changes;
+`tests/experiments/test_exp_train_folder.py` writes the demo folder and trains on it (`--quick`,
+2 epochs, no workers).
 """
 
 
