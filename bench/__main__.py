@@ -51,7 +51,8 @@ WORKLOAD_HELP = """workloads (--workloads; W1 = both batch sizes, W5 = both halv
   W4               one epoch of the course CNN on 5,000 images, batch 128 (jcnn: on device)
   W5-dp, W5-sgd    the course CNN at batch 256: an Adam step with DP-SGD per-example clipping
                    and noise (jcnn.privacy; PyTorch + Opacus), and the same step not private
-  (a full run also compares jcnn's loops: python -m bench.loops; --no-loops skips it)
+  (a full run also compares jcnn's loops: python -m bench.loops; --no-loops skips it; and the
+  input pipeline against torchvision's: python -m bench.data; --no-data skips it)
 frameworks (--frameworks): jcnn, stax, linen, nnx, equinox, haiku, torch; a peer that is not
 importable is reported as such (pip install -e ".[bench]" installs the JAX peers)."""
 
@@ -557,9 +558,21 @@ def write_docs(report: dict, rows, path: Path, png: Path, command: str) -> None:
         "",
         *cold_warm_section(report),
         *loops_section(report),
+        *data_section(report, path),
         *device_docs_section(),
     ]
     _write_atomic(path, "\n".join(lines))
+
+
+def data_section(report: dict, path: Path) -> list[str]:
+    """The data pipeline section (:mod:`bench.data`): this run's, else the one the page has."""
+    from bench import data
+
+    if "data" in report:
+        return data.docs_section(
+            report["data"], report["data"].get("command", "python -m bench.data")
+        )
+    return data.kept_section(path.read_text() if path.exists() else "")
 
 
 def loops_section(report: dict) -> list[str]:
@@ -630,6 +643,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
         action="store_false",
         help="skip the loop comparison (python -m bench.loops: default fit vs host loop vs a "
         "hand-written jitted step, seconds per epoch)",
+    )
+    p.add_argument(
+        "--no-data",
+        dest="data",
+        action="store_false",
+        help="skip the data pipeline comparison (python -m bench.data: jcnn.data.image_folder vs "
+        "torchvision's DataLoader, images/s; a short run of 256 JPEGs here)",
     )
     p.add_argument(
         "--device",
@@ -720,6 +740,13 @@ def main(argv: list[str] | None = None) -> int:
         log("loops: seconds per epoch of the default fit, the host loop and a jitted step")
         report["loops"] = loops.measure(reps=args.reps)
         log(loops.table(report["loops"]))
+    if args.data and not args.quick:
+        from bench import data
+
+        log("data: images/s of jcnn.data.image_folder vs torchvision's DataLoader")
+        report["data"] = data.measure(images=256, reps=args.reps, workers=(0, 1, 2), log=log)
+        report["data"]["command"] = "python -m bench.data --images 256 --reps " + str(args.reps)
+        log(data.table(report["data"]["rows"]))
     report["load"] = [load0, "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())]
     summarise(report)
     rows = table_rows(report)
