@@ -74,6 +74,8 @@ Batch = tuple[np.ndarray, np.ndarray]
 _SAME = ("seed", "batch_size", "examples", "shuffle")
 #: Records hashed by :meth:`StreamSource.fingerprint` (spread evenly over the set).
 _SAMPLE = 16
+#: Epochs one Grain pipeline (and its worker processes) runs ahead over before a new one starts.
+EPOCHS_AHEAD = 1000
 
 
 class LoadError(RuntimeError):
@@ -215,6 +217,7 @@ class StreamSource:
         full, rest = divmod(self.examples, self.batch_size)
         self.batches = full + (1 if rest and not self.drop_remainder else 0)
         self.epoch, self.index = 0, 0
+        self._live: list[Any] | None = None  # [Grain iterator, the position it stands at]
 
     def _check(self) -> None:
         n, b, k = len(self.records), self.batch_size, self.shard_count
@@ -266,28 +269,58 @@ class StreamSource:
         return ds[self.shard_index :: self.shard_count] if self.shard_count > 1 else ds
 
     def __iter__(self) -> Iterator[Batch]:
-        """The rest of the current epoch's batches; then the position moves to the next epoch."""
+        """The rest of the current epoch's batches; then the position moves to the next epoch.
+
+        The worker processes live on across epochs: one Grain pipeline runs over the next
+        :data:`EPOCHS_AHEAD` epochs from the current position, and a later iteration that
+        starts where the last one stopped reads on from it (a restore or ``set_epoch`` to
+        another position starts a new one)."""
         epoch, start = self.epoch, self.index
-        ds = self.dataset(epoch)[start:].to_iter_dataset()
+        live = self._live
+        if live is None or live[1] != (epoch, start):
+            self.close()
+            live = self._live = [self._pipeline(epoch, start), (epoch, start)]
+        it = live[0]
+        while self.index < self.batches:
+            images, labels = next(it)
+            self.index += 1  # before the yield: state() counts the batch as handed over
+            live[1] = self._after(epoch, self.index)
+            # plain arrays (a copy): Grain's shared-memory arrays outliving the iterator
+            # would be released only at exit, with warnings
+            yield np.array(images), np.array(labels)
+        if (self.epoch, self.index) == (epoch, self.batches):
+            self.epoch, self.index = epoch + 1, 0
+
+    def _after(self, epoch: int, index: int) -> tuple[int, int]:
+        """The position after batch ``index - 1`` of ``epoch`` (the next epoch's start at its
+        end): where the live pipeline stands."""
+        return (epoch + 1, 0) if index >= self.batches else (epoch, index)
+
+    def _pipeline(self, epoch: int, start: int) -> Iterator[Any]:
+        """Grain's iterator over epochs ``epoch .. epoch + EPOCHS_AHEAD - 1`` from batch
+        ``start``, in the worker processes."""
+        epochs = [self.dataset(e) for e in range(epoch, epoch + EPOCHS_AHEAD)]
+        ds = grain.MapDataset.concatenate(epochs)[start:].to_iter_dataset()
         if self.workers:
             _absl_flags_parsed()
             options = grain.MultiprocessingOptions(
                 num_workers=self.workers, per_worker_buffer_size=self.buffer
             )
             ds = ds.mp_prefetch(options)
-        it = iter(ds)
-        try:
-            for images, labels in it:
-                self.index += 1  # before the yield: state() counts the batch as handed over
-                # plain arrays (a copy): Grain's shared-memory arrays outliving the iterator
-                # would be released only at exit, with warnings
-                yield np.array(images), np.array(labels)
-        finally:
-            close = getattr(it, "close", None)
-            if close is not None:
-                close()
-        if (self.epoch, self.index) == (epoch, self.batches):
-            self.epoch, self.index = epoch + 1, 0
+        return iter(ds)
+
+    def close(self) -> None:
+        """Stops the worker processes of the live pipeline (a later iteration starts anew)."""
+        live, self._live = getattr(self, "_live", None), None
+        close = getattr(live[0], "close", None) if live is not None else None
+        if close is not None:
+            close()
+
+    def __del__(self) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict[str, Any]:  # a source pickles without its live pipeline
+        return {**self.__dict__, "_live": None}
 
     def set_epoch(self, epoch: int) -> None:
         """Moves to the start of ``epoch`` (counted from 0)."""

@@ -235,3 +235,18 @@ def test_fit_trains_on_a_source_and_resumes_bit_identically(tmp_path):
     )
     assert resumed.history["train_loss"] == whole.history["train_loss"]
     assert resumed.history["val_loss"] == whole.history["val_loss"]
+
+
+def test_the_pipeline_lives_on_across_epochs_and_restarts_only_when_moved():
+    src = source(batch_size=4)
+    first = epochs(src, 1)
+    pipeline = src._live[0]
+    second = epochs(src, 1)  # reads on from the same Grain iterator (no new workers)
+    assert src._live[0] is pipeline
+    fresh = source(batch_size=4)
+    assert same_batches(first[0] + second[0], [b for e in epochs(fresh, 2) for b in e])
+    src.restore({**src.state(), "epoch": 0, "index": 1})  # moved: a new pipeline from there
+    replay = epochs(src, 1)
+    assert src._live[0] is not pipeline and same_batches(replay[0], first[0][1:])
+    src.close()
+    assert src._live is None
