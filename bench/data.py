@@ -19,8 +19,10 @@ on either side (jcnn normalises on the device).
   ``--torch-python`` (default: this interpreter when it has torchvision), so jcnn's environment
   never needs torch; without one the row says ``skipped``.
 
-Each repetition is two epochs of each pipeline from fresh iterators (both libraries start their
-worker processes per epoch by default), one over the folder and one over its first half (hard
+Each repetition is two epochs of each pipeline, each from a fresh source or loader (closed
+after it), so both start their worker processes in every timed epoch, as torchvision's
+``DataLoader`` does by default (a jcnn source keeps its workers for its later epochs, so there
+the start-up is paid once per source): one over the folder and one over its first half (hard
 links), interleaved (jcnn, torchvision, jcnn, ...) after one warm-up repetition per row that is
 not counted (page cache, imports). ``images/s`` is the throughput once running, the slope of
 epoch time over images (the extra images of the full epoch over its extra seconds), and
@@ -159,7 +161,12 @@ def jcnn_epoch(
                 shapes.append((images.shape, str(images.dtype)))
             yield images, labels
 
-    out = _timed(batches(), batch)
+    try:
+        out = _timed(batches(), batch)
+    finally:  # a source keeps its workers across epochs until closed: stop them here
+        close = getattr(source, "close", None)
+        if close is not None:
+            close()
     out["shape"] = list(shapes[0][0]) if shapes else None
     return out
 
