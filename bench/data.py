@@ -19,18 +19,15 @@ on either side (jcnn normalises on the device).
   ``--torch-python`` (default: this interpreter when it has torchvision), so jcnn's environment
   never needs torch; without one the row says ``skipped``.
 
-Each repetition is two epochs of each pipeline, each from a fresh source or loader (closed
-after it), so both start their worker processes in every timed epoch, as torchvision's
-``DataLoader`` does by default (a jcnn source keeps its workers for its later epochs, so there
-the start-up is paid once per source): one over the folder and one over its first half (hard
-links), interleaved (jcnn, torchvision, jcnn, ...) after one warm-up repetition per row that is
-not counted (page cache, imports). ``images/s`` is the throughput once running, the slope of
-epoch time over images (the extra images of the full epoch over its extra seconds), and
-``start-up s`` the rest of the full epoch (its time less its images at that rate: starting the
-workers, the first batches); ``epoch images/s`` is the full epoch's images over its wall time
-and ``first batch s`` its time to the first batch. Medians over the repetitions (``spread``:
-min-max of images/s); ``vs torchvision`` is jcnn's figure over torchvision's at the same workers
-and batch (> 1: jcnn faster). Grain runs a pool of 16 threads in each worker (and, with
+Each repetition is one block per pipeline, interleaved (jcnn, torchvision, jcnn, ...): a fresh
+source (jcnn) or loader (torchvision, ``persistent_workers=True`` as a jcnn source keeps its
+workers across epochs) read for 1 + ``--timed`` (2) + 1 epochs back to back, then closed.
+``images/s`` is over the timed epochs (not the first, which starts the workers, nor the last,
+which absorbs what a pipeline reads ahead past the timed ones); ``start-up s`` is the first
+epoch's time less its images at that rate; ``first batch s`` the time to the first batch of a
+fresh pipeline. Medians over the repetitions (``spread``: min-max of images/s);
+``vs torchvision`` is jcnn's images/s over torchvision's at the same workers and batch (> 1:
+jcnn faster). Grain runs a pool of 16 threads in each worker (and, with
 ``W = 0``, in the main process), which Pillow's decode and resize use beside the GIL;
 torchvision's ``W = 0`` is one thread.
 """
@@ -99,76 +96,44 @@ def make_folder(
     return folder
 
 
-def half_folder(folder: Path) -> Path:
-    """``folder`` with the first half of each class's images (hard links, else copies), made
-    once beside it: the short epoch of the start-up / throughput fit."""
-    import shutil
-
-    half = folder.with_name(folder.name + "_half")
-    done = half / ".complete"
-    if done.exists():
-        return half
-    for cls in sorted(p for p in folder.iterdir() if p.is_dir()):
-        files = sorted(cls.glob("*.jpg"))
-        (half / cls.name).mkdir(parents=True, exist_ok=True)
-        for f in files[: max(len(files) // 2, 1)]:
-            target = half / cls.name / f.name
-            if not target.exists():
-                try:
-                    os.link(f, target)
-                except OSError:
-                    shutil.copy(f, target)
-    done.write_text("half of " + folder.name)
-    return half
-
-
 # ---------------------------------------------------------------------------------------------
 # One epoch of each pipeline
 # ---------------------------------------------------------------------------------------------
 
 
-def _timed(batches: Iterable[Any], batch_size: int) -> dict[str, float | None]:
-    """Consumes one epoch of ``batches``: its images, wall time and time to the first batch."""
-    start = time.perf_counter()
-    first, n = None, 0
-    for _ in batches:
-        n += 1
-        if first is None:
-            first = time.perf_counter() - start
-    return {
-        "images": n * batch_size,
-        "epoch_s": time.perf_counter() - start,
-        "first_batch_s": first,
-    }
+def _block(epochs: Callable[[], Iterable[Any]], batch_size: int, timed: int) -> dict[str, Any]:
+    """Epochs of one source or loader, back to back: the first (worker start-up), ``timed``
+    timed ones and one more untimed (what a pipeline reads ahead past the last timed epoch is
+    read there, not charged to it)."""
+    out: dict[str, Any] = {"epochs_s": []}
+    for e in range(timed + 2):
+        start, n = time.perf_counter(), 0
+        for _ in epochs():
+            n += 1
+            if e == 0 and n == 1:
+                out["first_batch_s"] = time.perf_counter() - start
+        seconds = time.perf_counter() - start
+        if e == 0:
+            out["first_epoch_s"], out["images"] = seconds, n * batch_size
+        elif e <= timed:
+            out["epochs_s"].append(seconds)
+    return out
 
 
-def jcnn_epoch(
-    folder: Path, workers: int, batch: int, crop: int, epoch: int = 0
-) -> dict[str, float]:
-    """One epoch of ``jcnn.data.image_folder``'s training pipeline from a fresh source."""
+def jcnn_block(folder: Path, workers: int, batch: int, crop: int, timed: int) -> dict[str, Any]:
+    """Epochs of one ``jcnn.data.image_folder`` training source (its workers live across them)."""
     from jcnn.data import image_folder
 
     source = image_folder(
         folder, train=True, image_size=crop, batch_size=batch, workers=workers, seed=0,
         shard_index=0, shard_count=1,
     )  # fmt: skip
-    source.set_epoch(epoch)
-    shapes = []
-
-    def batches():
-        for images, labels in source:
-            if not shapes:
-                shapes.append((images.shape, str(images.dtype)))
-            yield images, labels
-
     try:
-        out = _timed(batches(), batch)
-    finally:  # a source keeps its workers across epochs until closed: stop them here
+        return _block(lambda: source, batch, timed)
+    finally:
         close = getattr(source, "close", None)
         if close is not None:
             close()
-    out["shape"] = list(shapes[0][0]) if shapes else None
-    return out
 
 
 def import_torchvision() -> Any:
@@ -191,10 +156,8 @@ def import_torchvision() -> Any:
     return torchvision
 
 
-def torch_epoch(
-    folder: Path, workers: int, batch: int, crop: int, epoch: int = 0
-) -> dict[str, float]:
-    """One epoch of torchvision's ``ImageFolder`` + ``DataLoader`` with the same transforms."""
+def torch_block(folder: Path, workers: int, batch: int, crop: int, timed: int) -> dict[str, Any]:
+    """Epochs of one torchvision ``ImageFolder`` + ``DataLoader`` (``persistent_workers``)."""
     import torch
 
     tv = import_torchvision()
@@ -202,22 +165,11 @@ def torch_epoch(
 
     transform = T.Compose([T.RandomResizedCrop(crop), T.RandomHorizontalFlip(), T.PILToTensor()])
     dataset = tv.datasets.ImageFolder(str(folder), transform=transform)
-    generator = torch.Generator().manual_seed(epoch)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=batch, shuffle=True, num_workers=workers, drop_last=True,
-        generator=generator,
+        generator=torch.Generator().manual_seed(0), persistent_workers=workers > 0,
     )  # fmt: skip
-    shapes = []
-
-    def batches():
-        for images, labels in loader:
-            if not shapes:
-                shapes.append(tuple(images.shape))
-            yield images, labels
-
-    out = _timed(batches(), batch)
-    out["shape"] = list(shapes[0]) if shapes else None
-    return out
+    return _block(lambda: loader, batch, timed)  # its persistent workers stop with it
 
 
 def torch_worker() -> None:
@@ -235,8 +187,8 @@ def torch_worker() -> None:
             break
         req = json.loads(line)
         try:
-            _say(torch_epoch(Path(req["folder"]), req["workers"], req["batch"], req["crop"],
-                             req["epoch"]))  # fmt: skip
+            _say(torch_block(Path(req["folder"]), req["workers"], req["batch"], req["crop"],
+                             req["timed"]))  # fmt: skip
         except Exception as err:  # noqa: BLE001
             _say({"skip": f"torchvision failed: {type(err).__name__}: {err}"})
             return
@@ -321,6 +273,7 @@ def measure(
     workers: Iterable[int] = (0, 1, 2),
     crop: int = 224,
     reps: int = 3,
+    timed: int = 2,
     cache: Path | None = None,
     torch_python: str | None = "default",
     timeout: float = 600.0,
@@ -331,7 +284,7 @@ def measure(
     if torch_python == "default":
         torch_python = default_torch_python()
     cache = Path(cache) if cache else DEFAULT_CACHE
-    batch = min(batch, images // 2)  # the half epoch has at least one batch
+    batch = min(batch, images)
     t0 = time.perf_counter()
     folder = make_folder(cache, images, size, classes)
     made_s = time.perf_counter() - t0
@@ -362,33 +315,26 @@ def measure(
             torch_skip, torch_side = hello["skip"], None
         else:
             report["torch"], report["torchvision"] = hello["torch"], hello["torchvision"]
-    folders = {"full": str(folder), "half": str(half_folder(folder))}
     try:
         for w in workers:
             jc: dict[str, Any] = {"pipeline": "jcnn", "workers": w, "batch": batch, "runs": []}
             tv: dict[str, Any] = {"pipeline": "torchvision", "workers": w, "batch": batch,
                                   "runs": []}  # fmt: skip
-            for rep in range(reps + 1):  # rep 0: the warm-up epochs, not counted
-                run_jc, run_tv = {}, {}
-                for part, path in folders.items():
-                    run_jc[part] = jcnn_epoch(Path(path), w, batch, crop, epoch=rep)
-                    if torch_side is not None:
-                        got = torch_side.epoch(folder=path, workers=w, batch=batch, crop=crop,
-                                               epoch=rep)  # fmt: skip
-                        if "skip" in got:
-                            torch_skip, torch_side = got["skip"], None
-                        run_tv[part] = got
-                if rep:
-                    jc["runs"].append(run_jc)
-                    if torch_side is not None:
-                        tv["runs"].append(run_tv)
+            for _ in range(reps):
+                jc["runs"].append(jcnn_block(folder, w, batch, crop, timed))
+                if torch_side is not None:
+                    got = torch_side.epoch(folder=str(folder), workers=w, batch=batch,
+                                           crop=crop, timed=timed)  # fmt: skip
+                    if "skip" in got:
+                        torch_skip, torch_side = got["skip"], None
+                    else:
+                        tv["runs"].append(got)
             if torch_side is None:
                 tv = {**tv, "skip": torch_skip, "runs": []}
             for row in (jc, tv):
                 summarise(row)
-            for key in ("images_per_s", "epoch_images_per_s"):
-                if jc.get(key) and tv.get(key):
-                    jc[key.replace("images_per_s", "vs_torchvision")] = jc[key] / tv[key]
+            if jc.get("images_per_s") and tv.get("images_per_s"):
+                jc["vs_torchvision"] = jc["images_per_s"] / tv["images_per_s"]
             report["rows"] += [jc, tv]
             log(table([jc, tv], header=False))
     finally:
@@ -398,25 +344,21 @@ def measure(
     return report
 
 
-def fit_run(run: dict) -> dict:
-    """One repetition's figures from its full and half epochs: the throughput is the slope of
-    wall time over images (``(images_full - images_half) / (s_full - s_half)``), the start-up
-    the intercept (the full epoch's time less its images at that rate)."""
-    full, half = run["full"], run["half"]
-    extra_s = full["epoch_s"] - half["epoch_s"]
-    rate = (full["images"] - half["images"]) / extra_s if extra_s > 0 else None
+def block_figures(run: dict) -> dict:
+    """One block's figures: images/s over its timed epochs, the first epoch's excess over that
+    rate (the start-up), the first batch."""
+    rate = run["images"] * len(run["epochs_s"]) / sum(run["epochs_s"])
     return {
         "images_per_s": rate,
-        "startup_s": max(full["epoch_s"] - full["images"] / rate, 0.0) if rate else None,
-        "epoch_images_per_s": full["images"] / full["epoch_s"],
-        "first_batch_s": full["first_batch_s"],
+        "startup_s": max(run["first_epoch_s"] - run["images"] / rate, 0.0),
+        "first_batch_s": run.get("first_batch_s"),
     }
 
 
 def summarise(row: dict) -> None:
     """Medians (and the min-max spread of images/s) over a row's repetitions."""
-    figures = [fit_run(run) for run in row.get("runs", [])]
-    for key in ("images_per_s", "startup_s", "epoch_images_per_s", "first_batch_s"):
+    figures = [block_figures(run) for run in row.get("runs", [])]
+    for key in ("images_per_s", "startup_s", "first_batch_s"):
         vals = [f[key] for f in figures if f.get(key) is not None]
         row[key] = statistics.median(vals) if vals else None
         if key == "images_per_s" and vals:
@@ -432,8 +374,8 @@ def table(rows: list[dict], header: bool = True) -> str:
     lines = (
         [
             "| pipeline | workers | batch | images/s | spread | vs torchvision | start-up s "
-            "| epoch images/s | epoch vs torchvision | first batch s |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| first batch s |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
         if header
         else []
@@ -442,7 +384,7 @@ def table(rows: list[dict], header: bool = True) -> str:
         if "skip" in r:
             lines.append(
                 f"| {r['pipeline']} | {r['workers']} | {r['batch']} | skipped: "
-                f"{' '.join(r['skip'].split())[:60]} | | | | | | |"
+                f"{' '.join(r['skip'].split())[:60]} | | | | |"
             )
             continue
         spread = r.get("spread")
@@ -450,7 +392,6 @@ def table(rows: list[dict], header: bool = True) -> str:
             f"| {r['pipeline']} | {r['workers']} | {r['batch']} | {_f(r['images_per_s'], '.0f')} "
             f"| {'-' if not spread else f'{spread[0]:.0f}-{spread[1]:.0f}'} "
             f"| {_f(r.get('vs_torchvision'), '.2f')} | {_f(r['startup_s'], '.2f')} "
-            f"| {_f(r['epoch_images_per_s'], '.0f')} | {_f(r.get('epoch_vs_torchvision'), '.2f')} "
             f"| {_f(r['first_batch_s'], '.2f')} |"
         )
     return "\n".join(lines)
@@ -473,7 +414,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=None, help="batch (default 64; --quick 16)")
     p.add_argument("--workers", default="0,1,2", help="comma-separated worker counts (0,1,2)")
     p.add_argument("--crop", type=int, default=224, help="random-resized-crop side (224)")
-    p.add_argument("--reps", type=int, default=None, help="timed epochs per row (3; --quick 1)")
+    p.add_argument(
+        "--reps", type=int, default=None, help="interleaved repetitions per row (3; --quick 1)"
+    )
+    p.add_argument("--timed", type=int, default=2, help="timed epochs per block (2)")
     p.add_argument("--quick", action="store_true", help="64 images, 1 repetition: a smoke test")
     p.add_argument(
         "--cache",
@@ -499,8 +443,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     args.workers = [int(w) for w in args.workers.split(",") if w.strip()]
     if args.torch_python == "none":
         args.torch_python = None
-    if args.images < 2 * args.classes or args.reps < 1 or any(w < 0 for w in args.workers):
-        p.error("--images >= 2 x --classes, --reps >= 1 and --workers >= 0 please")
+    if args.images < 2 or args.reps < 1 or any(w < 0 for w in args.workers):
+        p.error("--images >= 2, --reps >= 1 and --workers >= 0 please")
     return args
 
 
@@ -553,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     cache = args.cache or (Path(tempfile.mkdtemp(prefix="bench_data_")) if args.quick else None)
     report = measure(
         images=args.images, size=args.size, classes=args.classes, batch=args.batch,
-        workers=args.workers, crop=args.crop, reps=args.reps, cache=cache,
+        workers=args.workers, crop=args.crop, reps=args.reps, timed=args.timed, cache=cache,
         torch_python=args.torch_python, timeout=args.timeout,
     )  # fmt: skip
     report["command"] = "python -m bench.data " + " ".join(sys.argv[1:] if argv is None else argv)
