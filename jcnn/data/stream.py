@@ -54,8 +54,7 @@ from typing import Any
 import grain
 import numpy as np
 
-from jcnn.layers.core import Layer
-from jcnn.layers.custom import custom
+from jcnn.layers.core import Fns, Layer, leaf, parameter_free
 
 __all__ = [
     "LoadError",
@@ -422,14 +421,26 @@ def normalize_on_device(
         >>> norm.apply({}, {}, np.full((1, 1, 3), 255, np.uint8))[0].tolist()
         [[[1.0, 1.0, 1.0]]]
     """
-    mean_a = np.asarray(mean, np.float32).reshape(-1)
-    std_a = np.asarray(std, np.float32).reshape(-1)
-    if (std_a <= 0).any() or scale <= 0:
+    mean_t = tuple(float(v) for v in np.asarray(mean, np.float32).reshape(-1))
+    std_t = tuple(float(v) for v in np.asarray(std, np.float32).reshape(-1))
+    if min(std_t) <= 0 or scale <= 0:
         raise ValueError(f"normalize_on_device: std {std} and scale {scale} must be positive")
+    hparams = {"mean": mean_t, "std": std_t, "scale": float(scale)}
+    return leaf(_normalize_rule, "Normalize", hparams, pointwise=True)
+
+
+def _normalize_rule(layer: Layer) -> Fns:
+    """The functions of :func:`normalize_on_device` (a value: equal settings, equal layers)."""
+    hp = layer.hparams
+    mean, std, scale = (
+        np.asarray(hp["mean"], np.float32),
+        np.asarray(hp["std"], np.float32),
+        hp["scale"],
+    )
 
     def output_shape(input_shape: tuple[int, ...]) -> tuple[int, ...]:
         c = input_shape[-1] if input_shape else None
-        for name, a in (("mean", mean_a), ("std", std_a)):
+        for name, a in (("mean", mean), ("std", std)):
             if a.size != 1 and a.size != c:
                 raise ValueError(
                     f"normalize_on_device: {name} has {a.size} values for an input of shape "
@@ -437,19 +448,12 @@ def normalize_on_device(
                 )
         return tuple(input_shape)
 
-    def init(key: Any, input_shape: tuple[int, ...]) -> tuple[tuple[int, ...], dict, dict]:
-        del key
-        return output_shape(tuple(input_shape)), {}, {}
-
-    def apply(params: Any, state: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
-        del params, key, train
+    def forward(x: Any) -> Any:
         import jax.numpy as jnp
 
         x = jnp.asarray(x).astype(jnp.float32)
         per_channel = (1,) * (x.ndim - 1) + (-1,)  # explicit: rank promotion may be "raise"
-        m, s = jnp.reshape(mean_a, per_channel), jnp.reshape(std_a, per_channel)
-        return (x / scale - m) / s, state
+        m, s = jnp.reshape(mean, per_channel), jnp.reshape(std, per_channel)
+        return (x / scale - m) / s
 
-    return custom(
-        init, apply, "Normalize", output_shape=output_shape, pointwise=True, stochastic=False
-    )
+    return parameter_free(output_shape, forward)
