@@ -21,15 +21,17 @@ on either side (jcnn normalises on the device).
 
 Each repetition is one block per pipeline, interleaved (jcnn, torchvision, jcnn, ...): a fresh
 source (jcnn) or loader (torchvision, ``persistent_workers=True`` as a jcnn source keeps its
-workers across epochs) read for 1 + ``--timed`` (2) + 1 epochs back to back, then closed.
-``images/s`` is over the timed epochs (not the first, which starts the workers, nor the last,
-which absorbs what a pipeline reads ahead past the timed ones); ``start-up s`` is the first
-epoch's time less its images at that rate; ``first batch s`` the time to the first batch of a
-fresh pipeline. Medians over the repetitions (``spread``: min-max of images/s);
-``vs torchvision`` is jcnn's images/s over torchvision's at the same workers and batch (> 1:
-jcnn faster). Grain runs a pool of 16 threads in each worker (and, with
-``W = 0``, in the main process), which Pillow's decode and resize use beside the GIL;
-torchvision's ``W = 0`` is one thread.
+workers across epochs) read for 2 + ``--timed`` (3) epochs back to back, then closed.
+``images/s`` is over the timed epochs: not the first, which starts the workers, nor the second,
+which drains what one worker read ahead while it waited for the others to start (so timing
+begins in the steady state, where what is in flight at its start and at its end balance; each
+jcnn process holds at most ``buffer`` batches ready, torchvision ``prefetch_factor``);
+``start-up s`` is the first epoch's time less its images at that rate; ``first batch s`` the
+time to the first batch of a fresh pipeline. Medians over the repetitions (``spread``: min-max
+of images/s); ``vs torchvision`` is jcnn's images/s over torchvision's at the same workers and
+batch (> 1: jcnn faster). Each jcnn process loads batches in
+:func:`jcnn.data.stream.default_threads` threads (the cores over the processes), which Pillow's
+decode and resize use beside the GIL; torchvision's ``W = 0`` is one thread.
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 TAG = "@@DATA "
 DEFAULT_CACHE = Path("~/.cache/jcnn/bench_data").expanduser()
+#: Untimed epochs before the timed ones: worker start-up, then a drain of the read-ahead.
+WARM_EPOCHS = 2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -102,11 +106,11 @@ def make_folder(
 
 
 def _block(epochs: Callable[[], Iterable[Any]], batch_size: int, timed: int) -> dict[str, Any]:
-    """Epochs of one source or loader, back to back: the first (worker start-up), ``timed``
-    timed ones and one more untimed (what a pipeline reads ahead past the last timed epoch is
-    read there, not charged to it)."""
+    """Epochs of one source or loader, back to back: the first (worker start-up), one more
+    untimed (it drains what a pipeline read ahead while its workers started, so the timed
+    epochs begin in the steady state) and ``timed`` timed ones."""
     out: dict[str, Any] = {"epochs_s": []}
-    for e in range(timed + 2):
+    for e in range(timed + WARM_EPOCHS):
         start, n = time.perf_counter(), 0
         for _ in epochs():
             n += 1
@@ -115,7 +119,7 @@ def _block(epochs: Callable[[], Iterable[Any]], batch_size: int, timed: int) -> 
         seconds = time.perf_counter() - start
         if e == 0:
             out["first_epoch_s"], out["images"] = seconds, n * batch_size
-        elif e <= timed:
+        elif e >= WARM_EPOCHS:
             out["epochs_s"].append(seconds)
     return out
 
@@ -273,7 +277,7 @@ def measure(
     workers: Iterable[int] = (0, 1, 2),
     crop: int = 224,
     reps: int = 3,
-    timed: int = 2,
+    timed: int = 3,
     cache: Path | None = None,
     torch_python: str | None = "default",
     timeout: float = 600.0,
@@ -417,7 +421,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--reps", type=int, default=None, help="interleaved repetitions per row (3; --quick 1)"
     )
-    p.add_argument("--timed", type=int, default=2, help="timed epochs per block (2)")
+    p.add_argument("--timed", type=int, default=3, help="timed epochs per block (3)")
     p.add_argument("--quick", action="store_true", help="64 images, 1 repetition: a smoke test")
     p.add_argument(
         "--cache",

@@ -85,6 +85,7 @@ def image_folder(
     image_size: int = 224,
     batch_size: int = 256,
     workers: int = 0,
+    threads: int | None = None,
     seed: int = 0,
     augment: Mapping[str, Any] | None = None,
     crop_fraction: float = 0.875,
@@ -108,6 +109,8 @@ def image_folder(
         image_size: the side of the square views.
         batch_size: the global batch (each of ``shard_count`` processes yields its share).
         workers: Grain worker processes that decode and transform (0: in this process).
+        threads: loading threads per process (default: the CPU cores over the processes, at
+            most 8; :func:`jcnn.data.stream.default_threads`).
         seed: the order of each epoch and each image's random view are functions of
             ``(seed, epoch)`` and ``(seed, epoch, image)`` only, so a resumed run sees the same.
         augment: settings of :func:`jcnn.data.transforms.train_transform` beyond the default
@@ -159,6 +162,7 @@ def image_folder(
         shuffle=train,
         drop_remainder=train if drop_remainder is None else drop_remainder,
         workers=workers,
+        threads=threads,
         shard_index=shard_index,
         shard_count=shard_count,
     )

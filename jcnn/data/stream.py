@@ -15,7 +15,8 @@ The pipeline of epoch ``e`` is Grain's ``MapDataset``::
       .map(load(records[i], rng(seed, e, i)))               # decode, crop, ...: in the workers
       .batch(batch_size // shard_count)                     # this shard's rows, consecutive
       [shard_index::shard_count]                            # its part of every global batch
-      .to_iter_dataset().mp_prefetch(workers)               # worker processes (0: in-process)
+      .to_iter_dataset(ReadOptions(threads, buffer))        # threads per process, read-ahead
+      .mp_prefetch(workers)                                 # worker processes (0: in-process)
 
 so the order of epoch ``e`` is a function of ``(seed, e)`` only, each record's randomness of
 ``(seed, e, record index)`` only, and neither depends on the number of workers or shards.
@@ -48,6 +49,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -59,6 +61,7 @@ from jcnn.layers.core import Fns, Layer, leaf, parameter_free
 __all__ = [
     "LoadError",
     "StreamSource",
+    "default_threads",
     "global_batch",
     "normalize_on_device",
     "order_seed",
@@ -75,6 +78,18 @@ _SAME = ("seed", "batch_size", "examples", "shuffle")
 _SAMPLE = 16
 #: Epochs one Grain pipeline (and its worker processes) runs ahead over before a new one starts.
 EPOCHS_AHEAD = 1000
+
+
+def default_threads(workers: int) -> int:
+    """Loading threads per process: this machine's CPU cores shared over the ``workers``
+    processes (or this one), at least 1 and at most 8.
+
+    Example:
+        >>> 1 <= default_threads(2) <= 8
+        True
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(8, (cores or 1) // max(workers, 1)))
 
 
 class LoadError(RuntimeError):
@@ -163,7 +178,11 @@ class StreamSource:
         drop_remainder: drop the last partial batch of an epoch (default True, so every batch
             has the same shape and a jitted step compiles once); False needs one shard.
         workers: worker processes (Grain's ``mp_prefetch``); 0 loads in this process.
-        buffer: batches each worker prepares ahead.
+        buffer: batches each process (a worker, or this one with ``workers=0``) holds ready
+            ahead of the reader, at least ``threads``: what a pipeline reads ahead is bounded
+            by ``max(workers, 1) * buffer`` batches (Grain's own default is 500 per process).
+        threads: threads per process that each load whole batches (Pillow's decode and resize
+            run beside the GIL); default :func:`default_threads`.
         shard_index, shard_count: this process's shard (default ``jax.process_index()`` of
             ``jax.process_count()``).
 
@@ -197,7 +216,8 @@ class StreamSource:
         shuffle: bool = True,
         drop_remainder: bool = True,
         workers: int = 0,
-        buffer: int = 2,
+        buffer: int = 4,
+        threads: int | None = None,
         shard_index: int | None = None,
         shard_count: int | None = None,
     ) -> None:
@@ -208,7 +228,9 @@ class StreamSource:
             shard_count = jax.process_count() if shard_count is None else shard_count
         self.records, self.load = records, load
         self.batch_size, self.seed, self.shuffle = int(batch_size), int(seed), bool(shuffle)
-        self.drop_remainder, self.workers, self.buffer = bool(drop_remainder), workers, buffer
+        self.drop_remainder, self.workers = bool(drop_remainder), int(workers)
+        self.threads = default_threads(self.workers) if threads is None else int(threads)
+        self.buffer = max(int(buffer), self.threads)
         self.shard_index, self.shard_count = int(shard_index), int(shard_count)
         self._check()
         self.examples = len(records)
@@ -241,10 +263,11 @@ class StreamSource:
                 f"StreamSource: drop_remainder=False with {k} shards: a partial last batch does "
                 "not split evenly; keep drop_remainder=True or read with one shard"
             )
-        if self.workers < 0 or self.buffer < 1:
+        if self.workers < 0 or self.buffer < 1 or self.threads < 1:
             raise ValueError(
-                f"StreamSource: workers={self.workers}, buffer={self.buffer}: give workers >= 0 "
-                "(0: in-process) and buffer >= 1"
+                f"StreamSource: workers={self.workers}, buffer={self.buffer}, "
+                f"threads={self.threads}: give workers >= 0 (0: in-process), buffer >= 1 and "
+                "threads >= 1"
             )
 
     def __len__(self) -> int:
@@ -299,7 +322,8 @@ class StreamSource:
         """Grain's iterator over epochs ``epoch .. epoch + EPOCHS_AHEAD - 1`` from batch
         ``start``, in the worker processes."""
         epochs = [self.dataset(e) for e in range(epoch, epoch + EPOCHS_AHEAD)]
-        ds = grain.MapDataset.concatenate(epochs)[start:].to_iter_dataset()
+        read = grain.ReadOptions(num_threads=self.threads, prefetch_buffer_size=self.buffer)
+        ds = grain.MapDataset.concatenate(epochs)[start:].to_iter_dataset(read)
         if self.workers:
             _absl_flags_parsed()
             options = grain.MultiprocessingOptions(

@@ -4,6 +4,7 @@ randomness, a saveable position, shards, worker processes; and jcnn.fit over a s
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import jax
@@ -250,3 +251,22 @@ def test_the_pipeline_lives_on_across_epochs_and_restarts_only_when_moved():
     assert src._live[0] is not pipeline and same_batches(replay[0], first[0][1:])
     src.close()
     assert src._live is None
+
+
+def test_read_ahead_is_bounded_by_the_buffer():
+    """An idle reader holds at most ``buffer`` batches (plus the ones being loaded) ready: not
+    Grain's default of 500 batches per process, which filled memory while a slow step ran."""
+    loaded: list[int] = []
+
+    def counted(record: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+        loaded.append(1)
+        return noisy(record, rng)
+
+    records = [np.full((2, 2, 3), i % 256, np.uint8) for i in range(800)]
+    src = source(records=records, load=counted, batch_size=4, buffer=3, threads=2)
+    next(iter(src))
+    time.sleep(0.5)
+    assert 4 <= len(loaded) <= 4 * (1 + 3 + 2), len(loaded)  # not ~500 batches
+    src.close()
+    with pytest.raises(ValueError, match="threads=0"):
+        source(threads=0)
