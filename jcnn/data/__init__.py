@@ -41,7 +41,7 @@ from jcnn.data.datasets import (
     load_mnist_splits,
     normalize,
 )
-from jcnn.data.decode import ImageDecodeError, decode_image
+from jcnn.data.decode import ImageDecodeError, decode_image, open_image
 from jcnn.data.download import (
     ENV_VAR,
     ChecksumMismatchError,
@@ -83,6 +83,7 @@ __all__ = [
     "cutmix",
     "data_rng",
     "decode_image",
+    "open_image",
     "download_file",
     "ensure_files",
     "epoch_permutation",

@@ -18,7 +18,7 @@ import os
 import numpy as np
 from PIL import Image
 
-__all__ = ["ImageDecodeError", "decode_image"]
+__all__ = ["ImageDecodeError", "decode_image", "open_image"]
 
 # Errors Pillow raises for bad data (besides OSError, which also covers UnidentifiedImageError and
 # "image file is truncated"): plugins parse headers with struct and raise SyntaxError, ValueError,
@@ -97,6 +97,32 @@ def decode_image(
         >>> image.shape, image.dtype, int(image[0, 0, 2])
         ((12, 16, 3), dtype('uint8'), 128)
     """
+    return _array(open_image(source, min_size=min_size), _describe_source(source))
+
+
+def _array(rgb: Image.Image, name: str) -> np.ndarray:
+    array = np.array(rgb, dtype=np.uint8)
+    if array.ndim != 3 or array.shape[-1] != 3:  # defensive: convert("RGB") always gives 3 channels
+        raise ImageDecodeError(f"cannot decode image {name}: got an array of shape {array.shape}")
+    return array
+
+
+def open_image(
+    source: str | os.PathLike[str] | bytes, *, min_size: int | None = None
+) -> Image.Image:
+    """:func:`decode_image` as a loaded RGB ``PIL.Image`` (the same pixels, the same errors):
+    what the resizing transforms of :mod:`jcnn.data.transforms` take without a NumPy round
+    trip.
+
+    Example:
+        >>> from PIL import Image
+        >>> import io
+        >>> buffer = io.BytesIO()
+        >>> Image.new("L", (16, 12), 128).save(buffer, "PNG")
+        >>> image = open_image(buffer.getvalue())
+        >>> image.mode, image.size
+        ('RGB', (16, 12))
+    """
     if min_size is not None and (
         isinstance(min_size, bool) or not isinstance(min_size, int) or min_size < 1
     ):
@@ -114,8 +140,7 @@ def decode_image(
                 # ceil(short / s) >= short / s >= m, so the shorter side stays >= min_size.
                 img.draft("RGB", (min_size, min_size))
             img.load()
-            rgb = img if img.mode == "RGB" else img.convert("RGB")
-            array = np.array(rgb, dtype=np.uint8)
+            rgb = img.convert("RGB") if img.mode != "RGB" else img  # pixels stay after exit
     except _FILE_ERRORS:
         raise
     except _PILLOW_ERRORS as error:
@@ -124,6 +149,4 @@ def decode_image(
             "corrupt or not an image; delete or replace it, or skip bad files "
             "(jcnn.data.verify_images(index, on_bad='skip'))."
         ) from error
-    if array.ndim != 3 or array.shape[-1] != 3:  # defensive: convert("RGB") always gives 3 channels
-        raise ImageDecodeError(f"cannot decode image {name}: got an array of shape {array.shape}")
-    return array
+    return rgb

@@ -1,7 +1,7 @@
 """One entry point for a folder of images: :func:`image_folder` returns a streaming data source.
 
 It joins the parts of :mod:`jcnn.data`: the folder scan (:func:`jcnn.data.folders.scan_image_folder`,
-torchvision's layout and class order), the decoder (:func:`jcnn.data.decode.decode_image`, JPEGs
+torchvision's layout and class order), the decoder (:func:`jcnn.data.decode.open_image`, JPEGs
 decoded at reduced size where the view allows), the ImageNet views
 (:func:`jcnn.data.transforms.train_transform` / :func:`~jcnn.data.transforms.eval_transform`) and
 the Grain source (:class:`jcnn.data.stream.StreamSource`: worker processes, an order that is a
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from jcnn.data.decode import decode_image
+from jcnn.data.decode import open_image
 from jcnn.data.folders import ImageFolderIndex, OnBad, scan_image_folder, verify_images
 from jcnn.data.stream import StreamSource
 from jcnn.data.transforms import eval_transform, train_transform
@@ -69,11 +69,11 @@ def load_image(
     ``functools.partial``).
     """
     path, label = record
-    if train:
-        image = decode_image(path)
+    if train:  # PIL images through the crop and resize: no full-size NumPy copies
+        image = open_image(path)
         view = train_transform(rng, image, image_size, **dict(augment or {}))
     else:
-        image = decode_image(path, min_size=round(image_size / crop_fraction))
+        image = open_image(path, min_size=round(image_size / crop_fraction))
         view = eval_transform(image, image_size, crop_fraction)
     return view, int(label)
 

@@ -57,6 +57,7 @@ import grain
 import numpy as np
 
 from jcnn.layers.core import Fns, Layer, leaf, parameter_free
+from jcnn.training.checks import PAD_LABEL
 
 __all__ = [
     "LoadError",
@@ -131,6 +132,9 @@ class _Load:
 
     def __call__(self, index: int) -> tuple[np.ndarray, np.int32]:
         index = int(index)
+        if index >= len(self.records):  # a padding row: record 0's shape, zeros, PAD_LABEL
+            image, _ = self(0)
+            return np.zeros_like(image), np.int32(PAD_LABEL)
         record = self.records[index]
         where = f"StreamSource: record {index} ({_shown(record)})"
         try:
@@ -176,7 +180,11 @@ class StreamSource:
         seed: fixes every epoch's order and every record's randomness.
         shuffle: a new order each epoch (False: the records' order, e.g. for validation).
         drop_remainder: drop the last partial batch of an epoch (default True, so every batch
-            has the same shape and a jitted step compiles once); False needs one shard.
+            has the same shape and a jitted step compiles once). False keeps it: with one
+            shard as a smaller batch; with several (an unshuffled source, for evaluation)
+            padded to a full batch with rows of label ``PAD_LABEL`` (-1, zero images), so that
+            every process runs the same steps; :func:`jcnn.evaluate` and ``fit``'s
+            validation leave them out.
         workers: worker processes (Grain's ``mp_prefetch``); 0 loads in this process.
         buffer: batches each process (a worker, or this one with ``workers=0``) holds ready
             ahead of the reader, at least ``threads``: what a pipeline reads ahead is bounded
@@ -258,10 +266,11 @@ class StreamSource:
                 f"StreamSource: batch_size={b} (the global batch) does not split over {k} "
                 f"shards: give a multiple of {k}"
             )
-        if k > 1 and not self.drop_remainder:
+        if k > 1 and not self.drop_remainder and self.shuffle:
             raise ValueError(
-                f"StreamSource: drop_remainder=False with {k} shards: a partial last batch does "
-                "not split evenly; keep drop_remainder=True or read with one shard"
+                f"StreamSource: drop_remainder=False and shuffle=True with {k} shards: the last "
+                f"partial batch would be padded with label {PAD_LABEL} rows (as for evaluation); "
+                "a shuffled (training) source must drop it: keep drop_remainder=True"
             )
         if self.workers < 0 or self.buffer < 1 or self.threads < 1:
             raise ValueError(
@@ -286,6 +295,9 @@ class StreamSource:
             ds = ds.shuffle(seed=order_seed(self.seed, epoch))
         if self.drop_remainder:
             ds = ds[: self.batches * self.batch_size]
+        elif self.shard_count > 1:  # every shard yields the same batches: pad the last one
+            pad = grain.MapDataset.range(self.examples, self.batches * self.batch_size)
+            ds = grain.MapDataset.concatenate([ds, pad])
         ds = ds.map(_Load(self.records, self.load, self.seed, epoch))
         ds = ds.batch(self.local_batch_size, drop_remainder=self.drop_remainder)
         return ds[self.shard_index :: self.shard_count] if self.shard_count > 1 else ds

@@ -20,6 +20,12 @@ from jcnn.training.state import TrainState
 Arrays = tuple[np.ndarray, np.ndarray]
 
 
+#: The label of a padding row: a data source pads the last partial batch of an evaluation
+#: epoch with such rows where every process must yield equal batches (several shards, or a
+#: mesh), and evaluation leaves them out.
+PAD_LABEL = -1
+
+
 class DataSource(Protocol):
     """What :func:`jcnn.fit` takes instead of arrays: an iterable of ``(x, y)`` host batches
     (one epoch per iteration, from the current position) with a length (batches per epoch)
@@ -73,6 +79,24 @@ def source_batch_size(where: str, source: Any) -> int:
     if hasattr(source, "batch_size"):
         return int(source.batch_size)
     return len(_peek(where, source)) * jax.process_count()
+
+
+def batch_size_for(
+    where: str, name: str, data: Any, given: int | None, default: int, arg: str = "batch_size"
+) -> int:
+    """The batch size to read ``data`` with: a data source's own (``given`` must be None or
+    equal it: a source batches itself, and a different ``given`` would be silently ignored),
+    else ``given`` or ``default``."""
+    if not is_source(data):
+        return default if given is None else given
+    own = source_batch_size(where, data)
+    if given is not None and given != own:
+        raise ValueError(
+            f"{where}: {arg}={given} but the {name} data source batches {own} examples (its "
+            f"global batch): a source batches itself; leave {arg} out, or build the source "
+            f"with batch_size={given}"
+        )
+    return own
 
 
 def data_pair(where: str, name: str, data: Any) -> Arrays:

@@ -7,14 +7,16 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jcnn.layers.arguments import count
 from jcnn.layers.batch import batched
 from jcnn.layers.core import Layer
 from jcnn.training import checks
-from jcnn.training.estimators import LossFn, MetricsFn, default_metrics
+from jcnn.training.estimators import LossFn, MetricsFn, default_metrics, loss_and_metrics
 from jcnn.training.losses import softmax_cross_entropy
+from jcnn.training.placement import Placement
 from jcnn.training.state import TrainState
 from jcnn.training.step import make_eval_step
 
@@ -24,11 +26,8 @@ Arrays = tuple[Any, Any]
 def evaluate_with(
     eval_step: Callable[[TrainState, Any], dict], ts: TrainState, data: Any, batch_size: int
 ) -> dict[str, float]:
-    """Metrics of ``eval_step`` over all of ``data`` (the last batch may be smaller), weighted
-    by batch size. ``data``: arrays ``(x, y)`` in batches of ``batch_size``, or a data source
-    (:class:`jcnn.training.checks.DataSource`: one epoch of its batches, from its start)."""
-    if checks.is_source(data):
-        return _evaluate_source(eval_step, ts, data)
+    """Metrics of ``eval_step`` over all of the arrays ``data = (x, y)`` in batches of
+    ``batch_size`` (the last may be smaller), weighted by batch size."""
     x, y = checks.data_pair("evaluate", "data", data)
     batch_size = count(batch_size, "evaluate: batch_size")
     totals: dict[str, float] = {}
@@ -40,21 +39,50 @@ def evaluate_with(
     return {k: v / len(x) for k, v in totals.items()}
 
 
-def _evaluate_source(
-    eval_step: Callable[[TrainState, Any], dict], ts: TrainState, source: Any
+def evaluate_source(
+    sums_step: Callable[[TrainState, Any], tuple[dict, Any]],
+    ts: TrainState,
+    source: Any,
+    placement: Placement | None = None,
 ) -> dict[str, float]:
-    """Metrics over epoch 0 of ``source`` (this process's shard), weighted by batch size."""
+    """Metrics over epoch 0 of ``source`` (:class:`jcnn.training.checks.DataSource`): the
+    per-example means of :func:`cached_sums_step` over every real row, on every process.
+
+    Each batch is padded to the source's local batch with rows of label
+    :data:`~jcnn.training.checks.PAD_LABEL` (a source with several shards pads its last batch
+    itself, so that every process runs the same steps), which count for nothing; on a mesh
+    (``placement``) the processes' rows make one global batch split over it, so the sums
+    cover all shards."""
+    rows = getattr(source, "local_batch_size", None)
     source.set_epoch(0)
     totals: dict[str, float] = {}
-    seen = 0
+    seen = 0.0
     for x, y in source:
-        metrics = eval_step(ts, (x, y))
-        seen += len(x)
-        for k, v in metrics.items():
-            totals[k] = totals.get(k, 0.0) + float(v) * len(x)
+        rows = rows or len(x)
+        if len(x) < rows:
+            x, y = _padded(np.asarray(x), np.asarray(y), rows)
+        batch = (x, y) if placement is None else placement.place_batch((x, y))
+        sums, n = sums_step(ts, batch)
+        seen += float(n)
+        for k, v in sums.items():
+            totals[k] = totals.get(k, 0.0) + float(v)
     if not seen:
-        raise ValueError("evaluate: the data source yielded no batch")
+        raise ValueError("evaluate: the data source yielded no example")
     return {k: v / seen for k, v in totals.items()}
+
+
+def _padded(x: np.ndarray, y: np.ndarray, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(x, y)`` with zero images and :data:`~jcnn.training.checks.PAD_LABEL` labels appended
+    up to ``rows``."""
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(
+            f"evaluate: a partial batch of {len(x)} rows with labels of shape {y.shape} and dtype "
+            f"{y.dtype}: padding it to {rows} rows needs integer class labels (N,); give a "
+            "source whose batches are all full"
+        )
+    extra = rows - len(x)
+    x = np.concatenate([x, np.zeros((extra, *x.shape[1:]), x.dtype)])
+    return x, np.concatenate([y, np.full(extra, checks.PAD_LABEL, y.dtype)])
 
 
 @functools.lru_cache(maxsize=64)
@@ -63,6 +91,31 @@ def cached_eval_step(
 ) -> Callable[[TrainState, Any], dict]:
     """:func:`jcnn.training.step.make_eval_step`, one per arguments (compiled once)."""
     return make_eval_step(apply, loss_fn, metrics_fn=metrics_fn, ema=ema)
+
+
+@functools.lru_cache(maxsize=64)
+def cached_sums_step(
+    apply: Callable[..., Any], loss_fn: LossFn, metrics_fn: MetricsFn, ema: bool
+) -> Callable[[TrainState, Any], tuple[dict, Any]]:
+    """A jitted ``(ts, (x, y)) -> ({name: sum over real rows}, real rows)``: the loss and the
+    metrics of each example alone (so a row's value does not depend on the others in its
+    batch, as for every mean-over-examples loss and metric), summed over the rows whose label
+    is not :data:`~jcnn.training.checks.PAD_LABEL` (integer labels; all rows count for soft
+    labels)."""
+
+    def sums(ts, batch):
+        x, y = batch
+        params = ts.ema if ema else ts.params
+        out, _ = batched(apply)(params, ts.state, x, train=False)
+        one = lambda o, t: loss_and_metrics(loss_fn, metrics_fn, o[None], t[None])[1]  # noqa: E731
+        each = jax.vmap(one)(out, y)
+        if y.ndim == 1 and jnp.issubdtype(y.dtype, jnp.integer):
+            real = (y != checks.PAD_LABEL).astype(jnp.float32)
+        else:
+            real = jnp.ones(y.shape[:1], jnp.float32)
+        return {k: jnp.sum(v * real) for k, v in each.items()}, jnp.sum(real)
+
+    return jax.jit(sums)
 
 
 def _params_check(ts: Any, ema: bool, where: str) -> None:
@@ -83,23 +136,28 @@ def evaluate(
     train_state: TrainState,
     data: Arrays | checks.DataSource,
     *,
-    batch_size: int = 1000,
+    batch_size: int | None = None,
     loss_fn: LossFn = softmax_cross_entropy,
     metrics_fn: MetricsFn = default_metrics,
     ema: bool = False,
+    mesh: Any = None,
 ) -> dict[str, float]:
     """The loss and metrics of ``net`` on all of ``data = (x, y)``, in inference mode.
 
-    Batches of ``batch_size`` (the last may be smaller), one jitted evaluation step, means
+    Batches of ``batch_size`` (default 1000; the last may be smaller), one jitted evaluation step, means
     weighted by batch size. ``data`` may also be a data source (e.g.
     :class:`jcnn.data.stream.StreamSource` with ``shuffle=False, drop_remainder=False``): one
-    pass over its batches (``batch_size`` is then the source's). ``ema=True`` evaluates the EMA of the params.
+    pass over its batches (leave ``batch_size`` out, or give the source's own), each example's
+    loss and metrics alone, averaged over its real rows; on several processes give the
+    ``mesh`` the train state lives on, so the processes' shards make global batches on it and
+    every process gets the metrics of all of them. ``ema=True`` evaluates the EMA of the
+    params.
 
     Raises:
         TypeError: data that are not a pair of arrays, non-floating ``x``, a train state that
             is not a :class:`TrainState`.
-        ValueError: lengths that differ, no examples, ``batch_size`` < 1, ``ema=True`` without
-            an EMA.
+        ValueError: lengths that differ, no examples, ``batch_size`` < 1 or not a source's own,
+            ``ema=True`` without an EMA.
 
     Example:
         >>> net = L.serial(L.Flatten(), L.Dense(2))
@@ -109,8 +167,13 @@ def evaluate(
         ['accuracy', 'loss']
     """
     _params_check(train_state, ema, "evaluate")
+    size = checks.batch_size_for("evaluate", "given", data, batch_size, 1000)
+    if checks.is_source(data):
+        placement = None if mesh is None else Placement(mesh)
+        sums = cached_sums_step(net.apply, loss_fn, metrics_fn, bool(ema))
+        return evaluate_source(sums, train_state, data, placement)
     step = cached_eval_step(net.apply, loss_fn, metrics_fn, bool(ema))
-    return evaluate_with(step, train_state, data, batch_size)
+    return evaluate_with(step, train_state, data, size)
 
 
 @functools.lru_cache(maxsize=64)

@@ -44,7 +44,12 @@ from jcnn.training.estimators import (
     check_per_example,
     default_metrics,
 )
-from jcnn.training.evaluation import cached_eval_step, evaluate_with
+from jcnn.training.evaluation import (
+    cached_eval_step,
+    cached_sums_step,
+    evaluate_source,
+    evaluate_with,
+)
 from jcnn.training.fit_args import Arrays, FitArgs
 from jcnn.training.fit_result import FitResult, NonFiniteLossError, raise_on_nonfinite
 from jcnn.training.freeze import freeze
@@ -61,6 +66,7 @@ from jcnn.training.loops import (
     timed,
 )
 from jcnn.training.losses import softmax_cross_entropy
+from jcnn.training.placement import Placement
 from jcnn.training.preemption import Preempted, PreemptionGuard
 from jcnn.training.state import TrainState, create_train_state
 from jcnn.training.step import Transform, make_train_step
@@ -68,8 +74,14 @@ from jcnn.training.step import Transform, make_train_step
 __all__ = ["Arrays", "EpochTracker", "FitArgs", "FitResult", "NonFiniteLossError", "Run", "fit"]
 
 
-def _validator(eval_step: Any, val: Any, batch_size: int) -> Callable[[Any], dict[str, float]]:
-    """``ts -> metrics`` of ``eval_step`` over the validation data ``val``."""
+def _validator(a: FitArgs, ema: bool, placement: Placement) -> Callable[[Any], dict[str, float]]:
+    """``ts -> metrics`` over the validation data (a source: its shards' global batches on
+    the run's mesh)."""
+    if checks.is_source(a.val):
+        sums = cached_sums_step(a.net.apply, a.loss_fn, a.metrics_fn, ema)
+        return lambda ts: evaluate_source(sums, ts, a.val, placement)
+    eval_step = cached_eval_step(a.net.apply, a.loss_fn, a.metrics_fn, ema)
+    val, batch_size = a.val, a.eval_batch_size
     return lambda ts: evaluate_with(eval_step, ts, val, batch_size)
 
 
@@ -109,6 +121,8 @@ class Run:
             metrics_fn=a.metrics_fn, gradients=a.gradients,
         )  # fmt: skip
         step.placement.check_batch_size(a.batch_size, "fit")
+        if checks.is_source(a.val):
+            step.placement.check_batch_size(a.eval_batch_size, "fit (validation source)")
         ts = step.prepare(step.placement.place_state(ts))  # a copy: the steps donate it
         ckpt = Checkpointer(a.checkpoint_dir, keep=a.keep_checkpoints) if a.checkpoint_dir else None
         if a.streamed:
@@ -128,8 +142,7 @@ class Run:
             for prefix, ema in (("val", False), ("ema_val", True)):
                 if ema and a.ema is None:
                     continue
-                eval_step = cached_eval_step(a.net.apply, a.loss_fn, a.metrics_fn, ema)
-                run.validators[prefix] = _validator(eval_step, a.val, a.eval_batch_size)
+                run.validators[prefix] = _validator(a, ema, step.placement)
         return run
 
     def start(self) -> None:
@@ -253,7 +266,7 @@ def fit(
     val: Arrays | DataSource | None = None,
     optimizer: optax.GradientTransformation | None = None,
     epochs: int = 10,
-    batch_size: int = 128,
+    batch_size: int | None = None,
     loss_fn: LossFn = softmax_cross_entropy,
     metrics_fn: MetricsFn = default_metrics,
     seed: int = 0,
@@ -271,7 +284,7 @@ def fit(
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int | None = None,
     keep_checkpoints: int = 3,
-    eval_batch_size: int = 1000,
+    eval_batch_size: int | None = None,
     log_every: int | None = None,
     prefetch: int = 2,
     progress: bool = True,
@@ -291,8 +304,8 @@ def fit(
 
     A data source (:class:`jcnn.data.stream.StreamSource`, or anything with the
     :class:`~jcnn.training.checks.DataSource` methods) may stand for the arrays: ``fit`` then
-    runs the host loop over its batches in its own order (its batch is the batch: ``batch_size``
-    is read from it), saves its position in every checkpoint and restores it on resume, so a
+    runs the host loop over its batches in its own order (its batch is the batch: leave ``batch_size``
+    out, or give its own), saves its position in every checkpoint and restores it on resume, so a
     resumed run continues the same sample order bit for bit. Its images arrive as they were
     loaded (uint8): make :func:`jcnn.data.stream.normalize_on_device` the net's first layer.
 
@@ -304,8 +317,9 @@ def fit(
             averaged params).
         optimizer: any optax optimiser, called (default ``optax.adam(1e-3)``). With
             ``optax.inject_hyperparams`` the history records ``lr`` each epoch.
-        epochs, batch_size, seed: the run (``batch_size`` is the global batch; each epoch drops
-            its last partial batch; the seed fixes init, data order and every step key).
+        epochs, batch_size, seed: the run (``batch_size`` is the global batch, default 128 for
+            arrays and a data source's own for a source, which refuses another; each epoch
+            drops its last partial batch; the seed fixes init, data order and every step key).
         loss_fn, metrics_fn: ``loss_fn(outputs, y)`` a floating scalar (the batch mean);
             ``metrics_fn(outputs, y) -> {name: scalar}`` (default accuracy).
         mesh, fsdp: train data-parallel on a ``jax.sharding.Mesh`` (replicated or FSDP).
@@ -329,7 +343,7 @@ def fit(
             say what is lost).
         checkpoint_every: also save every N steps (default: at every epoch's end only).
         keep_checkpoints: how many recent checkpoints to keep.
-        eval_batch_size: batch size of validation.
+        eval_batch_size: batch size of validation (default 1000; a source's own).
         log_every: also end a chunk every N steps (callbacks' ``on_chunk_end``).
         prefetch: host batches prepared ahead by a thread (host loop; 0: none).
         progress: a progress bar (images/s) and a line per epoch.

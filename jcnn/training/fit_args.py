@@ -51,7 +51,8 @@ class FitArgs:
     val: Any = None  # the same, or None
     optimizer: Any = None
     epochs: int = 10
-    batch_size: int = 128
+    #: None (the default: 128 for arrays, a source's own) until :meth:`checked` resolves it.
+    batch_size: int = None  # type: ignore[assignment]
     loss_fn: LossFn = softmax_cross_entropy
     metrics_fn: MetricsFn = default_metrics
     seed: int = 0
@@ -69,7 +70,8 @@ class FitArgs:
     checkpoint_dir: str | Path | None = None
     checkpoint_every: int | None = None
     keep_checkpoints: int = 3
-    eval_batch_size: int = 1000
+    #: Likewise (1000 for arrays).
+    eval_batch_size: int = None  # type: ignore[assignment]
     log_every: int | None = None
     prefetch: int = 2
     progress: bool = True
@@ -84,6 +86,12 @@ class FitArgs:
 
     def checked(self) -> FitArgs:
         """The arguments with counts as ints and the data checked (see :func:`fit`)."""
+        for name in ("batch_size", "eval_batch_size"):
+            count(getattr(self, name), f"fit: {name}", optional=True)
+        self.batch_size = checks.batch_size_for("fit", "training", self.train, self.batch_size, 128)
+        self.eval_batch_size = checks.batch_size_for(
+            "fit", "validation", self.val, self.eval_batch_size, 1000, "eval_batch_size"
+        )
         for name in ("epochs", "batch_size", "eval_batch_size", "keep_checkpoints", "microbatches"):
             setattr(self, name, count(getattr(self, name), f"fit: {name}"))
         self.prefetch = count(self.prefetch, "fit: prefetch", minimum=0)
@@ -106,8 +114,6 @@ class FitArgs:
                 "fit: callbacks must be a sequence of jcnn.training.callbacks.Callback values "
                 f"(e.g. [MetricsLogger('log.jsonl')]), got {bad[0] if bad else self.callbacks!r}"
             )
-        if self.streamed:  # the source batches: its global batch is the batch
-            self.batch_size = checks.source_batch_size("fit", self.train)
         if self.batch_size % self.microbatches:
             raise ValueError(
                 f"fit: microbatches={self.microbatches} does not divide batch_size="

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from jcnn.data import ImageDecodeError, decode_image
+from jcnn.data import ImageDecodeError, decode_image, open_image
 
 
 def _smooth(width: int, height: int, seed: int = 0) -> Image.Image:
@@ -80,6 +80,8 @@ def test_pixels_equal_pil_loader(tmp_path, kind):
     np.testing.assert_array_equal(decode_image(str(path)), expected)
     np.testing.assert_array_equal(decode_image(path.read_bytes()), expected)
     assert got.flags.writeable and got.flags.c_contiguous
+    opened = open_image(path)  # the same pixels as a PIL image (the loaders' fast path)
+    assert opened.mode == "RGB" and np.array_equal(np.asarray(opened), expected)
 
 
 @pytest.mark.parametrize(

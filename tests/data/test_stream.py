@@ -270,3 +270,48 @@ def test_read_ahead_is_bounded_by_the_buffer():
     src.close()
     with pytest.raises(ValueError, match="threads=0"):
         source(threads=0)
+
+
+def test_a_source_batches_itself_and_refuses_another_batch_size():
+    src = class_source()
+    with pytest.raises(
+        ValueError, match=f"batch_size=3 but the training data source batches {src.batch_size}"
+    ):
+        jcnn.fit(NET, src, batch_size=3, epochs=1, progress=False)
+    val = class_source(shuffle=False, drop_remainder=False)
+    with pytest.raises(ValueError, match="eval_batch_size=7 but the validation data source"):
+        jcnn.fit(NET, src, val=val, eval_batch_size=7, epochs=1, progress=False)
+    ts = jcnn.fit(NET, src, batch_size=src.batch_size, epochs=1, progress=False).train_state
+    with pytest.raises(ValueError, match="evaluate: batch_size=5 but the given data source"):
+        jcnn.evaluate(NET, ts, val, batch_size=5)
+    assert set(jcnn.evaluate(NET, ts, val)) >= {"loss", "accuracy"}
+
+
+def test_an_unshuffled_source_on_two_shards_pads_its_last_batch():
+    records = list(range(10))
+    load = lambda r, rng: (np.full((1, 1, 1), r + 1, np.uint8), r)  # noqa: E731
+    shards = [
+        list(StreamSource(records, load, batch_size=4, shuffle=False, drop_remainder=False,
+                          shard_index=k, shard_count=2))
+        for k in range(2)
+    ]  # fmt: skip
+    assert [len(s) for s in shards] == [3, 3]  # the same steps on every process
+    labels = [np.concatenate([a[1], b[1]]).tolist() for a, b in zip(*shards)]
+    assert labels == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, -1, -1]]
+    assert shards[1][2][0].shape == (2, 1, 1, 1) and not shards[1][2][0].any()  # zero images
+    with pytest.raises(ValueError, match="shuffle=True with 2 shards"):
+        StreamSource(records, load, batch_size=4, drop_remainder=False, shard_index=0,
+                     shard_count=2)  # fmt: skip
+
+
+def test_evaluate_on_a_source_leaves_the_padding_out():
+    ts = jcnn.fit(NET, class_source(), epochs=1, progress=False).train_state
+    x, y = next(iter(class_source(batch_size=len(CLASS_RECORDS), shuffle=False)))
+    whole = jcnn.evaluate(NET, ts, (x.astype(np.float32), y))  # the same rows, as arrays
+    # 7 is not a divisor of the records: the last batch is padded, its pad rows left out
+    src = class_source(batch_size=7, shuffle=False, drop_remainder=False)
+    assert len(CLASS_RECORDS) % 7
+    got = jcnn.evaluate(NET, ts, src)
+    assert got.keys() == whole.keys()
+    for k in whole:
+        np.testing.assert_allclose(got[k], whole[k], rtol=1e-5, err_msg=k)

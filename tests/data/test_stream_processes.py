@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from jcnn.data.stream import StreamSource
 from tests.helpers.stream_worker import load
@@ -36,3 +37,51 @@ def test_two_processes_read_disjoint_shards_that_make_the_global_batch(tmp_path)
         np.testing.assert_array_equal(labels, np.concatenate([p0["labels"][k], p1["labels"][k]]))
     assert tuple(p0["global_shape"]) == (8, 2, 2, 1)
     np.testing.assert_array_equal(p0["global_labels_local"], p0["labels"][0])
+
+
+FIT_WORKER = Path(__file__).resolve().parents[1] / "helpers" / "folder_fit_worker.py"
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    from tests.data.test_image_folder import make_folder
+
+    return make_folder(tmp_path_factory.mktemp("fit_folder"), {"train": 8, "val": 3})
+
+
+def _reference(folder: Path) -> dict[str, np.ndarray]:
+    """The same run in this process, on one device and no mesh."""
+    import jax
+
+    from tests.helpers.folder_fit_worker import run
+
+    result = run(str(folder), None)
+    params = jax.tree.leaves(result.train_state.params)
+    out = {k: np.asarray(result.history[k]) for k in ("val_loss", "val_accuracy", "train_loss")}
+    return {**out, **{f"p{i}": np.asarray(a) for i, a in enumerate(params)}}
+
+
+def _same_run(got: dict, want: dict) -> None:
+    """float32 sums in another order (a mesh's all-reduce): equal to 1e-5."""
+    for key, value in want.items():
+        np.testing.assert_allclose(got[key], value, rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+@pytest.mark.parametrize("processes,devices", [(2, 1), (1, 2)])
+def test_fit_on_an_image_folder_over_a_mesh_equals_one_device(folder, tmp_path, processes, devices):
+    """Each process reads its shard of the training and validation folders; the validation
+    sources' last batch (9 images in batches of 4) is padded, its padding left out."""
+    port = free_port()
+    commands = [
+        [sys.executable, str(FIT_WORKER), "--folder", str(folder), "--out",
+         str(tmp_path / f"p{pid}.npz"), "--processes", str(processes), "--process-id", str(pid),
+         "--coordinator", f"127.0.0.1:{port}", "--devices", str(devices)]
+        for pid in range(processes)
+    ]  # fmt: skip
+    run_processes(commands)
+    want = _reference(folder)
+    assert want["val_accuracy"][-1] > 0.5  # it learns (chance 1/3)
+    for pid in range(processes):
+        got = dict(np.load(tmp_path / f"p{pid}.npz"))
+        assert int(got["devices"]) == 2 and int(got["processes"]) == processes
+        _same_run(got, want)

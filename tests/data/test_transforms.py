@@ -91,6 +91,27 @@ def test_resized_crop_matches_torchvision(case):
     assert_pixels(got, FIX[f"resized_crop/{case}/out"], atol=1)
 
 
+def test_a_pil_image_gives_the_pixels_of_its_array():
+    """The loaders pass Pillow images through the resizing transforms (no NumPy round trip)."""
+    from PIL import Image
+
+    pil = Image.fromarray(IMAGE, "RGB")
+    for fn in (
+        lambda im: tr.resize(im, (20, 30), "bicubic"),
+        lambda im: tr.resize_shorter(im, 24),
+        lambda im: tr.resize_shorter(im, min(IMAGE.shape[:2])),  # no resize: a copy
+        lambda im: tr.resized_crop(im, 3, 5, 20, 25, 16),
+        lambda im: tr.random_resized_crop(7, im, 16),
+        lambda im: tr.eval_transform(im, 16),
+        lambda im: tr.train_transform(3, im, 16, color_jitter=0.4, trivial_augment=True),
+    ):
+        want, got = fn(IMAGE), fn(pil)
+        assert isinstance(got, np.ndarray) and got.dtype == np.uint8
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="RGB PIL image, got mode 'L'"):
+        tr.resize(pil.convert("L"), 8)
+
+
 def test_hflip_mirrors_columns():
     assert np.array_equal(tr.hflip(IMAGE), IMAGE[:, ::-1])
 
