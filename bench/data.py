@@ -1,6 +1,6 @@
 """``python -m bench.data``: images/s of jcnn's training input pipeline against torchvision's.
 
-    python -m bench.data                          # 512 JPEGs, batch 64, workers 0, 1, 2
+    python -m bench.data                          # 1024 JPEGs, batch 64, workers 0, 1, 2
     python -m bench.data --workers 1,2 --reps 5   # interleaved repetitions per row
     python -m bench.data --quick                  # 64 images, 1 repetition: a smoke test
 
@@ -270,7 +270,7 @@ def default_torch_python() -> str | None:
 
 def measure(
     *,
-    images: int = 512,
+    images: int = 1024,
     size: tuple[int, int] = (500, 375),
     classes: int = 4,
     batch: int = 64,
@@ -412,7 +412,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__.split("\n")[0].strip("`: "),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--images", type=int, default=None, help="images (default 512; --quick 64)")
+    p.add_argument("--images", type=int, default=None, help="images (default 1024; --quick 64)")
     p.add_argument("--size", type=_size, default=(500, 375), help="WxH of the JPEGs (500x375)")
     p.add_argument("--classes", type=int, default=4, help="class folders (default 4)")
     p.add_argument("--batch", type=int, default=None, help="batch (default 64; --quick 16)")
@@ -441,7 +441,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per torchvision reply")
     p.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    args.images = args.images or (64 if args.quick else 512)
+    args.images = args.images or (64 if args.quick else 1024)
     args.batch = args.batch or (16 if args.quick else 64)
     args.reps = args.reps or (1 if args.quick else 3)
     args.workers = [int(w) for w in args.workers.split(",") if w.strip()]

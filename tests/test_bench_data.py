@@ -33,7 +33,7 @@ def test_quick_data_benchmark_writes_its_report(tmp_path: Path) -> None:
     jc, tv = report["rows"]
     assert (jc["pipeline"], jc["workers"], len(jc["runs"])) == ("jcnn", 0, 1)
     run = jc["runs"][0]
-    assert run["images"] == 16 and len(run["epochs_s"]) == 2  # --timed 2: two timed epochs
+    assert run["images"] == 16 and len(run["epochs_s"]) == 3  # --timed 3 (default)
     assert jc["images_per_s"] > 0 and jc["first_batch_s"] > 0 and jc["startup_s"] >= 0
     assert tv["pipeline"] == "torchvision" and "skip" in tv
     # the generated folder is cached: a second call finds it as it is
