@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image
@@ -108,11 +109,20 @@ def _array(rgb: Image.Image, name: str) -> np.ndarray:
 
 
 def open_image(
-    source: str | os.PathLike[str] | bytes, *, min_size: int | None = None
+    source: str | os.PathLike[str] | bytes,
+    *,
+    min_size: int | None = None,
+    max_scale: Callable[[int, int], int] | None = None,
 ) -> Image.Image:
     """:func:`decode_image` as a loaded RGB ``PIL.Image`` (the same pixels, the same errors):
     what the resizing transforms of :mod:`jcnn.data.transforms` take without a NumPy round
     trip.
+
+    ``max_scale(width, height)``, called with the full size read from the header before
+    anything is decoded (for every format), returns the largest reduction the caller accepts; a
+    JPEG is then decoded at the largest of 1/8, 1/4, 1/2 within it (and within ``min_size``),
+    its size ``ceil(W / s), ceil(H / s)``. The random-resized-crop of
+    :func:`jcnn.data.image_folder.load_image` draws its box there.
 
     Example:
         >>> from PIL import Image
@@ -135,10 +145,15 @@ def open_image(
     )
     try:
         with Image.open(fp) as img:
+            limit = None if max_scale is None else int(max_scale(*img.size))
             if min_size is not None and img.format == "JPEG":
                 # draft picks s = largest of 8, 4, 2, 1 with min(W // m, H // m) >= s; then
                 # ceil(short / s) >= short / s >= m, so the shorter side stays >= min_size.
                 img.draft("RGB", (min_size, min_size))
+            elif limit is not None and limit >= 2 and img.format == "JPEG":
+                scale = next(s for s in (8, 4, 2) if s <= limit)
+                # W // (W // s) == s for W >= s * s: draft then picks exactly s
+                img.draft("RGB", (img.size[0] // scale, img.size[1] // scale))
             img.load()
             rgb = img.convert("RGB") if img.mode != "RGB" else img  # pixels stay after exit
     except _FILE_ERRORS:

@@ -23,7 +23,13 @@ import numpy as np
 from jcnn.data.decode import open_image
 from jcnn.data.folders import ImageFolderIndex, OnBad, scan_image_folder, verify_images
 from jcnn.data.stream import StreamSource
-from jcnn.data.transforms import eval_transform, train_transform
+from jcnn.data.transforms import (
+    augment_view,
+    eval_transform,
+    random_resized_crop_params,
+    resize_box,
+    resized_crop,
+)
 
 __all__ = ["ImageFolderSource", "image_folder", "load_image"]
 
@@ -50,6 +56,33 @@ class ImageFolderSource(StreamSource):
         self.classes = index.classes
 
 
+#: The ``augment`` settings of the steps after the crop (:func:`jcnn.data.transforms.augment_view`).
+_AFTER_CROP = ("hflip", "color_jitter", "trivial_augment", "erasing")
+
+
+def _random_crop(
+    path: str, rng: np.random.Generator, image_size: int, augment: dict[str, Any]
+) -> np.ndarray:
+    """The random-resized-crop view of the file at ``path``: its box drawn from the header's
+    size, the JPEG decoded at the largest scale that keeps the box at least ``image_size``."""
+    scale, ratio = augment.get("scale", (0.08, 1.0)), augment.get("ratio", (3 / 4, 4 / 3))
+    interpolation = augment.get("interpolation", "bilinear")
+    drawn: list[Any] = []
+
+    def max_scale(width: int, height: int) -> int:
+        box = random_resized_crop_params(rng, height, width, scale, ratio)
+        drawn.append((width, box))
+        return min(box[2], box[3]) // image_size
+
+    image = open_image(path, max_scale=max_scale)
+    width, (top, left, h, w) = drawn[0]
+    reduced = round(width / image.width)  # the DCT scale: image.width == ceil(width / reduced)
+    if reduced == 1:
+        return resized_crop(image, top, left, h, w, image_size, interpolation)
+    box = (left / reduced, top / reduced, (left + w) / reduced, (top + h) / reduced)
+    return resize_box(image, box, image_size, interpolation)
+
+
 def load_image(
     record: tuple[str, int],
     rng: np.random.Generator,
@@ -61,17 +94,21 @@ def load_image(
 ) -> tuple[np.ndarray, int]:
     """One ``(path, label)`` record as a uint8 ``(image_size, image_size, 3)`` view and its label.
 
-    Training: decoded at full size (the random crop may take any part), then
-    :func:`~jcnn.data.transforms.train_transform` with ``augment``'s settings. Evaluation: a JPEG
-    is decoded at the smallest draft scale whose shorter side still covers the resize
+    Training: :func:`~jcnn.data.transforms.train_transform` with ``augment``'s settings, its
+    random-resized-crop box drawn from the size in the file's header first, so that a JPEG whose
+    box is at least twice ``image_size`` on both sides is decoded at the reduced scale (1/2, 1/4,
+    1/8) that keeps it so, and the box resized from there (libjpeg's DCT scaling stands for the
+    first part of the antialiased downscale; a box smaller than that, as every box of an
+    ImageNet-sized image at 224, gives torchvision's pixels exactly). Evaluation: a JPEG is
+    decoded at the smallest draft scale whose shorter side still covers the resize
     (``round(image_size / crop_fraction)``), then :func:`~jcnn.data.transforms.eval_transform`.
     A module-level function, so worker processes can unpickle it (bind the keywords with
     ``functools.partial``).
     """
     path, label = record
-    if train:  # PIL images through the crop and resize: no full-size NumPy copies
-        image = open_image(path)
-        view = train_transform(rng, image, image_size, **dict(augment or {}))
+    if train:
+        view = augment_view(rng, _random_crop(path, rng, image_size, dict(augment or {})),
+                            **{k: v for k, v in (augment or {}).items() if k in _AFTER_CROP})  # fmt: skip
     else:
         image = open_image(path, min_size=round(image_size / crop_fraction))
         view = eval_transform(image, image_size, crop_fraction)

@@ -237,6 +237,25 @@ def resized_crop(
     return np.asarray(img.resize((sw, sh), _resample(interpolation)), dtype=np.uint8)
 
 
+def resize_box(
+    image: AnyImage,
+    box: tuple[float, float, float, float],
+    size: int | Sequence[int],
+    interpolation: str = "bilinear",
+) -> np.ndarray:
+    """Resize the region ``box = (left, top, right, bottom)`` (pixel edges, floats allowed) to
+    ``size`` in one antialiased resampling (Pillow's ``resize(box=...)``: unlike
+    :func:`resized_crop`, the filter may read the pixels just outside the box).
+
+    Example:
+        >>> resize_box(np.zeros((30, 40, 3), np.uint8), (2.5, 0.0, 22.5, 10.0), 8).shape
+        (8, 8, 3)
+    """
+    sh, sw = _size2(size)
+    img = _pil(image).resize((sw, sh), _resample(interpolation), box=box)
+    return np.asarray(img, dtype=np.uint8)
+
+
 def random_resized_crop(
     rng: RandomSource | int,
     image: AnyImage,
@@ -488,6 +507,33 @@ def train_transform(
     """
     rng = _rng(rng)
     out = random_resized_crop(rng, image, image_size, scale, ratio, interpolation)
+    return augment_view(
+        rng, out, hflip, color_jitter=color_jitter, trivial_augment=trivial_augment,
+        erasing=erasing,
+    )  # fmt: skip
+
+
+def augment_view(
+    rng: RandomSource | int,
+    view: np.ndarray,
+    hflip: float = 0.5,
+    *,
+    color_jitter: float | tuple[float, float, float, float] = 0.0,
+    trivial_augment: bool = False,
+    erasing: float = 0.0,
+) -> np.ndarray:
+    """The steps of :func:`train_transform` after its crop: flip, colour jitter,
+    TrivialAugmentWide, random erasing (same settings, same draws).
+
+    Shapes:
+        ``(h, w, 3) -> (h, w, 3)``
+
+    Example:
+        >>> augment_view(0, np.zeros((8, 8, 3), np.uint8), erasing=1.0).shape
+        (8, 8, 3)
+    """
+    rng = _rng(rng)
+    out = _check(view, "view")
     if float(rng.uniform(0.0, 1.0)) < hflip:
         out = out[:, ::-1].copy()
     jitter = (

@@ -166,3 +166,22 @@ def test_missing_file_and_bad_min_size(tmp_path):
     for bad in (0, -1, 2.5, True):
         with pytest.raises(ValueError, match="min_size"):
             decode_image(path, min_size=bad)
+
+
+@pytest.mark.parametrize(("limit", "scale"), [(1, 1), (2, 2), (3, 2), (5, 4), (8, 8), (100, 8)])
+def test_max_scale_reduces_a_jpeg_within_the_limit(tmp_path, limit, scale):
+    width, height = 331, 243  # odd: the reduced size rounds up
+    path = tmp_path / "big.jpg"
+    _smooth(width, height).save(path, "JPEG")
+    seen: list[tuple[int, int]] = []
+
+    def max_scale(w: int, h: int) -> int:
+        seen.append((w, h))
+        return limit
+
+    image = open_image(path, max_scale=max_scale)
+    assert seen == [(width, height)]  # the header's size, before decoding
+    assert image.size == (math.ceil(width / scale), math.ceil(height / scale))
+    png = tmp_path / "big.png"
+    _smooth(width, height).save(png, "PNG")
+    assert open_image(png, max_scale=max_scale).size == (width, height)  # no reduced decode

@@ -113,3 +113,41 @@ def test_a_bad_image_is_named_when_read_or_skipped_and_counted(tmp_path):
     assert sum(skipping.folder.counts().values()) == 2
     for images, _ in skipping:
         assert images.shape == (4, 8, 8, 3)
+
+
+def test_the_train_view_is_torchvisions_when_the_box_is_small(demo):
+    """Boxes under twice the view (every box of these 40x30 images at 16): decoded at full
+    size, the view equals train_transform on the decoded image, draw for draw."""
+    from jcnn.data.transforms import train_transform
+
+    path = str(demo / "train" / "green" / "001.jpg")
+    settings = {"color_jitter": 0.4, "erasing": 0.5, "hflip": 0.5}
+    for seed in range(6):
+        got, _ = load_image((path, 1), np.random.default_rng(seed), train=True, image_size=16,
+                            augment=settings)  # fmt: skip
+        want = train_transform(np.random.default_rng(seed), decode_image(path), 16, **settings)
+        np.testing.assert_array_equal(got, want)
+
+
+def test_a_large_box_is_decoded_reduced_and_resized_from_there(tmp_path):
+    """A 960x720 JPEG at 64: boxes of 128+ px decode at 1/2-1/8 (libjpeg's DCT scaling), the
+    view within a few grey levels of the full-size decode's (smooth content)."""
+    from jcnn.data.transforms import random_resized_crop_params, resized_crop
+
+    yy, xx = np.mgrid[0:720, 0:960]
+    pixels = np.stack([xx * 255 // 960, yy * 255 // 720, (xx + yy) * 255 // 1680], -1)
+    path = tmp_path / "large.jpg"
+    Image.fromarray(pixels.astype(np.uint8)).save(path, quality=95)
+    full = decode_image(path)
+    reduced = 0
+    for seed in range(12):
+        box = random_resized_crop_params(np.random.default_rng(seed), 720, 960)
+        large = min(box[2], box[3]) >= 128
+        reduced += large
+        got, _ = load_image((str(path), 0), np.random.default_rng(seed), train=True,
+                            image_size=64, augment={"hflip": 0.0})  # fmt: skip
+        want = resized_crop(full, *box, 64)
+        diff = np.abs(got.astype(int) - want.astype(int))
+        assert diff.mean() < 2.0 and diff.max() <= 16, (seed, box, diff.mean(), diff.max())
+        assert large == (diff.max() > 0)  # a large box took the other path; a small one exact
+    assert reduced >= 3
