@@ -31,6 +31,7 @@ from jcnn import layers, models
 from jcnn.course import signal
 from jcnn.layers import Layer, initializers, shapes, walk
 from jcnn.layers.batch import batched
+from jcnn.tools.flops import count_macs
 from jcnn.tools.summary import count_params, init_shapes, output_shape, summary
 from jcnn.training import (
     FitResult,
@@ -50,6 +51,7 @@ __all__ = [
     "Layer",
     "TrainState",
     "batched",
+    "count_macs",
     "count_params",
     "create_train_state",
     "evaluate",
@@ -90,6 +92,7 @@ MOVED = {
     "porting": "interop.porting",
     "models.torchvision_bridge": "interop.torchvision",
     "summary": "tools.summary",
+    "flops": "tools.flops",
     "receptive": "tools.receptive",
     "signal": "course.signal",
     "localization": "course.localization",

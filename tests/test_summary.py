@@ -71,20 +71,21 @@ def test_summary_lists_every_layer_shape_count_and_total():
     assert list(rows) == [
         "Conv_0", "Relu_0", "MaxPool_0", "Conv_1", "Relu_1", "MaxPool_1", "Flatten_0", "Dense_0"
     ]  # fmt: skip
-    for key, shape, count in [
-        ("Conv_0", "(24, 24, 8)", "208"),
-        ("Relu_0", "(24, 24, 8)", "0"),
-        ("MaxPool_0", "(12, 12, 8)", "0"),
-        ("Conv_1", "(10, 10, 16)", "1,168"),
-        ("MaxPool_1", "(5, 5, 16)", "0"),
-        ("Flatten_0", "(400,)", "0"),
-        ("Dense_0", "(10,)", "4,010"),
+    for key, shape, count, macs in [
+        ("Conv_0", "(24, 24, 8)", "208", "115,200"),  # 24*24*8 * 1 * 25
+        ("Relu_0", "(24, 24, 8)", "0", "0"),
+        ("MaxPool_0", "(12, 12, 8)", "0", "(4,608)"),  # 12*12*8 * 4, apart
+        ("Conv_1", "(10, 10, 16)", "1,168", "115,200"),  # 10*10*16 * 8 * 9
+        ("MaxPool_1", "(5, 5, 16)", "0", "(1,600)"),
+        ("Flatten_0", "(400,)", "0", "0"),
+        ("Dense_0", "(10,)", "4,010", "4,000"),
     ]:
         assert shape in rows[key], (key, rows[key])
-        assert rows[key].split()[-2] == count, (key, rows[key])
+        assert rows[key].split()[-3] == count, (key, rows[key])
+        assert rows[key].split()[-1] == macs, (key, rows[key])
     assert "total params 5,386" in lines[-1]
-    assert "input (28, 28, 1)" in lines[-1]
-    assert lines[0].split() == ["layer", "kind", "output", "shape", "params", "state"]
+    assert "input (28, 28, 1)" in lines[-1] and "total multiply-adds 234,400" in lines[-1]
+    assert lines[0].split() == ["layer", "kind", "output", "shape", "params", "state", "MACs"]
 
 
 def test_summary_indents_nested_combinators_and_counts_state():

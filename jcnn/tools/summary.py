@@ -10,6 +10,7 @@ import numpy as np
 
 from jcnn.layers import paths
 from jcnn.layers.core import Layer, Visit, init_shapes
+from jcnn.tools import flops
 
 
 def output_shape(layer: Layer, input_shape: Any) -> Any:
@@ -48,6 +49,9 @@ class SummaryRow(NamedTuple):
         kind: :meth:`jcnn.layers.Layer.describe`.
         out_shape: the output shape of one example.
         params, state: the number of parameters and state values it holds.
+        macs: its multiply-adds per example (convolutions and dense layers; a combinator's
+            summed over its subtree): :mod:`jcnn.tools.flops`.
+        other_ops: its pooling and normalisation element operations, apart from ``macs``.
     """
 
     path: str
@@ -57,6 +61,8 @@ class SummaryRow(NamedTuple):
     out_shape: Any
     params: int
     state: int
+    macs: int = 0
+    other_ops: int = 0
 
 
 def _own(tree: Any, visit: Visit) -> Any:
@@ -79,7 +85,7 @@ def summary_rows(layer: Layer, input_shape: Any) -> list[SummaryRow]:
     """
     _, params, state = init_shapes(layer, input_shape)
     rows = []
-    for visit in layer.walk(input_shape):
+    for visit, macs, other_ops in flops.counts(layer, input_shape):
         keys = paths.split(visit.path)
         inlined = bool(keys) and visit.layer.inline
         if not keys:
@@ -95,6 +101,8 @@ def summary_rows(layer: Layer, input_shape: Any) -> list[SummaryRow]:
                 out_shape=visit.out_shape,
                 params=_size(_own(params, visit)),
                 state=_size(_own(state, visit)),
+                macs=macs,
+                other_ops=other_ops,
             )
         )
     return rows
@@ -123,34 +131,41 @@ def text_table(header: Sequence[str], rows: Sequence[Sequence[Any]], *, left: in
 
 
 def summary(layer: Layer, input_shape: Any) -> str:
-    """A table of every layer: its params path, kind, output shape and parameter count.
+    """A table of every layer: its params path, kind, output shape, parameter count and
+    multiply-adds.
 
     One row per visit of :meth:`jcnn.layers.Layer.walk` (:func:`summary_rows`): one
     ``jax.eval_shape`` of the whole init gives the params and state trees (nothing is
     allocated), each row reads its subtree by its walk path, and output shapes come from the
     layers' shape arithmetic, so a summary costs about one :func:`count_params`. Rows are
-    indented by the depth of their params; the total counts each parameter once.
+    indented by the depth of their params; the total counts each parameter once. ``MACs`` are
+    one example's multiply-adds in convolutions and dense layers (:func:`jcnn.count_macs`);
+    pooling and normalisation show their element operations in parentheses instead.
 
     Example:
-        >>> print(summary(L.serial(L.Conv(8, 5), L.Relu(), L.Flatten(), L.Dense(10)), (12, 12, 1)))
-        layer        kind                                      output shape  params  state
-        ----------------------------------------------------------------------------------
-        serial       serial()                                  (10,)          5,338      0
-          Conv_0     Conv(out_channels=8, kernel_size=(5, 5))  (8, 8, 8)        208      0
-          Relu_0     Relu()                                    (8, 8, 8)          0      0
-          Flatten_0  Flatten()                                 (512,)             0      0
-          Dense_0    Dense(out_features=10)                    (10,)          5,130      0
-        ----------------------------------------------------------------------------------
-        input (12, 12, 1); total params 5,338; state 0
+        >>> print(summary(L.serial(L.Conv(8, 5), L.Relu(), L.MaxPool(2), L.Dense(10)), (12, 12, 1)))
+        layer        kind                                      output shape  params  state    MACs
+        ------------------------------------------------------------------------------------------
+        serial       serial()                                  (4, 4, 10)       298      0  14,080
+          Conv_0     Conv(out_channels=8, kernel_size=(5, 5))  (8, 8, 8)        208      0  12,800
+          Relu_0     Relu()                                    (8, 8, 8)          0      0       0
+          MaxPool_0  MaxPool(window=(2, 2))                    (4, 4, 8)          0      0   (512)
+          Dense_0    Dense(out_features=10)                    (4, 4, 10)        90      0   1,280
+        ------------------------------------------------------------------------------------------
+        input (12, 12, 1); total params 298; state 0; total multiply-adds 14,080
     """
     rows = summary_rows(layer, input_shape)
-    header = ("layer", "kind", "output shape", "params", "state")
+    header = ("layer", "kind", "output shape", "params", "state", "MACs")
     body = [
-        (f"{'  ' * r.depth}{r.label}", r.kind, str(r.out_shape), f"{r.params:,}", f"{r.state:,}")
+        (f"{'  ' * r.depth}{r.label}", r.kind, str(r.out_shape), f"{r.params:,}", f"{r.state:,}",
+         f"({r.other_ops:,})" if r.other_ops and not r.macs else f"{r.macs:,}")
         for r in rows
-    ]
+    ]  # fmt: skip
     lines = text_table(header, body, left=3).splitlines()
     total, total_state = rows[0].params, rows[0].state
     lines.append("-" * len(lines[0]))
-    lines.append(f"input {tuple(input_shape)}; total params {total:,}; state {total_state:,}")
+    lines.append(
+        f"input {tuple(input_shape)}; total params {total:,}; state {total_state:,}; "
+        f"total multiply-adds {rows[0].macs:,}"
+    )
     return "\n".join(lines)

@@ -10,8 +10,7 @@ import pytest
 from PIL import Image
 
 import jcnn
-from jcnn import layers as L
-from jcnn.data import LoadError, decode_image, eval_transform, image_folder, normalize_on_device
+from jcnn.data import LoadError, decode_image, eval_transform, image_folder
 from jcnn.data.image_folder import load_image
 
 COLOURS = {"blue": (20, 40, 220), "green": (30, 200, 40), "red": (220, 30, 30)}
@@ -83,13 +82,9 @@ def test_bad_settings_and_folders_are_named(demo, tmp_path):
 
 
 def test_fit_trains_on_an_image_folder(demo):
-    net = L.serial(
-        normalize_on_device((0.5, 0.5, 0.5), (0.25, 0.25, 0.25)),
-        L.Conv(4, 3, stride=2),
-        L.Relu(),
-        L.GlobalAvgPool(),
-        L.Dense(3),
-    )
+    from tests.helpers.folder_fit_worker import small_net
+
+    net = small_net()
     train = image_folder(demo, image_size=16, batch_size=6, seed=0)
     val = image_folder(demo, train=False, image_size=16, batch_size=9)
     result = jcnn.fit(

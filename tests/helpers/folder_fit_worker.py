@@ -14,21 +14,28 @@ import sys
 from pathlib import Path
 
 
-def run(folder: str, mesh, seed: int = 0):  # noqa: ANN001, ANN201 - shared with the test
-    """The run every process makes (and the test, with no mesh): 2 epochs, validation each."""
-    import optax
-
-    import jcnn
+def small_net():  # noqa: ANN201
+    """A conv net for the 3 colour classes of tests/data/test_image_folder.py's folders."""
     from jcnn import layers as L
-    from jcnn.data import image_folder, normalize_on_device
+    from jcnn.data import normalize_on_device
 
-    net = L.serial(
+    return L.serial(
         normalize_on_device((0.5, 0.5, 0.5), (0.25, 0.25, 0.25)),
         L.Conv(4, 3, stride=2),
         L.Relu(),
         L.GlobalAvgPool(),
         L.Dense(3),
     )
+
+
+def run(folder: str, mesh, seed: int = 0):  # noqa: ANN001, ANN201 - shared with the test
+    """The run every process makes (and the test, with no mesh): 2 epochs, validation each."""
+    import optax
+
+    import jcnn
+    from jcnn.data import image_folder
+
+    net = small_net()
     train = image_folder(folder, image_size=16, batch_size=6, seed=seed)
     val = image_folder(folder, train=False, image_size=16, batch_size=4)  # 9: last batch 1 row
     return jcnn.fit(
