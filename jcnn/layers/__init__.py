@@ -44,6 +44,7 @@ from jcnn.layers.pool import (
 from jcnn.layers.repeat import repeat
 from jcnn.layers.resize import PixelShuffle, Upsample
 from jcnn.layers.scale import LayerScale
+from jcnn.layers.wrappers import with_matmul_precision
 
 __all__ = [
     "AdaptiveAvgPool",
@@ -94,4 +95,5 @@ __all__ = [
     "residual",
     "serial",
     "walk",
+    "with_matmul_precision",
 ]

@@ -3,12 +3,14 @@
 A wrapper (:class:`jcnn.layers.core.Wrapper`) is a frozen dataclass with a ``label`` and
 ``wrap(fns) -> fns``; ``layer.wrapped(w)`` puts it around the layer's ``init``/``apply`` and
 keeps the layer's facts, name, params and state trees and output shape, so a wrapped block
-plugs into a trained network unchanged. The three jcnn has:
+plugs into a trained network unchanged. The four jcnn has:
 
 * :class:`Remat`: ``apply`` under ``jax.checkpoint`` (:func:`jcnn.layers.remat.remat`);
 * :class:`PolicyWrapper`: a mixed-precision policy around ``init`` and ``apply``
   (:func:`jcnn.layers.precision.with_policy`);
-* :class:`InferenceMode`: ``apply`` always with ``train=False`` (:func:`inference_mode`).
+* :class:`InferenceMode`: ``apply`` always with ``train=False`` (:func:`inference_mode`);
+* :class:`MatmulPrecision`: ``init`` and ``apply`` traced under
+  ``jax.default_matmul_precision`` (:func:`with_matmul_precision`).
 
 Example:
     >>> block = L.serial(L.Conv(4, 3), L.BatchNorm())
@@ -26,7 +28,15 @@ import jax
 
 from jcnn.layers.core import Fns, Layer
 
-__all__ = ["InferenceMode", "PolicyWrapper", "Remat", "inference_mode", "policy_apply"]
+__all__ = [
+    "InferenceMode",
+    "MatmulPrecision",
+    "PolicyWrapper",
+    "Remat",
+    "inference_mode",
+    "policy_apply",
+    "with_matmul_precision",
+]
 
 
 @dataclass(frozen=True)
@@ -118,3 +128,57 @@ def inference_mode(layer: Layer) -> Layer:
         as ``layer``.
     """
     return layer.wrapped(InferenceMode())
+
+
+@dataclass(frozen=True)
+class MatmulPrecision:
+    """The matmul-precision wrapper: every convolution and matrix product that ``init`` and
+    ``apply`` trace without a ``precision=`` of their own runs at ``precision`` (see
+    :func:`with_matmul_precision`)."""
+
+    precision: str
+
+    @property
+    def label(self) -> str:
+        return f"with_matmul_precision[{self.precision}]"
+
+    def wrap(self, fns: Fns) -> Fns:
+        inner_init, inner_apply, precision = fns.init, fns.apply, self.precision
+
+        def init(key, input_shape):
+            with jax.default_matmul_precision(precision):
+                return inner_init(key, input_shape)
+
+        def apply(params, state, x, *, key=None, train=False):
+            with jax.default_matmul_precision(precision):
+                return inner_apply(params, state, x, key=key, train=train)
+
+        return fns._replace(init=init, apply=apply)
+
+
+#: What ``jax.default_matmul_precision`` accepts (see :func:`with_matmul_precision`).
+MATMUL_PRECISIONS = ("default", "high", "highest", "bfloat16", "tensorfloat32", "float32")
+
+
+def with_matmul_precision(layer: Layer, precision: str = "float32") -> Layer:
+    """``layer`` whose convolutions and matrix products run at ``precision`` on every backend.
+
+    JAX's default lets a GPU run float32 convolutions and matmuls in TF32 (10-bit mantissa,
+    about 1e-3 relative) and a TPU in bfloat16 passes; ``"float32"`` (or ``"highest"``) asks
+    for full float32, ``"tensorfloat32"`` / ``"high"`` and ``"bfloat16"`` / ``"default"`` for
+    the faster ones. A layer's own ``precision=`` (``Conv``, ``Dense``) wins over this; the
+    whole process can be set with ``jax.config.update("jax_default_matmul_precision",
+    "float32")``. Works on any layer: a zoo model, a ``from_torchvision`` one. Same params,
+    state and shapes; on the CPU every setting computes in float32.
+
+    Example:
+        >>> net = with_matmul_precision(L.serial(L.Conv(4, 3), L.Relu()), "float32")
+        >>> net.describe()
+        'with_matmul_precision[float32](serial())'
+    """
+    if precision not in MATMUL_PRECISIONS:
+        raise ValueError(
+            f"with_matmul_precision: precision={precision!r}; expected one of "
+            f"{list(MATMUL_PRECISIONS)} (as jax.default_matmul_precision takes)"
+        )
+    return layer.wrapped(MatmulPrecision(precision))
