@@ -90,6 +90,7 @@ MOVED = {
     "compile_cache": "training.compile_cache",
     "transfer": "models.transfer",
     "porting": "interop.porting",
+    "export": "interop.export",
     "models.torchvision_bridge": "interop.torchvision",
     "summary": "tools.summary",
     "flops": "tools.flops",

@@ -1,0 +1,116 @@
+"""Serving a trained network without jcnn: a serialized ``jax.export`` artifact.
+
+:func:`save` writes the network in inference mode (``train=False``: BatchNorm's running
+statistics, no dropout), its params and state embedded, as the bytes of
+``jax.export.Exported.serialize()`` with a symbolic batch dimension: any batch size runs. The
+file needs only JAX to run, on any of the platforms it was exported for, in any process::
+
+    import jax, numpy as np
+    exported = jax.export.deserialize(open("model.jax", "rb").read())
+    logits = exported.call(np.zeros((7, 224, 224, 3), np.float32))   # (7, 1000)
+
+Nothing in the file is Python: it is StableHLO plus a description of its inputs and outputs
+(JAX's serialization, which needs the ``flatbuffers`` package), so loading it executes no code
+of the file's author. A program exported for ``("cpu", "cuda")`` picks its platform when called.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jcnn.layers.batch import batched
+from jcnn.layers.core import Layer
+
+__all__ = ["PLATFORMS", "load", "save"]
+
+#: The platforms ``jax.export`` lowers for.
+PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
+
+
+def _check(
+    input_shape: Sequence[int], platforms: Sequence[str]
+) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    shape = tuple(input_shape)
+    if not shape or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape
+    ):
+        raise ValueError(
+            f"jcnn.export.save: input_shape={input_shape!r}: give one example's shape, positive "
+            "ints without the batch (e.g. (224, 224, 3)); the batch is symbolic"
+        )
+    chosen = tuple(platforms)
+    unknown = [p for p in chosen if p not in PLATFORMS]
+    if not chosen or unknown:
+        raise ValueError(
+            f"jcnn.export.save: platforms={platforms!r}: give one or more of {list(PLATFORMS)}"
+        )
+    return shape, chosen
+
+
+def save(
+    path: str | os.PathLike[str],
+    net: Layer,
+    params: Any,
+    state: Any,
+    input_shape: Sequence[int],
+    *,
+    platforms: Sequence[str] = ("cpu",),
+    dtype: Any = jnp.float32,
+) -> jax.export.Exported:
+    """Writes ``net`` with ``params`` and ``state`` in inference mode to ``path`` (atomically)
+    as a serialized ``jax.export`` artifact taking a batch ``(b, *input_shape)`` of ``dtype``
+    for any ``b``; returns the ``jax.export.Exported``.
+
+    Shapes:
+        the artifact: ``(b, *input_shape) -> (b, *net.output_shape(input_shape))``.
+
+    Raises:
+        ValueError: an input shape that is not one example's shape of positive ints, or
+            platforms ``jax.export`` does not know.
+        jcnn.shapes.ShapeError: a network that does not take ``input_shape``.
+
+    Example:
+        >>> net = L.serial(L.Conv(4, 3), L.GlobalAvgPool(), L.Dense(2))
+        >>> _, params, state = net.init(jax.random.key(0), (8, 8, 1))
+        >>> path = tempfile.mkdtemp() + "/net.jax"
+        >>> exported = save(path, net, params, state, (8, 8, 1))
+        >>> load(path).call(np.zeros((5, 8, 8, 1), np.float32)).shape
+        (5, 2)
+    """
+    shape, chosen = _check(input_shape, platforms)
+    net.output_shape(shape)  # a ShapeError now, naming the layer
+
+    def infer(x: jax.Array) -> Any:
+        out, _ = batched(net.apply)(params, state, x, train=False)
+        return out
+
+    (batch,) = jax.export.symbolic_shape("b")
+    spec = jax.ShapeDtypeStruct((batch, *shape), jnp.dtype(dtype))
+    exported = jax.export.export(jax.jit(infer), platforms=chosen)(spec)
+    data = exported.serialize()
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return exported
+
+
+def load(path: str | os.PathLike[str]) -> jax.export.Exported:
+    """The ``jax.export.Exported`` in the file at ``path`` (what :func:`save` wrote); call it
+    with ``.call(x)``. Without jcnn: ``jax.export.deserialize(open(path, "rb").read())``."""
+    return jax.export.deserialize(bytearray(Path(path).read_bytes()))

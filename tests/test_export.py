@@ -1,0 +1,59 @@
+"""jcnn.export: a serialized jax.export artifact that runs without jcnn, with a symbolic batch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import pytest
+
+import jcnn
+from jcnn import export, models
+from jcnn import layers as L
+
+RUN_WITHOUT_JCNN = textwrap.dedent(
+    """
+    import sys
+    import jax, numpy as np
+    exported = jax.export.deserialize(bytearray(open(sys.argv[1], "rb").read()))
+    x = np.load(sys.argv[2])
+    np.save(sys.argv[3], np.asarray(exported.call(x)))
+    np.save(sys.argv[4], np.asarray(exported.call(x[:1])))  # another batch size
+    assert not any(m == "jcnn" or m.startswith("jcnn.") for m in sys.modules), "jcnn imported"
+    """
+)
+
+
+def test_a_resnet18_artifact_runs_in_a_process_without_jcnn(tmp_path):
+    net = models.resnet18(num_classes=10)
+    _, params, state = net.init(jax.random.key(0), (32, 32, 3))
+    state = jax.tree.map(lambda a: a + 0.1 * jax.random.uniform(jax.random.key(1), a.shape), state)
+    path = tmp_path / "resnet18.jax"
+    exported = export.save(path, net, params, state, (32, 32, 3), platforms=("cpu", "cuda"))
+    assert exported.platforms == ("cpu", "cuda") and path.stat().st_size > 1e6
+    x = np.asarray(jax.random.normal(jax.random.key(2), (3, 32, 32, 3)), np.float32)
+    np.save(tmp_path / "x.npy", x)
+    proc = subprocess.run(
+        [sys.executable, "-c", RUN_WITHOUT_JCNN, str(path), str(tmp_path / "x.npy"),
+         str(tmp_path / "y3.npy"), str(tmp_path / "y1.npy")],
+        capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    want, _ = jcnn.batched(net.apply)(params, state, x, train=False)  # inference mode
+    np.testing.assert_allclose(np.load(tmp_path / "y3.npy"), want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.load(tmp_path / "y1.npy"), want[:1], rtol=1e-5, atol=1e-5)
+
+
+def test_bad_arguments_are_named(tmp_path):
+    net = L.serial(L.Conv(2, 3), L.Flatten(), L.Dense(2))
+    _, params, state = net.init(jax.random.key(0), (6, 6, 1))
+    with pytest.raises(ValueError, match="input_shape=.*without the batch"):
+        export.save(tmp_path / "a.jax", net, params, state, (0, 6, 1))
+    with pytest.raises(ValueError, match="platforms=.*'cpu'"):
+        export.save(tmp_path / "a.jax", net, params, state, (6, 6, 1), platforms=("gpu",))
+    with pytest.raises(jcnn.shapes.ShapeError, match="Conv"):
+        export.save(tmp_path / "a.jax", net, params, state, (2, 2, 1))
+    assert not list(tmp_path.iterdir())  # nothing written on failure
