@@ -19,6 +19,7 @@ collect_ignore = [
     "fixtures/torchvision_table.py",
     "fixtures/check_torchvision_strict.py",
     "fixtures/make_transform_fixtures.py",
+    "fixtures/make_macs_fixtures.py",
     "helpers",
 ]
 
