@@ -14,6 +14,11 @@ Workloads (``spec["name"]``):
     W5   the course CNN training step at batch 256 (Adam 0.005): ``spec["private"]`` DP-SGD
          (per-example clipping to ``DP_CLIP``, noise ``DP_NOISE``; jcnn.privacy, PyTorch +
          Opacus) or the same step without privacy; measured for ``spec["frameworks"]`` only
+    R50  the device check's W4 (:mod:`bench.device` only, not in :func:`specs`): a ResNet-50 v1.5
+         training step (SGD 0.1 momentum 0.9, BatchNorm running stats, 1,000 classes) on
+         ``spec["size"]`` squared RGB images, stages of ``spec["blocks"]`` bottlenecks (ResNet-50:
+         3-4-6-3), under ``spec["precision"]`` (``"mixed_bfloat16"``: float32 params, bfloat16
+         compute, float32 logits)
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ BN_EPS = 1e-5
 DP_CLIP = 1.0  # W5: per-example L2 clipping norm
 DP_NOISE = 1.1  # W5: noise multiplier (the TF Privacy MNIST tutorial's)
 DP_FRAMEWORKS = ("jcnn", "torch")  # W5's peers: jcnn.privacy and PyTorch + Opacus
+R50_BLOCKS = (3, 4, 6, 3)  # bottlenecks per stage of ResNet-50
 
 
 def specs(quick: bool, w3_size: int = 112) -> dict[str, dict]:
@@ -86,7 +92,8 @@ def data(spec: dict, channels_first: bool = False) -> tuple[np.ndarray, np.ndarr
 
 
 def num_classes(spec: dict) -> int:
-    return 1000 if spec["name"] == "W3" else 10
+    """1,000 for the ImageNet-shaped workloads (W3, R50), else 10."""
+    return 1000 if spec["name"] in ("W3", "R50") else 10
 
 
 def epoch_batches(n: int, batch: int, epoch: int) -> list[np.ndarray]:
@@ -115,6 +122,12 @@ class JaxRunner:
         self._jit = jax.jit(step, donate_argnums=(0,) if donate else ())
         self.carry, self.batch, self.items = carry, batch, items
         self._compiled = None
+
+    @property
+    def compiled(self):
+        """The ahead-of-time compiled step (None before :meth:`compile`): its
+        ``memory_analysis()`` and ``cost_analysis()`` are XLA's figures."""
+        return self._compiled
 
     def compile(self):
         self._compiled = self._jit.lower(self.carry, *self.batch).compile()

@@ -1,5 +1,5 @@
 """jcnn: the models from jcnn.models, steps from jcnn.train and jcnn.privacy (default lowerings:
-"auto")."""
+"auto"); R50 (the device check's W4) under a jcnn.layers.precision policy."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import jcnn
 from bench.workloads import common
 from jcnn import models, privacy
 from jcnn import train as T
+from jcnn.layers.core import Layer
+from jcnn.layers.precision import Policy, with_policy
 from jcnn.training.losses import softmax_cross_entropy
 
 
@@ -24,11 +26,49 @@ def microbatches_for(batch: int) -> int | None:
     return m if m > 1 else None
 
 
+def model(spec: dict) -> Layer:
+    """jcnn's network of a workload (also what the device check's analytic FLOP count reads).
+
+    W2: the CIFAR ResNet-18; W3: ResNet-18; R50: ResNet-50 (``spec["blocks"]`` bottlenecks per
+    stage, default 3-4-6-3) wrapped in the precision policy ``spec["precision"]``; else the
+    course CNN.
+    """
+    name = spec["name"]
+    if name == "W3":
+        return models.resnet18(num_classes=1000)
+    if name == "W2":
+        return models.cifar_resnet18(num_classes=10)
+    if name == "R50":
+        blocks = tuple(spec.get("blocks", common.R50_BLOCKS))
+        if blocks == common.R50_BLOCKS:
+            net = models.resnet50(num_classes=1000)
+        else:  # a shallower stack of the same bottlenecks (the --quick size)
+            net = _bottleneck_resnet(blocks, 1000)
+        return with_policy(net, Policy.from_name(spec.get("precision", "float32")))
+    return models.cnn(num_classes=10)
+
+
+def _bottleneck_resnet(blocks: tuple[int, ...], classes: int) -> Layer:
+    """ResNet-50's layout (its stem, bottleneck stages, pool and fc) with ``blocks`` per stage."""
+    from jcnn import layers as L
+    from jcnn.models.common import classifier_pool, torch_batch_norm
+    from jcnn.models.resnet import resnet_stages
+
+    stem = [
+        L.Conv(64, (7, 7), stride=2, padding=3, use_bias=False),
+        torch_batch_norm(),
+        L.Relu(),
+        L.MaxPool((3, 3), stride=2, padding=1),
+    ]
+    stages, _ = resnet_stages("bottleneck", blocks, 64)
+    return L.serial(*stem, *stages, classifier_pool(), L.Dense(classes), name="resnet_bottleneck")
+
+
 def make(spec: dict):
     name = spec["name"]
     x, y = common.data(spec)
+    net = model(spec)
     if name == "W3":
-        net = models.resnet18(num_classes=1000)
         ts = T.create_train_state(net, x.shape[1:], optax.sgd(0.1), seed=0)
 
         def infer(carry, xb):
@@ -36,13 +76,10 @@ def make(spec: dict):
             return carry, jnp.argmax(logits, -1)
 
         return InferRunner(infer, (ts.params, ts.state), jnp.asarray(x), spec["batch"])
-    if name == "W2":
-        net, opt = (
-            models.cifar_resnet18(num_classes=10),
-            optax.sgd(common.SGD_LR, common.SGD_MOMENTUM),
-        )
+    if name in ("W2", "R50"):
+        opt = optax.sgd(common.SGD_LR, common.SGD_MOMENTUM)
     else:
-        net, opt = models.cnn(num_classes=10), optax.adam(common.ADAM_LR)
+        opt = optax.adam(common.ADAM_LR)
     ts = T.create_train_state(net, x.shape[1:], opt, seed=0)
     if name == "W4":
         epoch = T.make_epoch(net.apply, softmax_cross_entropy, opt, spec["batch"])
@@ -74,6 +111,12 @@ class InferRunner:
     def __init__(self, f, carry, x, items):
         self._jit = jax.jit(f)
         self.carry, self.x, self.items = carry, x, items
+        self._compiled = None
+
+    @property
+    def compiled(self):
+        """The ahead-of-time compiled call (None before :meth:`compile`)."""
+        return self._compiled
 
     def compile(self):
         self._compiled = self._jit.lower(self.carry, self.x).compile()

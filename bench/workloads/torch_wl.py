@@ -1,5 +1,7 @@
 """PyTorch eager on the CPU (channels-first), one thread per core; FLOPs from FlopCounterMode.
-W5-dp adds Opacus (per-sample gradients and its DP optimiser) when it is importable."""
+W5-dp adds Opacus (per-sample gradients and its DP optimiser) when it is importable. R50 (the
+device check's W4, ResNet-50 v1.5) runs channels-last, under ``torch.autocast`` to bfloat16 when
+its precision is ``mixed_bfloat16`` (float32 params, as the JAX peers)."""
 
 from __future__ import annotations
 
@@ -60,6 +62,43 @@ class ResNet18(nn.Module):
         return self.fc(self.body(x).mean(dim=(2, 3)))
 
 
+class Bottleneck(nn.Module):
+    """1x1 reduce, 3x3 carrying the stride (v1.5), 1x1 expand to 4x, each with BatchNorm;
+    a projection shortcut when the shape changes."""
+
+    def __init__(self, cin, c, s):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(cin, c, 1, bias=False), _bn(c)
+        self.conv2, self.bn2 = nn.Conv2d(c, c, 3, s, 1, bias=False), _bn(c)
+        self.conv3, self.bn3 = nn.Conv2d(c, 4 * c, 1, bias=False), _bn(4 * c)
+        self.short = nn.Sequential()
+        if s != 1 or cin != 4 * c:
+            self.short = nn.Sequential(nn.Conv2d(cin, 4 * c, 1, s, bias=False), _bn(4 * c))
+
+    def forward(self, x):
+        h = F.relu(self.bn1(self.conv1(x)))
+        h = F.relu(self.bn2(self.conv2(h)))
+        return F.relu(self.bn3(self.conv3(h)) + self.short(x))
+
+
+class ResNet50(nn.Module):
+    """ResNet-50 v1.5 with the ImageNet stem and ``blocks`` bottlenecks per stage."""
+
+    def __init__(self, classes, blocks=common.R50_BLOCKS):
+        super().__init__()
+        stem = [nn.Conv2d(3, 64, 7, 2, 3, bias=False), _bn(64), nn.ReLU(), nn.MaxPool2d(3, 2, 1)]
+        layers, cin = [], 64
+        for i, (n, c) in enumerate(zip(blocks, (64, 128, 256, 512))):
+            for b in range(n):
+                layers.append(Bottleneck(cin, c, 2 if i > 0 and b == 0 else 1))
+                cin = 4 * c
+        self.body = nn.Sequential(*stem, *layers)
+        self.fc = nn.Linear(cin, classes)
+
+    def forward(self, x):
+        return self.fc(self.body(x).mean(dim=(2, 3)))
+
+
 def _opacus(model: nn.Module, opt: torch.optim.Optimizer, batch: int):
     """W5-dp: Opacus's per-sample gradients (GradSampleModule hooks) and DP optimiser (clip to
     DP_CLIP, noise DP_NOISE, mean over the expected batch), as its PrivacyEngine builds them."""
@@ -87,14 +126,21 @@ class Runner:
         self.x, self.y = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
         if name in ("W2", "W3"):
             self.model = ResNet18(common.num_classes(spec), name == "W3")
+        elif name == "R50":
+            self.model = ResNet50(1000, tuple(spec.get("blocks", common.R50_BLOCKS)))
         else:
             self.model = CNN()
+        self.channels_last = name == "R50"
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+            self.x = self.x.contiguous(memory_format=torch.channels_last)
+        self.bf16 = spec.get("precision") == "mixed_bfloat16"
         if name == "W3":
             self.model.eval()
         else:
             self.model.train()
             params = self.model.parameters()
-            if name == "W2":
+            if name in ("W2", "R50"):
                 self.opt = torch.optim.SGD(params, lr=common.SGD_LR, momentum=common.SGD_MOMENTUM)
             else:
                 self.opt = torch.optim.Adam(params, lr=common.ADAM_LR)
@@ -104,7 +150,9 @@ class Runner:
 
     def _train(self, x, y):
         self.opt.zero_grad(set_to_none=True)
-        F.cross_entropy(self.model(x), y).backward()
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            loss = F.cross_entropy(self.model(x), y)  # autocast runs the loss in float32
+        loss.backward()
         self.opt.step()
 
     def compile(self):
