@@ -96,7 +96,8 @@ _MODULES: dict[str, tuple[str, ...]] = {
     "jcnn.models.alexnet": ("alexnet",),
     "jcnn.models.vgg": tuple(f"vgg{d}{s}" for d in (11, 13, 16, 19) for s in ("", "_bn")),
     "jcnn.models.resnet": (
-        "resnet18", "resnet34", "resnet50", "resnext50_32x4d", "wide_resnet50_2",
+        "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
+        "wide_resnet50_2",
     ),
     "jcnn.models.googlenet": ("googlenet",),
     "jcnn.models.mobilenet": ("mobilenet_v2",),

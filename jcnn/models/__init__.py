@@ -38,6 +38,8 @@ from jcnn.models.resnet import (
     resnet18,
     resnet34,
     resnet50,
+    resnet101,
+    resnet152,
     resnext50_32x4d,
     wide_resnet50_2,
 )
@@ -75,6 +77,8 @@ __all__ = [
     "resnet18",
     "resnet34",
     "resnet50",
+    "resnet101",
+    "resnet152",
     "transfer",
     "squeeze_excitation",
     "vgg",

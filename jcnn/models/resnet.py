@@ -270,6 +270,16 @@ def resnet50(num_classes: int = 1000, **kwargs: Any) -> Layer:
     return resnet(50, num_classes=num_classes, **kwargs)
 
 
+def resnet101(num_classes: int = 1000, **kwargs: Any) -> Layer:
+    """ResNet-101 (Bottlenecks 3-4-23-3); 44,549,160 parameters. See :func:`resnet`."""
+    return resnet(101, num_classes=num_classes, **kwargs)
+
+
+def resnet152(num_classes: int = 1000, **kwargs: Any) -> Layer:
+    """ResNet-152 (Bottlenecks 3-8-36-3); 60,192,808 parameters. See :func:`resnet`."""
+    return resnet(152, num_classes=num_classes, **kwargs)
+
+
 def resnext50_32x4d(num_classes: int = 1000, **kwargs: Any) -> Layer:
     """ResNeXt-50 32x4d (Xie et al. 2017): ResNet-50 whose 3x3 convs have 32 groups of 4 channels
     per 64 (inner widths 128-256-512-1024); 25,028,904 parameters. See :func:`resnet`.

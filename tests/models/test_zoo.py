@@ -36,6 +36,8 @@ TORCHVISION_COUNTS = {
     "resnet18": (models.resnet18, IMAGENET, 11_689_512),
     "resnet34": (models.resnet34, IMAGENET, 21_797_672),
     "resnet50": (models.resnet50, IMAGENET, 25_557_032),
+    "resnet101": (models.resnet101, IMAGENET, 44_549_160),
+    "resnet152": (models.resnet152, IMAGENET, 60_192_808),
     "googlenet": (models.googlenet, IMAGENET, 6_624_904),
     # kuangliu/pytorch-cifar ResNet18(), 10 classes.
     "cifar_resnet18": (models.cifar_resnet18, (32, 32, 3), 11_173_962),
