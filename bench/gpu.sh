@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# The GPU/TPU check: W2 (CIFAR ResNet-18 train step) and W3 (ResNet-18 inference) in jcnn,
-# Flax linen and PyTorch CUDA on the accelerator JAX sees; a 300 s budget in all.
+# The GPU/TPU check on the accelerator JAX sees: W2 (CIFAR ResNet-18 train step, f32), W3
+# (ResNet-18 inference, f32) and W4 (ResNet-50 train step, batch 256 at 224, bfloat16 mixed
+# precision) in jcnn, Flax linen and PyTorch CUDA (eager; on W4 also torch.compile); first the
+# chip's bfloat16 matmul rate (W4's MFU). TFLOP/s from jcnn.count_macs; a 540 s budget in all.
 #
 #   bench/gpu.sh                      # table: runs/bench/device.md (+ device.json)
 #   bench/gpu.sh --docs               # also docs/device.md (only from a full accelerator run)
-#   bench/gpu.sh --quick              # tiny sizes, seconds (any machine)
+#   bench/gpu.sh --quick              # tiny sizes, about a minute (any machine, CPU too)
 #   bench/gpu.sh --steps 50 --out device-quick.md
+#   bench/gpu.sh --workloads W4       # only the ResNet-50 bfloat16 step
 #
 # Any argument goes to `python -m bench --device` (see `python -m bench --device --help`).
 # $PYTHON picks the interpreter (default: .venv/bin/python when present, else python).
