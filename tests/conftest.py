@@ -20,6 +20,7 @@ collect_ignore = [
     "fixtures/check_torchvision_strict.py",
     "fixtures/make_transform_fixtures.py",
     "fixtures/make_macs_fixtures.py",
+    "fixtures/make_layer_fixtures.py",
     "helpers",
 ]
 

@@ -11,7 +11,7 @@ What                   PyTorch                     jcnn
 =====================  ==========================  ==========================
 activations            ``(N, C, *s)``              ``(N, *s, C)``
 Conv kernel            ``(out, in/groups, *k)``    ``(*k, in/groups, out)``
-ConvTranspose kernel   ``(in, out, *k)``           ``(*k, in, out)``
+ConvTranspose kernel   ``(in, out/groups, *k)``    ``(*k, in, out/groups)``
 Linear/Dense kernel    ``(out, in)``               ``(in, out)``
 =====================  ==========================  ==========================
 
@@ -88,10 +88,10 @@ def conv_transpose_kernel_from_torch(w: Any) -> np.ndarray:
     exactly as torch does, so outputs match torch.
 
     Args:
-        w: Torch weight of shape ``(in, out, *k)`` (``groups=1``).
+        w: Torch weight of shape ``(in, out // groups, *k)``.
 
     Returns:
-        Array of shape ``(*k, in, out)``.
+        Array of shape ``(*k, in, out // groups)`` (jcnn's ``ConvTranspose(groups=...)``).
 
     Raises:
         ValueError: If ``w`` has fewer than 3 dims.

@@ -102,8 +102,10 @@ def _conv_like(
     kernel_shape: Callable[[int], tuple[int, ...]],
     bias_fan_in: Callable[[tuple[int, ...]], int],
     compute: Callable[[jax.Array, jax.Array], jax.Array],
+    in_groups: int = 1,
 ) -> Fns:
-    """init/apply/output_shape shared by Conv and ConvTranspose: checks, params, bias, shape."""
+    """init/apply/output_shape shared by Conv and ConvTranspose: checks, params, bias, shape.
+    ``in_groups``: C_in over the kernel's input-channel axis (1 for ConvTranspose)."""
     hp = layer.hparams
     kind, rank, out_channels, use_bias = (
         layer.kind,
@@ -142,9 +144,7 @@ def _conv_like(
         check_floating(kind, x)
         out_shape = output_shape(x.shape)
         expected = expected_params(x.shape[-1])
-        check_params(
-            kind, params, expected, input_shape=x.shape, in_axis=-2, groups=hp.get("groups", 1)
-        )
+        check_params(kind, params, expected, input_shape=x.shape, in_axis=-2, groups=in_groups)
         y = compute(x, params["kernel"].astype(x.dtype))
         if use_bias:
             y = y + per_channel(params["bias"].astype(y.dtype), y.ndim)
@@ -194,6 +194,7 @@ def _conv_rule(layer: Layer) -> Fns:
         lambda c_in: (*window, c_in // groups, hp["out_channels"]),
         lambda kernel: shapes.flat_size(kernel[:-1]),
         compute,
+        in_groups=groups,
     )
 
 
@@ -299,111 +300,6 @@ def Conv(
     return leaf(_conv_rule, kind, hparams, window=Window(window, strides, dilations, padding))
 
 
-def _conv_transpose_rule(layer: Layer) -> Fns:
-    hp = layer.hparams
-    window, strides, dilations = hp["kernel_size"], hp["stride"], hp["dilation"]
-    rank = len(window)
-    pads = shapes.conv_transpose_padding(
-        hp["padding"], window, strides, dilations, hp["output_padding"]
-    )
-    dimension_numbers = lowerings.dimension_numbers(rank)
-    flip = tuple(range(rank))
-
-    def compute(x, kernel):
-        return lax.conv_general_dilated(
-            x[None],
-            jnp.flip(kernel, flip),
-            window_strides=(1,) * rank,
-            padding=pads,
-            lhs_dilation=strides,
-            rhs_dilation=dilations,
-            dimension_numbers=dimension_numbers,
-            precision=hp["precision"],
-        )[0]
-
-    def out_spatial(input_shape):
-        spatial = input_shape[:-1]
-        try:
-            return shapes.conv_transpose_output_shape(spatial, window, strides, pads, dilations)
-        except shapes.ShapeError as err:  # say it in the user's (torch) terms, not internal pads
-            axis = err.axis
-            crop = shapes.resolve_padding(hp["padding"], spatial, window, strides, dilations)
-            (lo, hi), s, d, k = crop[axis], strides[axis], dilations[axis], window[axis]
-            raise shapes.ShapeError(
-                f"spatial dim {axis}: output size (n-1)*s - p_lo - p_hi + d*(k-1) + "
-                f"output_padding + 1 = ({spatial[axis]}-1)*{s} - {lo} - {hi} + {d}*({k}-1) + "
-                f"{hp['output_padding'][axis]} + 1 = {err.size} <= 0: "
-                f"padding={hp['padding']!r} crops more than the full output; use less padding"
-            ) from None
-
-    return _conv_like(
-        layer,
-        out_spatial,
-        lambda c_in: (*window, c_in, hp["out_channels"]),
-        # PyTorch's fan-in for a transposed conv weight (in, out, *k) is out * prod(k).
-        lambda kernel: hp["out_channels"] * shapes.flat_size(window),
-        compute,
-    )
-
-
-def ConvTranspose(
-    out_channels: int,
-    kernel_size: int | Sequence[int],
-    *,
-    stride: int | Sequence[int] = 1,
-    padding: shapes.PaddingLike = 0,
-    output_padding: int | Sequence[int] = 0,
-    dilation: int | Sequence[int] = 1,
-    use_bias: bool = True,
-    kernel_init: inits.Initializer | None = None,
-    bias_init: inits.Initializer | None = None,
-    precision: lax.Precision | None = None,
-) -> Layer:
-    """Transposed convolution: the adjoint (gradient) of a strided ``Conv``, as in PyTorch.
-
-    Computed as a stride-1 correlation of the spatially flipped kernel with the input dilated by
-    ``stride`` (``s-1`` zeros between cells), so it upsamples by ``stride``.
-
-    Args:
-        out_channels: number of output channels.
-        kernel_size: window, int (2-D) or one int per spatial dim.
-        stride: upsampling factor.
-        padding: torch form: an int or one int / ``(lo, hi)`` pair per dim, cropping the full
-            output like ``torch.nn.ConvTranspose*d(padding=...)`` (default 0); or lax/TF form
-            ``"SAME"`` (``out = n*s``) / ``"VALID"`` (``out = n*s + max(d*(k-1)+1 - s, 0)``).
-        output_padding: torch's extra cells on the high side (torch form only).
-        dilation: kernel dilation.
-        use_bias, kernel_init, bias_init, precision: as for :func:`Conv`.
-
-    Shapes:
-        x: ``(*spatial, C_in)`` -> y: ``(*spatial', out_channels)``, torch form
-        ``spatial' = (n-1)*s - p_lo - p_hi + d*(k-1) + output_padding + 1``
-        (see :func:`jcnn.shapes.conv_transpose_padding`).
-        params: ``{"kernel": (*window, C_in, out_channels), "bias": (out_channels,)}``; a torch
-        weight ``(C_in, C_out, *window)`` converts with ``porting.conv_transpose_kernel_from_torch``.
-
-    Example:
-        >>> ConvTranspose(4, (3, 3), stride=2, padding=1, output_padding=1).output_shape((8, 8, 2))
-        (16, 16, 4)
-    """
-    kind = "ConvTranspose"
-    out_channels, rank, window, strides, dilations = _window_hparams(
-        kind, out_channels, kernel_size, stride, dilation
-    )
-    extra = shapes.as_tuple(output_padding, rank, "ConvTranspose output_padding")
-    shapes.conv_transpose_padding(padding, window, strides, dilations, extra)  # validate now
-    hparams = {
-        "ndim": rank,
-        "out_channels": out_channels,
-        "kernel_size": window,
-        "stride": strides,
-        "padding": padding,
-        "output_padding": extra,
-        "dilation": dilations,
-        "use_bias": use_bias,
-        "kernel_init": kernel_init,
-        "bias_init": bias_init,
-        "precision": precision,
-    }
-    geometry = Window(window, strides, dilations, padding, transposed=True)
-    return leaf(_conv_transpose_rule, kind, hparams, window=geometry)
+# ConvTranspose lives in its own module (it builds on _conv_like and _window_hparams above).
+from jcnn.layers.conv_transpose import ConvTranspose as ConvTranspose  # noqa: E402
+from jcnn.layers.conv_transpose import _conv_transpose_rule as _conv_transpose_rule  # noqa: E402
