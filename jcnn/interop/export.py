@@ -9,7 +9,10 @@ file needs only JAX to run, on any of the platforms it was exported for, in any 
     exported = jax.export.deserialize(open("model.jax", "rb").read())
     logits = exported.call(np.zeros((7, 224, 224, 3), np.float32))   # (7, 1000)
 
-Nothing in the file is Python: it is StableHLO plus a description of its inputs and outputs
+:func:`to_onnx` writes an ONNX model instead (through ``jax2onnx``, the optional ``onnx``
+extra: ``pip install "jcnn[onnx]"``), run by ``onnxruntime`` or any ONNX runtime.
+
+Nothing in the ``jax.export`` file is Python: it is StableHLO plus a description of its inputs and outputs
 (JAX's serialization, which needs the ``flatbuffers`` package), so loading it executes no code
 of the file's author. A program exported for ``("cpu", "cuda")`` picks its platform when called.
 """
@@ -28,7 +31,7 @@ import jax.numpy as jnp
 from jcnn.layers.batch import batched
 from jcnn.layers.core import Layer
 
-__all__ = ["PLATFORMS", "load", "save"]
+__all__ = ["PLATFORMS", "load", "save", "to_onnx"]
 
 #: The platforms ``jax.export`` lowers for.
 PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
@@ -114,3 +117,49 @@ def load(path: str | os.PathLike[str]) -> jax.export.Exported:
     """The ``jax.export.Exported`` in the file at ``path`` (what :func:`save` wrote); call it
     with ``.call(x)``. Without jcnn: ``jax.export.deserialize(open(path, "rb").read())``."""
     return jax.export.deserialize(bytearray(Path(path).read_bytes()))
+
+
+def to_onnx(
+    path: str | os.PathLike[str],
+    net: Layer,
+    params: Any,
+    state: Any,
+    input_shape: Sequence[int],
+    *,
+    opset: int = 23,
+) -> Path:
+    """Writes ``net`` with ``params`` and ``state`` in inference mode to ``path`` as an ONNX
+    model with a dynamic batch (``"B"``) through ``jax2onnx`` (the optional ``onnx`` extra);
+    returns the path. Inputs stay channels-last ``(B, *input_shape)``, float32.
+
+    Raises:
+        ImportError: ``jax2onnx`` is not installed (``pip install "jcnn[onnx]"``).
+        ValueError: an input shape that is not one example's shape of positive ints.
+    """
+    shape, _ = _check(input_shape, ("cpu",))
+    net.output_shape(shape)
+    try:
+        import jax2onnx
+    except ImportError as err:
+        raise ImportError(
+            'jcnn.export.to_onnx needs jax2onnx: pip install "jcnn[onnx]" (jax2onnx and '
+            "onnxruntime)"
+        ) from err
+
+    def infer(x: jax.Array) -> Any:
+        out, _ = batched(net.apply)(params, state, x, train=False)
+        return out
+
+    model = jax2onnx.to_onnx(infer, [("B", *shape)], model_name=type(net).__name__, opset=opset)
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    data = model.SerializeToString()
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target

@@ -91,7 +91,10 @@ def _dense_rule(layer: Layer) -> Fns:
         check_floating("Dense", x)
         out_shape = check(x.shape)
         check_params("Dense", params, expected_params(x.shape[-1]), input_shape=x.shape, in_axis=0)
-        y = jnp.matmul(x, params["kernel"].astype(x.dtype), precision=precision)
+        # (..., in) x (in, out): one dot_general contracting the last axis (what jnp.matmul
+        # lowers to; spelled out, converters such as jax2onnx read it under vmap too)
+        contract = (((x.ndim - 1,), (0,)), ((), ()))
+        y = lax.dot_general(x, params["kernel"].astype(x.dtype), contract, precision=precision)
         if use_bias:
             y = y + per_channel(params["bias"].astype(y.dtype), y.ndim)
         chex.assert_shape(y, out_shape)
