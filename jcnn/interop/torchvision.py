@@ -103,7 +103,7 @@ _MODULES: dict[str, tuple[str, ...]] = {
     "jcnn.models.mobilenet": ("mobilenet_v2",),
     "jcnn.models.efficientnet": ("efficientnet_b0",),
     "jcnn.models.convnext": ("convnext_tiny",),
-    "jcnn.models.densenet": ("densenet121",),
+    "jcnn.models.densenet": ("densenet121", "densenet161", "densenet169", "densenet201"),
 }  # fmt: skip
 
 #: The torchvision builder names ``from_torchvision`` and ``to_torchvision`` accept.

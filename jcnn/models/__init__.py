@@ -26,7 +26,7 @@ from jcnn.models.alexnet import alexnet
 from jcnn.models.common import squeeze_excitation
 from jcnn.models.convnext import convnext_tiny
 from jcnn.models.course import cnn, mlp
-from jcnn.models.densenet import densenet121
+from jcnn.models.densenet import densenet121, densenet161, densenet169, densenet201
 from jcnn.models.efficientnet import efficientnet_b0
 from jcnn.models.googlenet import googlenet, inception_module
 from jcnn.models.mobilenet import mobilenet_v2
@@ -63,6 +63,9 @@ __all__ = [
     "wide_resnet50_2",
     "convnext_tiny",
     "densenet121",
+    "densenet161",
+    "densenet169",
+    "densenet201",
     "efficientnet_b0",
     "mobilenet_v2",
     "alexnet",

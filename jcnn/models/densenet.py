@@ -1,4 +1,4 @@
-"""DenseNet-121 (Huang et al. 2017, the "BC" variant) as in torchvision.
+"""DenseNet-121, -161, -169 and -201 (Huang et al. 2017, the "BC" variant) as in torchvision.
 
 A dense layer appends ``growth_rate`` new channels to its input: ``concat(x, f(x))`` with ``f``
 BatchNorm, ReLU, 1x1 conv to ``bn_size * growth_rate``, BatchNorm, ReLU, 3x3 conv to
@@ -15,6 +15,8 @@ branch is inlined), so ``features/denseblock1/denselayer1/norm1`` is torchvision
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from jcnn import layers as L
 from jcnn.layers.core import Layer
@@ -81,6 +83,9 @@ def densenet121(
     growth_rate: int = 32,
     bn_size: int = 4,
     batch_norm: BatchNormFactory = torch_batch_norm,
+    block_config: tuple[int, ...] = BLOCK_CONFIG_121,
+    num_init_features: int = NUM_INIT_FEATURES,
+    name: str = "densenet121",
 ) -> Layer:
     """torchvision's DenseNet-121: 7,978,856 parameters for 1,000 classes.
 
@@ -95,6 +100,9 @@ def densenet121(
         growth_rate: channels each dense layer adds (``k``).
         bn_size: the bottleneck is ``bn_size * growth_rate`` channels wide.
         batch_norm: BatchNorm factory (default PyTorch's conventions, eps 1e-5).
+        block_config: dense layers per block (:data:`DENSENETS` has torchvision's others).
+        num_init_features: the stem's width.
+        name: the model's name.
 
     Shapes:
         ``(H, W, 3) -> (num_classes,)``; the blocks run at ``H / 4``, ``/ 8``, ``/ 16``,
@@ -106,21 +114,21 @@ def densenet121(
         >>> jcnn.output_shape(net, (224, 224, 3)), [k for k, _ in net.children]
         ((1000,), ['features', 'relu', 'avgpool', 'classifier'])
     """
-    channels = NUM_INIT_FEATURES
+    channels = num_init_features
     features = [
         L.Conv(channels, (7, 7), stride=2, padding=3, use_bias=False).named("conv0"),
         batch_norm().named("norm0"),
         L.Relu().named("relu0"),
         L.MaxPool((3, 3), stride=2, padding=1).named("pool0"),
     ]
-    for i, n in enumerate(BLOCK_CONFIG_121, start=1):
+    for i, n in enumerate(block_config, start=1):
         block = [
             dense_layer(growth_rate, bn_size, batch_norm=batch_norm, name=f"denselayer{j}")
             for j in range(1, n + 1)
         ]
         features.append(L.serial(*block, name=f"denseblock{i}"))
         channels += n * growth_rate
-        if i < len(BLOCK_CONFIG_121):
+        if i < len(block_config):
             channels //= 2
             features.append(transition(channels, batch_norm=batch_norm, name=f"transition{i}"))
     features.append(batch_norm().named("norm5"))
@@ -129,5 +137,43 @@ def densenet121(
         L.Relu().named("relu"),
         L.GlobalAvgPool().named("avgpool"),
         L.Dense(num_classes).named("classifier"),
-        name="densenet121",
+        name=name,
     )
+
+
+#: torchvision's other DenseNets: name -> (growth rate, block config, stem width).
+DENSENETS: dict[str, tuple[int, tuple[int, ...], int]] = {
+    "densenet161": (48, (6, 12, 36, 24), 96),
+    "densenet169": (32, (6, 12, 32, 32), 64),
+    "densenet201": (32, (6, 12, 48, 32), 64),
+}
+
+
+def _densenet(name: str, num_classes: int, **kwargs: Any) -> Layer:
+    growth_rate, block_config, num_init_features = DENSENETS[name]
+    return densenet121(
+        num_classes,
+        growth_rate=growth_rate,
+        block_config=block_config,
+        num_init_features=num_init_features,
+        name=name,
+        **kwargs,
+    )
+
+
+def densenet161(num_classes: int = 1000, **kwargs: Any) -> Layer:
+    """torchvision's DenseNet-161 (growth 48, blocks 6-12-36-24, stem 96): 28,681,000
+    parameters. See :func:`densenet121` (``bn_size``, ``batch_norm``)."""
+    return _densenet("densenet161", num_classes, **kwargs)
+
+
+def densenet169(num_classes: int = 1000, **kwargs: Any) -> Layer:
+    """torchvision's DenseNet-169 (growth 32, blocks 6-12-32-32): 14,149,480 parameters. See
+    :func:`densenet121`."""
+    return _densenet("densenet169", num_classes, **kwargs)
+
+
+def densenet201(num_classes: int = 1000, **kwargs: Any) -> Layer:
+    """torchvision's DenseNet-201 (growth 32, blocks 6-12-48-32): 20,013,928 parameters. See
+    :func:`densenet121`."""
+    return _densenet("densenet201", num_classes, **kwargs)
