@@ -57,3 +57,29 @@ def test_bad_arguments_are_named(tmp_path):
     with pytest.raises(jcnn.shapes.ShapeError, match="Conv"):
         export.save(tmp_path / "a.jax", net, params, state, (2, 2, 1))
     assert not list(tmp_path.iterdir())  # nothing written on failure
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
+def test_onnx_equals_jcnn_in_onnxruntime(name, tmp_path):
+    """The optional ONNX path (``pip install "jcnn[onnx]"``); skipped without it."""
+    pytest.importorskip("jax2onnx", reason="jax2onnx not installed (the optional onnx extra)")
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed (onnx extra)")
+    net = getattr(models, name)(num_classes=10)
+    _, params, state = net.init(jax.random.key(0), (64, 64, 3))
+    path = export.to_onnx(tmp_path / f"{name}.onnx", net, params, state, (64, 64, 3))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = np.asarray(jax.random.normal(jax.random.key(1), (3, 64, 64, 3)), np.float32)
+    got = session.run(None, {session.get_inputs()[0].name: x})[0]
+    want, _ = jcnn.batched(net.apply)(params, state, x, train=False)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
+
+
+def test_the_onnx_form_of_max_pooling_is_equal():
+    net = L.serial(L.Conv(3, 3), L.MaxPool(3, stride=2, padding=1), L.MaxPool(2), L.Flatten())
+    _, params, state = net.init(jax.random.key(0), (13, 11, 2))
+    x = jax.random.normal(jax.random.key(1), (4, 13, 11, 2))
+    friendly = export.onnx_friendly(net, (13, 11, 2))
+    assert friendly.describe() == net.describe() and friendly != net
+    want, _ = jcnn.batched(net.apply)(params, state, x)
+    got, _ = jcnn.batched(friendly.apply)(params, state, x)
+    np.testing.assert_array_equal(got, want)  # a max of the same values: exact
