@@ -31,6 +31,7 @@ from jcnn.layers.core import Layer, Visit, walk
 from jcnn.layers.custom import custom
 from jcnn.layers.dense import Dense, Flatten, Identity, Reshape
 from jcnn.layers.dropout import Dropout, StochasticDepth
+from jcnn.layers.local import ConvLocal
 from jcnn.layers.norm import BatchNorm, GroupNorm, LayerNorm
 from jcnn.layers.pool import (
     AdaptiveAvgPool,
@@ -39,6 +40,7 @@ from jcnn.layers.pool import (
     GlobalAvgPool,
     GlobalMaxPool,
     MaxPool,
+    Pool,
     SumPool,
 )
 from jcnn.layers.repeat import repeat
@@ -52,6 +54,7 @@ __all__ = [
     "AvgPool",
     "BatchNorm",
     "Conv",
+    "ConvLocal",
     "ConvTranspose",
     "Dense",
     "Dropout",
@@ -71,6 +74,7 @@ __all__ = [
     "LogSoftmax",
     "MaxPool",
     "PixelShuffle",
+    "Pool",
     "Relu",
     "Relu6",
     "Reshape",

@@ -11,6 +11,9 @@ from jax import lax
 from jcnn.layers import shapes
 from jcnn.layers.core import Fns, Layer, channels_last, layer_error, leaf, per_channel
 
+#: ``BatchNorm(mode=...)``: running statistics (default) or the batch's statistics only.
+BATCH_NORM_MODES = ("running", "batch")
+
 
 def _f32(x):
     return x.astype(jnp.promote_types(x.dtype, jnp.float32))
@@ -32,8 +35,16 @@ def BatchNorm(
     eps: float = 1e-5,
     unbiased_running_var: bool = False,
     axis_name: str = "batch",
+    mode: str = "running",
 ) -> Layer:
     """Batch normalisation (Ioffe & Szegedy 2015) over every axis but the last (channels).
+
+    ``mode="running"`` (default) keeps running statistics as below. ``mode="batch"`` keeps
+    none (state ``{}``): it always normalises with the current batch's statistics, in training
+    and in inference (``train`` is ignored; ``momentum`` and ``unbiased_running_var`` are
+    unused), as ``torch.nn.BatchNorm*d(track_running_stats=False)`` does. Equinox's
+    ``eqx.nn.BatchNorm(mode="batch")`` is the same in training but normalises with running
+    averages in inference. Either way the apply must be batched over ``axis_name``.
 
     Train (``train=True``): normalises with the batch's mean and biased variance, taken over the
     spatial axes of each example and then ``lax.pmean`` over the named batch axis, and updates the
@@ -46,17 +57,36 @@ def BatchNorm(
 
     Shapes:
         x: ``(*spatial, C)`` -> ``(*spatial, C)``; params ``{"scale": (C,), "offset": (C,)}``;
-        state ``{"mean": (C,), "var": (C,)}`` (zeros and ones at init).
+        state ``{"mean": (C,), "var": (C,)}`` (zeros and ones at init); ``{}`` for ``"batch"``.
+
+    Raises:
+        ValueError: ``momentum`` outside ``[0, 1]``, ``eps <= 0`` or an unknown ``mode``.
+
+    Example:
+        >>> bn = BatchNorm(mode="batch")
+        >>> _, params, state = bn.init(None, (3,))
+        >>> x = jnp.asarray([[1.0, 0.0, 5.0], [3.0, 0.0, 5.0]])
+        >>> y, state = jcnn.batched(bn.apply)(params, state, x)  # train=False: batch stats too
+        >>> jnp.round(y, 3), state
+        (Array([[-1.,  0.,  0.],
+               [ 1.,  0.,  0.]], dtype=float32), {})
     """
     if not 0.0 <= momentum <= 1.0:
         raise ValueError(f"BatchNorm momentum must be in [0, 1], got {momentum!r}")
     if eps <= 0:
         raise ValueError(f"BatchNorm eps must be > 0, got {eps!r}")
+    if mode not in BATCH_NORM_MODES:
+        raise ValueError(
+            f"BatchNorm: unknown mode={mode!r}; accepted: 'running' (default: running "
+            "statistics, used with train=False) or 'batch' (the batch's statistics always, no "
+            "state, as torch's track_running_stats=False)"
+        )
     hparams = {
         "momentum": momentum,
         "eps": eps,
         "unbiased_running_var": unbiased_running_var,
         "axis_name": axis_name,
+        **({"mode": mode} if mode != "running" else {}),  # the default stays out of the repr
     }
     return leaf(_batch_norm_rule, "BatchNorm", hparams, pointwise=True, batch_coupled=True)
 
@@ -65,6 +95,7 @@ def _batch_norm_rule(layer: Layer) -> Fns:
     hp = layer.hparams
     momentum, eps, axis_name = hp["momentum"], hp["eps"], hp["axis_name"]
     unbiased_running_var = hp["unbiased_running_var"]
+    batch_only = hp.get("mode", "running") == "batch"
 
     def output_shape(input_shape):
         return channels_last("BatchNorm", input_shape)
@@ -73,6 +104,8 @@ def _batch_norm_rule(layer: Layer) -> Fns:
         del key
         c = output_shape(input_shape)[-1]
         params = {"scale": jnp.ones((c,), jnp.float32), "offset": jnp.zeros((c,), jnp.float32)}
+        if batch_only:
+            return input_shape, params, {}
         state = {"mean": jnp.zeros((c,), jnp.float32), "var": jnp.ones((c,), jnp.float32)}
         return input_shape, params, state
 
@@ -83,7 +116,7 @@ def _batch_norm_rule(layer: Layer) -> Fns:
                 "BatchNorm", x.shape, f"params are for {params['scale'].shape[0]} channels"
             )
         xf = _f32(x)
-        if not train:
+        if not train and not batch_only:
             mean, var = per_channel(state["mean"], x.ndim), per_channel(state["var"], x.ndim)
             return _normalise(params, xf - mean, var, eps, x.dtype), state
         axes = tuple(range(x.ndim - 1))
@@ -94,22 +127,25 @@ def _batch_norm_rule(layer: Layer) -> Fns:
                 raise layer_error(
                     "BatchNorm",
                     x.shape,
-                    f"train=True needs more than 1 value per channel, got batch {batch} x "
+                    f"batch statistics need more than 1 value per channel, got batch {batch} x "
                     f"{shapes.flat_size(x.shape[:-1])} positions = {count} (a batch of one after "
                     "Flatten/Dense normalises every value to 0); use a larger batch, "
-                    "train=False, or GroupNorm/LayerNorm",
+                    "train=False (mode='running'), or GroupNorm/LayerNorm",
                 )
             mean = lax.pmean(jnp.mean(xf, axes, keepdims=True), axis_name)
             centred = xf - mean
             var = lax.pmean(jnp.mean(jnp.square(centred), axes, keepdims=True), axis_name)
         except NameError as err:
+            who = "BatchNorm(mode='batch')" if batch_only else "BatchNorm(train=True)"
             raise NameError(
-                f"BatchNorm(train=True) takes statistics over the batch axis {axis_name!r}, which "
+                f"{who} takes statistics over the batch axis {axis_name!r}, which "
                 f"is not bound: batch the apply with jcnn.batched(apply) (or jax.vmap(apply, "
                 f"in_axes=(None, None, 0), out_axes=(0, None), axis_name={axis_name!r}): the "
                 f"state, one for the batch, is not batched) ({err})"
             ) from None
         y = _normalise(params, centred, var, eps, x.dtype)
+        if batch_only:
+            return y, state
         mean, var = mean.reshape(-1), var.reshape(-1)
         stored_var = var * count / max(count - 1, 1) if unbiased_running_var else var
         new_state = {

@@ -10,6 +10,7 @@ take PyTorch's windows for whatever input they get (:func:`jcnn.shapes.adaptive_
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -182,6 +183,81 @@ def AvgPool(
 
     return _pool(
         _avg_pool_rule, "AvgPool", window, stride, padding, count_include_pad=count_include_pad
+    )
+
+
+def _generic_reduce(hp, x, dims, strides, pads):
+    """``lax.reduce_window(x, init, reduce_fn, ...)`` as a fold of ``prod(window)`` strided
+    slices of the padded input: the same values, and reverse-differentiable (``reduce_window``
+    with a generic function is not)."""
+    init = jnp.asarray(hp["init_value"], x.dtype)
+    padded = lax.pad(x, init, [(lo, hi, 0) for lo, hi in pads])
+    out = [(n - k) // s + 1 for n, k, s in zip(padded.shape, dims, strides)]
+    y = jnp.full(out, init)
+    for tap in itertools.product(*(range(k) for k in dims)):
+        end = [t + (o - 1) * s + 1 for t, o, s in zip(tap, out, strides)]
+        y = hp["reduce_fn"](y, lax.slice(padded, tap, end, strides))
+    return y
+
+
+def _generic_pool_rule(layer: Layer) -> Fns:
+    return _pool_fns(layer, _generic_reduce)
+
+
+def Pool(
+    reduce_fn: Callable[[Any, Any], Any],
+    init_value: float,
+    window: int | Sequence[int],
+    *,
+    stride: int | Sequence[int] | None = None,
+    padding: shapes.PaddingLike = "VALID",
+) -> Layer:
+    """Pooling with any reduction: ``reduce_fn`` folds each window, starting from ``init_value``,
+    as ``lax.reduce_window`` and Flax's ``nn.pooling.pool(x, init_value, reduce_fn, window,
+    strides, padding)``. Computed as a fold over the window's taps (``prod(window)`` strided
+    slices), so unlike a generic ``lax.reduce_window`` it has reverse-mode gradients.
+
+    Args:
+        reduce_fn: an associative, commutative binary function of two arrays (``lax.mul``,
+            ``lax.min``, ``lax.max``, ``lax.add``, ...); XLA may fold a window in any order.
+        init_value: the identity of ``reduce_fn`` (``1`` for a product, ``inf`` for a minimum);
+            padded cells hold it, so they do not change a window's result. Cast to the input's
+            dtype.
+        window, stride, padding: as :func:`MaxPool` (stride defaults to the window).
+
+    Shapes:
+        as :func:`MaxPool`.
+
+    Raises:
+        TypeError: ``reduce_fn`` not callable or ``init_value`` not a real number (at
+            construction).
+
+    Example:
+        >>> x = jnp.arange(1.0, 7.0).reshape(6, 1)
+        >>> Pool(lax.mul, 1.0, (2,)).apply({}, {}, x)[0][:, 0]  # products of [1 2] [3 4] [5 6]
+        Array([ 2., 12., 30.], dtype=float32)
+        >>> Pool(lax.min, float("inf"), (3,), stride=1).apply({}, {}, -x)[0][:, 0]
+        Array([-3., -4., -5., -6.], dtype=float32)
+    """
+    if not callable(reduce_fn):
+        raise TypeError(
+            f"Pool: reduce_fn={reduce_fn!r} is not callable; expected a binary reduction such "
+            "as jax.lax.mul or jax.lax.min (with its identity as init_value)"
+        )
+    if isinstance(init_value, bool) or not isinstance(init_value, int | float | np.number):
+        raise TypeError(
+            f"Pool: init_value={init_value!r} ({type(init_value).__name__}) is not a real "
+            "number; expected the identity of reduce_fn, e.g. 1.0 for lax.mul, "
+            "float('inf') for lax.min"
+        )
+    return _pool(
+        _generic_pool_rule,
+        "Pool",
+        window,
+        stride,
+        padding,
+        reduce_fn=reduce_fn,
+        init_value=init_value,
     )
 
 

@@ -6,8 +6,9 @@ multiply-adds of the convolutions and matrix products, which is what :func:`coun
 returns (biases, activations, pooling and normalisation not included):
 
 * ``Conv``: ``prod(out spatial) * out_channels * in_channels / groups * prod(kernel_size)``
-  (every output position times the full window, whatever the padding or dilation);
-* ``ConvTranspose``: ``prod(in spatial) * in_channels * out_channels * prod(kernel_size)``
+  (every output position times the full window, whatever the padding or dilation); the same
+  for ``ConvLocal`` (its kernels are unshared, its multiply-adds those of a ``Conv``);
+* ``ConvTranspose``: ``prod(in spatial) * in_channels * out_channels / groups * prod(kernel_size)``
   (every input position scattered through the full window);
 * ``Dense``: ``prod(out_shape) * in_features`` (a ``Dense`` over positions ``(..., C)`` is a
   1x1 convolution).
@@ -28,7 +29,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from jcnn.layers import conv, dense, norm, pool
+from jcnn.layers import conv, dense, local, norm, pool
 from jcnn.layers.core import Layer, Rule, Visit
 
 __all__ = ["count_macs", "counts", "layer_macs", "layer_other_ops"]
@@ -65,6 +66,7 @@ def _dense_macs(layer: Layer, in_shape: Shape, out_shape: Shape) -> int:
 _MACS: dict[Rule, Callable[[Layer, Shape, Shape], int]] = {
     conv._conv_rule: _conv_macs,
     conv._conv_transpose_rule: _conv_transpose_macs,
+    local._conv_local_rule: _conv_macs,
     dense._dense_rule: _dense_macs,
 }
 
