@@ -4,7 +4,7 @@
     python -m bench --workloads W1,W4 --frameworks jcnn,stax,torch --reps 5
     python -m bench --quick --frameworks jcnn,stax    # tiny sizes: a smoke test (seconds)
     python -m bench --workloads W5 --reps 3           # DP-SGD: jcnn.privacy vs PyTorch + Opacus
-    python -m bench --device                          # W2, W3 on the GPU/TPU: see bench/device.py
+    python -m bench --device                          # W2, W3, W4 on the GPU/TPU: see bench/device.py
 
 Each (workload, framework) pair runs in its own worker process, started and compiled one after
 another; then the timed repetitions are interleaved (A B C ... A B C ...) so that slow drifts of

@@ -661,18 +661,24 @@ def docs_section() -> list[str]:
         "## The GPU / TPU check",
         "",
         "`python -m bench --device` (or `bench/gpu.sh`, which sets "
-        "`XLA_PYTHON_CLIENT_PREALLOCATE=false` first) runs W2 and W3 in jcnn, Flax linen and "
-        "PyTorch CUDA (when `torch.cuda.is_available()`; otherwise its rows say `skipped`) on the "
-        "accelerator JAX sees, in float32, in a few minutes (a 300 s budget). It reports per "
-        "workload and framework the median step time after warm-up, achieved TFLOP/s (one FLOP "
-        "count per workload, from XLA's cost analysis of the compiled jcnn program) and the ratio "
-        "to jcnn, with the device name and versions in the header. It writes "
-        "`runs/bench/device.md` and `device.json` (`--out` elsewhere); `--docs` also writes "
-        "`docs/device.md`, and only from a full run on an accelerator. Without a GPU or TPU it "
-        "runs on the CPU and its header says that the numbers are not accelerator numbers.",
+        "`XLA_PYTHON_CLIENT_PREALLOCATE=false` first) runs, on the accelerator JAX sees, W2 "
+        "(CIFAR ResNet-18 training, float32) and W3 (ResNet-18 inference) in jcnn, Flax linen and "
+        "PyTorch CUDA, and W4 (ResNet-50 training at 224x224, batch 256, bfloat16 mixed "
+        "precision) in jcnn, linen, PyTorch eager (channels_last, autocast) and torch.compile; "
+        "PyTorch rows say `skipped` without `torch.cuda.is_available()`. Each (workload, "
+        "framework) runs in a fresh process, within a 540 s budget. It reports the median step "
+        "time after warm-up, TFLOP/s from one analytic count for every framework "
+        "(`jcnn.count_macs` of the workload's model: 2 FLOPs per multiply-add, a training step "
+        "3 forward passes), MFU against the bf16 matmul rate it measures first, memory measured "
+        "the same way for every framework (XLA's compiled memory analysis, and the allocator's "
+        "peak after the timed steps) and the ratio to jcnn, with the device name and versions in "
+        "the header. It writes `runs/bench/device.md` and `device.json` (`--out` elsewhere); "
+        "`--docs` also writes `docs/device.md`, and only from a full run on an accelerator. "
+        "Without a GPU or TPU it runs on the CPU and its header says that the numbers are not "
+        "accelerator numbers.",
         "",
         "```bash",
-        "bench/gpu.sh                                   # W2 + W3, all three frameworks",
+        "bench/gpu.sh                                   # W2, W3, W4, every framework",
         "bench/gpu.sh --docs                            # also docs/device.md (accelerator only)",
         "python -m bench --device --quick --out device-quick.md   # tiny sizes: seconds, any machine",
         "```",
