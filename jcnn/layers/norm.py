@@ -124,13 +124,14 @@ def _batch_norm_rule(layer: Layer) -> Fns:
             batch = lax.psum(1, axis_name)  # the batch size, a Python int at trace time
             count = batch * shapes.flat_size(x.shape[:-1])
             if count < 2:
+                who, fix = ("mode='batch'", "mode='running'") if batch_only else ("train=True", "")
                 raise layer_error(
                     "BatchNorm",
                     x.shape,
-                    f"batch statistics need more than 1 value per channel, got batch {batch} x "
+                    f"{who} needs more than 1 value per channel, got batch {batch} x "
                     f"{shapes.flat_size(x.shape[:-1])} positions = {count} (a batch of one after "
                     "Flatten/Dense normalises every value to 0); use a larger batch, "
-                    "train=False (mode='running'), or GroupNorm/LayerNorm",
+                    f"train=False{' with ' + fix if fix else ''}, or GroupNorm/LayerNorm",
                 )
             mean = lax.pmean(jnp.mean(xf, axes, keepdims=True), axis_name)
             centred = xf - mean

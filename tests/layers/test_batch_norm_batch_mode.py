@@ -71,3 +71,10 @@ def test_batch_mode_errors() -> None:
         layer.apply(params, state, jnp.ones((4,)))
     assert repr(layer) == "BatchNorm(momentum=0.9, eps=1e-05, mode='batch')"
     assert "mode" not in repr(L.BatchNorm())
+
+
+def test_batch_mode_refuses_one_value_per_channel() -> None:
+    layer = L.BatchNorm(mode="batch")
+    _, params, state = layer.init(None, (4,))
+    with pytest.raises(ValueError, match=r"mode='batch' needs more than 1 value per channel"):
+        jcnn.batched(layer.apply)(params, state, jnp.ones((1, 4)))
