@@ -101,7 +101,10 @@ _MODULES: dict[str, tuple[str, ...]] = {
     ),
     "jcnn.models.googlenet": ("googlenet",),
     "jcnn.models.mobilenet": ("mobilenet_v2",),
-    "jcnn.models.efficientnet": ("efficientnet_b0",),
+    "jcnn.models.mobilenet_v3": ("mobilenet_v3_small", "mobilenet_v3_large"),
+    "jcnn.models.efficientnet": tuple(f"efficientnet_b{i}" for i in range(5)),
+    "jcnn.models.squeezenet": ("squeezenet1_1",),
+    "jcnn.models.shufflenet": ("shufflenet_v2_x1_0",),
     "jcnn.models.convnext": ("convnext_tiny",),
     "jcnn.models.densenet": ("densenet121", "densenet161", "densenet169", "densenet201"),
 }  # fmt: skip

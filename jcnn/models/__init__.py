@@ -27,9 +27,16 @@ from jcnn.models.common import squeeze_excitation
 from jcnn.models.convnext import convnext_tiny
 from jcnn.models.course import cnn, mlp
 from jcnn.models.densenet import densenet121, densenet161, densenet169, densenet201
-from jcnn.models.efficientnet import efficientnet_b0
+from jcnn.models.efficientnet import (
+    efficientnet_b0,
+    efficientnet_b1,
+    efficientnet_b2,
+    efficientnet_b3,
+    efficientnet_b4,
+)
 from jcnn.models.googlenet import googlenet, inception_module
 from jcnn.models.mobilenet import mobilenet_v2
+from jcnn.models.mobilenet_v3 import mobilenet_v3_large, mobilenet_v3_small
 from jcnn.models.resnet import (
     basic_block,
     bottleneck,
@@ -43,6 +50,8 @@ from jcnn.models.resnet import (
     resnext50_32x4d,
     wide_resnet50_2,
 )
+from jcnn.models.shufflenet import shufflenet_v2_x1_0
+from jcnn.models.squeezenet import squeezenet1_1
 from jcnn.models.vgg import (
     vgg,
     vgg11,
@@ -68,6 +77,14 @@ __all__ = [
     "densenet201",
     "efficientnet_b0",
     "mobilenet_v2",
+    "mobilenet_v3_large",
+    "mobilenet_v3_small",
+    "efficientnet_b1",
+    "efficientnet_b2",
+    "efficientnet_b3",
+    "efficientnet_b4",
+    "squeezenet1_1",
+    "shufflenet_v2_x1_0",
     "alexnet",
     "basic_block",
     "bottleneck",
