@@ -1,8 +1,10 @@
 """Convolutions over 1, 2 or 3 spatial dims: ``Conv`` and ``ConvTranspose``.
 
 Both are cross-correlations computed by ``lax.conv_general_dilated`` on one example, channels-last:
-``x: (*spatial, C_in)``, kernel ``(*window, C_in // groups, C_out)`` (Flax's layout; PyTorch's
-``(C_out, C_in // groups, *window)`` converts with :mod:`jcnn.porting`).
+``x: (*spatial, C_in)``. ``Conv``'s kernel is ``(*window, C_in // groups, C_out)`` (Flax's layout;
+PyTorch's ``(C_out, C_in // groups, *window)`` converts with :mod:`jcnn.porting`);
+``ConvTranspose`` (defined in :mod:`jcnn.layers.conv_transpose`, re-exported here) has
+``(*window, C_in, C_out // groups)``.
 """
 
 from __future__ import annotations
