@@ -20,9 +20,8 @@ from jcnn.layers.conv import _conv_like, _window_hparams
 from jcnn.layers.core import Fns, Layer, Window, leaf
 
 
-class PaddingModeError(ValueError, TypeError):
-    """A ``padding_mode`` a transposed convolution does not define. A ``ValueError``; also a
-    ``TypeError``, which ``ConvTranspose`` raised for any ``padding_mode`` before it took one."""
+class PaddingModeError(ValueError):
+    """A ``padding_mode`` a transposed convolution does not define."""
 
 
 #: ``ConvTranspose(padding_mode=...)``: torch's ``"zeros"`` and Flax's periodic ``"CIRCULAR"``.

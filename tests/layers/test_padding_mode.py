@@ -231,9 +231,10 @@ def test_too_small_input_fails_with_the_shapes(mode, padding, in_shape, says) ->
         assert message.startswith(head) or message.startswith("serial/Conv_0: input shape")
 
 
-def test_conv_transpose_takes_no_padding_mode() -> None:
-    # torch's ConvTranspose*d only supports zeros; jcnn's ConvTranspose has no such argument.
-    with pytest.raises(TypeError, match="padding_mode"):
+def test_conv_transpose_refuses_reflect_padding() -> None:
+    # torch's ConvTranspose*d defines only zeros and Flax's ConvTranspose adds circular;
+    # neither defines reflect for a transposed convolution.
+    with pytest.raises(ValueError, match="padding_mode"):
         L.ConvTranspose(4, 3, padding=1, padding_mode="reflect")
 
 
