@@ -105,6 +105,9 @@ _MODULES: dict[str, tuple[str, ...]] = {
     "jcnn.models.efficientnet": tuple(f"efficientnet_b{i}" for i in range(5)),
     "jcnn.models.squeezenet": ("squeezenet1_1",),
     "jcnn.models.shufflenet": ("shufflenet_v2_x1_0",),
+    "jcnn.models.mnasnet": ("mnasnet1_0",),
+    "jcnn.models.regnet": ("regnet_y_400mf",),
+    "jcnn.models.inception": ("inception_v3",),
     "jcnn.models.convnext": ("convnext_tiny",),
     "jcnn.models.densenet": ("densenet121", "densenet161", "densenet169", "densenet201"),
 }  # fmt: skip

@@ -5,7 +5,11 @@ Parameter counts equal torchvision's for the same configuration (checked in
 138,357,544 / 143,667,240 (with BatchNorm 132,868,840 / 133,053,736 / 138,365,992 / 143,678,248);
 ResNet-18/34/50 11,689,512 / 21,797,672 / 25,557,032; ResNeXt-50 32x4d 25,028,904; Wide
 ResNet-50-2 68,883,240; GoogLeNet 6,624,904; MobileNetV2 3,504,872; EfficientNet-B0 5,288,548;
-ConvNeXt-Tiny 28,589,128; DenseNet-121 7,978,856; the CIFAR ResNet-18 11,173,962. BatchNorm
+ConvNeXt-Tiny 28,589,128; DenseNet-121 7,978,856; the CIFAR ResNet-18 11,173,962; ResNet-101/152
+44,549,160 / 60,192,808; DenseNet-161/169/201 28,681,000 / 14,149,480 / 20,013,928;
+MobileNetV3-Small/Large 2,542,856 / 5,483,032; EfficientNet-B1..B4 7,794,184 / 9,109,994 /
+12,233,232 / 19,341,616; SqueezeNet 1.1 1,235,496; ShuffleNetV2 1.0x 2,278,604; MNASNet 1.0
+4,383,312; RegNetY-400MF 4,344,144; Inception v3 (no auxiliary head) 23,834,568. BatchNorm
 follows PyTorch's conventions (:func:`jcnn.models.common.torch_batch_norm`; every builder takes
 ``batch_norm=`` to change it).
 
@@ -35,8 +39,11 @@ from jcnn.models.efficientnet import (
     efficientnet_b4,
 )
 from jcnn.models.googlenet import googlenet, inception_module
+from jcnn.models.inception import inception_v3
+from jcnn.models.mnasnet import mnasnet1_0
 from jcnn.models.mobilenet import mobilenet_v2
 from jcnn.models.mobilenet_v3 import mobilenet_v3_large, mobilenet_v3_small
+from jcnn.models.regnet import regnet_y_400mf
 from jcnn.models.resnet import (
     basic_block,
     bottleneck,
@@ -85,6 +92,9 @@ __all__ = [
     "efficientnet_b4",
     "squeezenet1_1",
     "shufflenet_v2_x1_0",
+    "mnasnet1_0",
+    "regnet_y_400mf",
+    "inception_v3",
     "alexnet",
     "basic_block",
     "bottleneck",

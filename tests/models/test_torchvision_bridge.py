@@ -36,6 +36,9 @@ COUNTS = {
     "efficientnet_b0": 5_288_548,
     "googlenet": 6_624_904,
     "mobilenet_v2": 3_504_872,
+    "mnasnet1_0": 4_383_312,
+    "regnet_y_400mf": 4_344_144,
+    "inception_v3": 23_834_568,
     "mobilenet_v3_large": 5_483_032,
     "mobilenet_v3_small": 2_542_856,
     "efficientnet_b1": 7_794_184,
@@ -116,14 +119,16 @@ def test_logits_counts_and_round_trip(name: str) -> None:
     sd = torch_state_dict(name)
     net, params, state = models.from_torchvision(name, sd)
     assert (
-        jcnn.count_params(net, (64, 64, 3)) == COUNTS[name] == int(fixture()[f"{name}/num_params"])
+        jcnn.count_params(net, (80, 80, 3)) == COUNTS[name] == int(fixture()[f"{name}/num_params"])
     )
     want = fixture()[f"{name}/logits"]
+    # Inception v3 needs 75x75 inputs: its own (2, 3, 80, 80) one.
+    x = fixture().get(f"{name}/x", fixture()["x"])
     if name in FLOAT64:
         with jax.enable_x64(True):
-            got = eval_logits(net, *as_float64(params, state), fixture()["x"].astype(np.float64))
+            got = eval_logits(net, *as_float64(params, state), x.astype(np.float64))
     else:
-        got = eval_logits(net, params, state, fixture()["x"])
+        got = eval_logits(net, params, state, x)
     assert got.shape == want.shape == (2, 1000)
     rel = np.abs(got - want).max() / np.abs(want).max()
     assert rel < 1e-4, (name, rel)
@@ -229,7 +234,7 @@ def test_torchvision_keys_are_jcnn_paths_by_the_rule(name: str) -> None:
     """Every torchvision key is a jcnn path with "/" as "." and the leaf's torch name, except
     the listed ones: BatchNorm's step counter (torch only) and ConvNeXt's layer scale (a
     parameter of the block module: ``features.1.0.layer_scale``, not ``...layer_scale.weight``)."""
-    _, params, state = jcnn.init_shapes(getattr(models, name)(), (64, 64, 3))
+    _, params, state = jcnn.init_shapes(getattr(models, name)(), (80, 80, 3))
     ours = {_by_the_rule(p) for tree in (params, state) for p, _ in paths.leaf_paths(tree)}
     torch = set(torch_keys(name)[0])
     step_counters = {k for k in torch if k.endswith(".num_batches_tracked")}
