@@ -251,8 +251,11 @@ def from_torchvision(
     extra = [k for k in state_dict if k not in expected]
     if extra:
         hint = ""
-        if any(k.startswith("aux") for k in extra):
-            hint = " (jcnn's GoogLeNet has no auxiliary heads: drop the aux1.*/aux2.* keys)"
+        if any(k.lower().startswith("aux") for k in extra):
+            hint = (
+                f" (jcnn's {name} has no auxiliary heads: drop the aux1.*/aux2.* (GoogLeNet) or "
+                "AuxLogits.* (Inception v3) keys)"
+            )
         raise ValueError(
             f"from_torchvision({name!r}): {len(extra)} key(s) with no place in the jcnn model: "
             f"{sorted(extra)[:8]}{hint}"

@@ -208,6 +208,9 @@ def test_googlenet_aux_heads_get_a_hint() -> None:
     sd = {**torch_state_dict("googlenet"), "aux1.conv.conv.weight": np.zeros((128, 512, 1, 1))}
     with pytest.raises(ValueError, match="no auxiliary heads"):
         models.from_torchvision("googlenet", sd)
+    sd = {**torch_state_dict("inception_v3"), "AuxLogits.fc.weight": np.zeros((1000, 768))}
+    with pytest.raises(ValueError, match="inception_v3 has no auxiliary heads.*AuxLogits"):
+        models.from_torchvision("inception_v3", sd)
 
 
 #: The jcnn leaf name's torch name: the rule's half that is not the path.
