@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jcnn.data.download import write_atomic
 from jcnn.layers import shapes
 from jcnn.layers.batch import batched
 from jcnn.layers.core import Layer
@@ -85,6 +85,7 @@ def save(
     Example:
         >>> net = L.serial(L.Conv(4, 3), L.GlobalAvgPool(), L.Dense(2))
         >>> _, params, state = net.init(jax.random.key(0), (8, 8, 1))
+        >>> import tempfile
         >>> path = tempfile.mkdtemp() + "/net.jax"
         >>> exported = save(path, net, params, state, (8, 8, 1))
         >>> load(path).call(np.zeros((5, 8, 8, 1), np.float32)).shape
@@ -100,19 +101,7 @@ def save(
     (batch,) = jax.export.symbolic_shape("b")
     spec = jax.ShapeDtypeStruct((batch, *shape), jnp.dtype(dtype))
     exported = jax.export.export(jax.jit(infer), platforms=chosen)(spec)
-    data = exported.serialize()
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, bytes(exported.serialize()))
     return exported
 
 
@@ -160,18 +149,7 @@ def to_onnx(
         return out
 
     model = jax2onnx.to_onnx(infer, [("B", *shape)], model_name=type(net).__name__, opset=opset)
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    data = model.SerializeToString()
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    return write_atomic(path, model.SerializeToString())
 
 
 def _sliced_max_pool(pool: Layer) -> Layer:
