@@ -114,7 +114,14 @@ def test_supported_names_are_the_fixture_names() -> None:
         assert f"{name}/logits" in fixture(), name
 
 
-@pytest.mark.parametrize("name", sorted(COUNTS))
+#: Variants whose every layer kind a cheaper sibling already checks (vgg11 / vgg19 with and
+#: without BatchNorm stay in the default run): run with ``pytest -m slow``.
+SLOW = {"vgg13", "vgg13_bn", "vgg16", "vgg16_bn"}
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in sorted(COUNTS)]
+)
 def test_logits_counts_and_round_trip(name: str) -> None:
     sd = torch_state_dict(name)
     net, params, state = models.from_torchvision(name, sd)
