@@ -19,7 +19,6 @@ of the file's author. A program exported for ``("cpu", "cuda")`` picks its platf
 
 from __future__ import annotations
 
-import itertools
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,12 +26,11 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from jcnn.data.download import write_atomic
-from jcnn.layers import shapes
 from jcnn.layers.batch import batched
 from jcnn.layers.core import Layer
-from jcnn.layers.custom import custom
 
 __all__ = ["PLATFORMS", "load", "onnx_friendly", "save", "to_onnx"]
 
@@ -124,8 +122,8 @@ def to_onnx(
     model with a dynamic batch (``"B"``) through ``jax2onnx`` (the optional ``onnx`` extra);
     returns the path. Inputs stay channels-last ``(B, *input_shape)``, float32.
 
-    Max-pooling layers are exported as the maximum of strided slices (:func:`onnx_friendly`,
-    the same values): jax2onnx 0.17 turns a channels-last ``lax.reduce_window`` into an ONNX
+    Max-pooling layers are exported as a fold of strided slices (:func:`onnx_friendly`, the
+    same values): jax2onnx 0.17 turns a channels-last ``lax.reduce_window`` into an ONNX
     ``MaxPool`` over the channel axis too, which onnxruntime refuses.
 
     Raises:
@@ -152,49 +150,10 @@ def to_onnx(
     return write_atomic(path, model.SerializeToString())
 
 
-def _sliced_max_pool(pool: Layer) -> Layer:
-    """``pool`` (a max-pooling layer) as the maximum of its window's strided slices of the
-    input padded with -inf: the same values, in ops every converter knows."""
-    window = pool.window
-    assert window is not None
-
-    def output_shape(input_shape: tuple[int, ...]) -> tuple[int, ...]:
-        return tuple(pool.output_shape(input_shape))
-
-    def init(key: Any, input_shape: tuple[int, ...]) -> tuple[tuple[int, ...], dict, dict]:
-        del key
-        return output_shape(tuple(input_shape)), {}, {}
-
-    def apply(params: Any, state: Any, x: Any, *, key: Any = None, train: bool = False) -> Any:
-        del params, key, train
-        out = output_shape(tuple(x.shape))[:-1]
-        pads = shapes.resolve_padding(
-            window.padding, x.shape[:-1], window.kernel_size, window.stride, window.dilation
-        )
-        xp = x  # padded with -inf by concatenation (jax2onnx 0.17 cannot lower lax.pad
-        for axis, (lo, hi) in enumerate(pads):  # with a symbolic batch)
-            parts = []
-            for n in (lo, hi):
-                fill = jnp.full((*xp.shape[:axis], n, *xp.shape[axis + 1 :]), -jnp.inf, x.dtype)
-                parts.append(fill)
-            xp = jnp.concatenate([parts[0], xp, parts[1]], axis=axis)
-        y = None
-        for offsets in itertools.product(*(range(k) for k in window.kernel_size)):
-            part = xp[
-                tuple(
-                    slice(o * d, o * d + s * (n - 1) + 1, s)
-                    for o, d, s, n in zip(offsets, window.dilation, window.stride, out)
-                )
-            ]
-            y = part if y is None else jnp.maximum(y, part)
-        return y, state
-
-    return custom(init, apply, "MaxPool", output_shape=output_shape, stochastic=False)
-
-
 def onnx_friendly(net: Layer, input_shape: Sequence[int]) -> Layer:
-    """``net`` with each max-pooling layer replaced by :func:`_sliced_max_pool`'s equal form
-    (found by the walk, replaced by path): the same params, state and outputs.
+    """``net`` with each max-pooling layer replaced by the equal ``Pool(lax.max, -inf, ...)``
+    (a fold of strided slices; found by the walk, replaced by path): the same params, state
+    and outputs.
 
     Example:
         >>> net = L.serial(L.Conv(2, 3), L.MaxPool(3, stride=2, padding=1), L.Flatten())
@@ -206,6 +165,11 @@ def onnx_friendly(net: Layer, input_shape: Sequence[int]) -> Layer:
     from jcnn.layers import pool
 
     for visit in list(net.walk(tuple(input_shape))):
-        if visit.path and visit.layer.rule is pool._max_pool_rule:
-            net = net.replace_at(visit.path, _sliced_max_pool(visit.layer))
+        window = visit.layer.window
+        if visit.path and visit.layer.rule is pool._max_pool_rule and window is not None:
+            folded = pool.Pool(
+                lax.max, -float("inf"), window.kernel_size, stride=window.stride,
+                padding=window.padding,
+            )  # fmt: skip
+            net = net.replace_at(visit.path, folded)
     return net

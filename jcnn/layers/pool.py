@@ -186,12 +186,25 @@ def AvgPool(
     )
 
 
+def _pad_with(x, value, pads):
+    """``lax.pad(x, value, pads)`` built by concatenating ``value`` blocks (the same array;
+    converters such as jax2onnx lower a concatenation under a symbolic batch, not a pad); a
+    negative (cropping) pad keeps ``lax.pad``."""
+    if any(lo < 0 or hi < 0 for lo, hi in pads):
+        return lax.pad(x, value, [(lo, hi, 0) for lo, hi in pads])
+    for axis, (lo, hi) in enumerate(pads):
+        blocks = [jnp.full((*x.shape[:axis], n, *x.shape[axis + 1 :]), value, x.dtype)
+                  for n in (lo, hi)]  # fmt: skip
+        x = jnp.concatenate([blocks[0], x, blocks[1]], axis=axis) if lo or hi else x
+    return x
+
+
 def _generic_reduce(hp, x, dims, strides, pads):
     """``lax.reduce_window(x, init, reduce_fn, ...)`` as a fold of ``prod(window)`` strided
     slices of the padded input: the same values, and reverse-differentiable (``reduce_window``
     with a generic function is not)."""
     init = jnp.asarray(hp["init_value"], x.dtype)
-    padded = lax.pad(x, init, [(lo, hi, 0) for lo, hi in pads])
+    padded = _pad_with(x, init, pads)
     out = [(n - k) // s + 1 for n, k, s in zip(padded.shape, dims, strides)]
     y = jnp.full(out, init)
     for tap in itertools.product(*(range(k) for k in dims)):
