@@ -32,7 +32,6 @@ import json
 import os
 import platform
 import resource
-import select
 import statistics
 import subprocess
 import sys
@@ -40,6 +39,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench import process
 from bench.device import docs_section as device_docs_section
 from bench.workloads import FRAMEWORKS, MODULES, common
 
@@ -143,49 +143,16 @@ def ceiling(kind: str, quick: bool) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-class Worker:
-    """A worker process and its tagged replies."""
-
-    def __init__(self, args: list[str], timeout: float):
-        self.timeout = timeout
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench", *args],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
-
-    def read(self) -> dict:
-        deadline = time.monotonic() + self.timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([self.proc.stdout], [], [], left)[0]:
-                self.kill()
-                return {"skip": f"no reply within {self.timeout:.0f} s"}
-            line = self.proc.stdout.readline()
-            if not line:
-                return {"skip": f"worker exited (code {self.proc.wait()})"}
-            if line.startswith(TAG):
-                return json.loads(line[len(TAG) :])
-
-    def send(self, line: str) -> None:
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+def bench_worker(args: list[str], timeout: float) -> process.Worker:
+    """A ``python -m bench <args>`` worker process and its tagged replies."""
+    return process.Worker([sys.executable, "-m", "bench", *args], timeout, TAG)
 
 
 def measure_ceilings(quick: bool, frameworks: list[str], timeout: float) -> dict:
     kinds = ["jax"] + (["torch"] if "torch" in frameworks else [])
     out = {}
     for kind in kinds:
-        reply = Worker(["--ceiling", kind] + (["--quick"] if quick else []), timeout).read()
+        reply = bench_worker(["--ceiling", kind] + (["--quick"] if quick else []), timeout).read()
         out[kind] = reply.get("gflops")
     return out
 
@@ -195,7 +162,7 @@ def run_workload(name: str, args, log) -> dict:
     spec = common.specs(args.quick, args.w3_size)[name]
     workers, results = {}, {}
     for fw in [f for f in args.frameworks if f in spec.get("frameworks", FRAMEWORKS)]:
-        w = Worker(
+        w = bench_worker(
             ["--worker", fw, name, "--w3-size", str(args.w3_size)]
             + (["--quick"] if args.quick else []),
             args.timeout,

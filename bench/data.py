@@ -40,7 +40,6 @@ import argparse
 import importlib.util
 import json
 import os
-import select
 import statistics
 import subprocess
 import sys
@@ -52,7 +51,8 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench.process import ROOT, Worker
+
 TAG = "@@DATA "
 DEFAULT_CACHE = Path("~/.cache/jcnn/bench_data").expanduser()
 #: Untimed epochs before the timed ones: worker start-up, then a drain of the read-ahead.
@@ -209,51 +209,25 @@ def _say(obj: dict) -> None:
     sys.stdout.flush()
 
 
-class TorchSide:
+class TorchSide(Worker):
     """A ``--torch-worker`` process of ``python`` and its tagged replies."""
 
     def __init__(self, python: str, timeout: float) -> None:
-        self.timeout = timeout
-        self.proc = subprocess.Popen(
-            [python, "-m", "bench.data", "--torch-worker"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
-
-    def read(self) -> dict:
-        deadline = time.monotonic() + self.timeout
-        assert self.proc.stdout is not None
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([self.proc.stdout], [], [], left)[0]:
-                self.close()
-                return {"skip": f"no reply within {self.timeout:.0f} s"}
-            line = self.proc.stdout.readline()
-            if not line:
-                return {"skip": f"torchvision worker exited (code {self.proc.wait()})"}
-            if line.startswith(TAG):
-                return json.loads(line[len(TAG) :])
+        super().__init__([python, "-m", "bench.data", "--torch-worker"], timeout, TAG)
 
     def epoch(self, **request: Any) -> dict:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps(request) + "\n")
-        self.proc.stdin.flush()
+        """One block of epochs (:func:`torch_block`'s figures), or ``{"skip": why}``."""
+        self.send(json.dumps(request))
         return self.read()
 
     def close(self) -> None:
+        """Asks the worker to quit (its persistent loader workers with it), else kills it."""
         if self.proc.poll() is None:
             try:
-                assert self.proc.stdin is not None
-                self.proc.stdin.write("quit\n")
-                self.proc.stdin.flush()
+                self.send("quit")
                 self.proc.wait(timeout=10)
             except (OSError, subprocess.TimeoutExpired):
-                self.proc.kill()
-                self.proc.wait()
+                self.kill()
 
 
 def default_torch_python() -> str | None:
