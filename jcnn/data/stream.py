@@ -129,12 +129,14 @@ class _Load:
 
     def __init__(self, records: Sequence[Any], load: LoadFn, seed: int, epoch: int) -> None:
         self.records, self.load, self.seed, self.epoch = records, load, seed, epoch
+        self._pad: np.ndarray | None = None
 
     def __call__(self, index: int) -> tuple[np.ndarray, np.int32]:
         index = int(index)
         if index >= len(self.records):  # a padding row: record 0's shape, zeros, PAD_LABEL
-            image, _ = self(0)
-            return np.zeros_like(image), np.int32(PAD_LABEL)
+            if self._pad is None:  # record 0 loaded once per epoch's map, not per row
+                self._pad = np.zeros_like(self(0)[0])
+            return self._pad, np.int32(PAD_LABEL)
         record = self.records[index]
         where = f"StreamSource: record {index} ({_shown(record)})"
         try:

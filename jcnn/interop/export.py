@@ -38,24 +38,17 @@ __all__ = ["PLATFORMS", "load", "onnx_friendly", "save", "to_onnx"]
 PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
 
 
-def _check(
-    input_shape: Sequence[int], platforms: Sequence[str]
-) -> tuple[tuple[int, ...], tuple[str, ...]]:
+def _example_shape(where: str, input_shape: Sequence[int]) -> tuple[int, ...]:
+    """``input_shape`` as one example's shape of positive ints (ValueError otherwise)."""
     shape = tuple(input_shape)
     if not shape or not all(
         isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape
     ):
         raise ValueError(
-            f"jcnn.export.save: input_shape={input_shape!r}: give one example's shape, positive "
+            f"{where}: input_shape={input_shape!r}: give one example's shape, positive "
             "ints without the batch (e.g. (224, 224, 3)); the batch is symbolic"
         )
-    chosen = tuple(platforms)
-    unknown = [p for p in chosen if p not in PLATFORMS]
-    if not chosen or unknown:
-        raise ValueError(
-            f"jcnn.export.save: platforms={platforms!r}: give one or more of {list(PLATFORMS)}"
-        )
-    return shape, chosen
+    return shape
 
 
 def save(
@@ -89,7 +82,11 @@ def save(
         >>> load(path).call(np.zeros((5, 8, 8, 1), np.float32)).shape
         (5, 2)
     """
-    shape, chosen = _check(input_shape, platforms)
+    shape, chosen = _example_shape("jcnn.export.save", input_shape), tuple(platforms)
+    if not chosen or any(p not in PLATFORMS for p in chosen):
+        raise ValueError(
+            f"jcnn.export.save: platforms={platforms!r}: give one or more of {list(PLATFORMS)}"
+        )
     net.output_shape(shape)  # a ShapeError now, naming the layer
 
     def infer(x: jax.Array) -> Any:
@@ -130,7 +127,7 @@ def to_onnx(
         ImportError: ``jax2onnx`` is not installed (``pip install "jcnn[onnx]"``).
         ValueError: an input shape that is not one example's shape of positive ints.
     """
-    shape, _ = _check(input_shape, ("cpu",))
+    shape = _example_shape("jcnn.export.to_onnx", input_shape)
     net.output_shape(shape)
     try:
         import jax2onnx
