@@ -52,10 +52,19 @@ class LinenLayer(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         shape = tuple(x.shape[1:])
-        params = self.param("jcnn", lambda key: self.layer.init(key, shape)[1])
-        # jcnn's state does not depend on the init key (running statistics start at 0 and 1)
+        made: list[Any] = []  # one layer.init gives both trees
+
+        def init_params(key: jax.Array) -> Any:
+            made.append(self.layer.init(key, shape))
+            return made[0][1]
+
+        params = self.param("jcnn", init_params)
+        # a state asked for without params being made here (only a missing batch_stats
+        # collection): jcnn's state does not depend on the key (statistics start at 0 and 1)
         state = self.variable(
-            "batch_stats", "jcnn", lambda: self.layer.init(jax.random.key(0), shape)[2]
+            "batch_stats",
+            "jcnn",
+            lambda: (made[0] if made else self.layer.init(jax.random.key(0), shape))[2],
         )
         key = self.make_rng("dropout") if train and self.layer.stochastic else None
         y, new_state = batched(self.layer.apply)(params, state.value, x, key=key, train=train)
