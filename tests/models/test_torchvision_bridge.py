@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from torchvision_weights import random_state_dict
+from torchvision_weights import fixture_state_dict
 
 import jcnn
 from jcnn import layers as L
@@ -65,21 +65,6 @@ COUNTS = {
 }
 
 
-#: Compared in float64 (torchvision's logits are float64 compute): with the fixture's random
-#: weights these deep nets amplify float32 rounding (logits ~1e3; relative 4e-3 and 0.13 in
-#: float32), while the float64 forward agrees to ~4e-8.
-FLOAT64 = {"efficientnet_b3", "efficientnet_b4"}
-
-
-def as_float64(params, state):
-    """The float32 leaves of ``params`` and ``state`` as float64 (inside ``jax.enable_x64``)."""
-
-    def cast(a):
-        return a.astype(jnp.float64) if a.dtype == jnp.float32 else a
-
-    return jax.tree_util.tree_map(cast, params), jax.tree_util.tree_map(cast, state)
-
-
 @functools.cache
 def fixture() -> dict[str, np.ndarray]:
     with np.load(FIXTURE, allow_pickle=False) as f:
@@ -94,8 +79,7 @@ def torch_keys(name: str) -> tuple[list[str], list[tuple[int, ...]]]:
 
 
 def torch_state_dict(name: str) -> dict[str, np.ndarray]:
-    keys, shapes = torch_keys(name)
-    return random_state_dict(keys, shapes, int(fixture()[f"{name}/seed"]))
+    return fixture_state_dict(fixture(), name)
 
 
 def eval_logits(net, params, state, x_nchw: np.ndarray) -> np.ndarray:
@@ -131,11 +115,7 @@ def test_logits_counts_and_round_trip(name: str) -> None:
     want = fixture()[f"{name}/logits"]
     # Inception v3 needs 75x75 inputs: its own (2, 3, 80, 80) one.
     x = fixture().get(f"{name}/x", fixture()["x"])
-    if name in FLOAT64:
-        with jax.enable_x64(True):
-            got = eval_logits(net, *as_float64(params, state), x.astype(np.float64))
-    else:
-        got = eval_logits(net, params, state, x)
+    got = eval_logits(net, params, state, x)
     assert got.shape == want.shape == (2, 1000)
     rel = np.abs(got - want).max() / np.abs(want).max()
     assert rel < 1e-4, (name, rel)
