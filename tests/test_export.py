@@ -74,6 +74,24 @@ def test_onnx_equals_jcnn_in_onnxruntime(name, tmp_path):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
 
 
+def test_one_sided_pooling_pads_convert_to_onnx(tmp_path):
+    """Ceil-mode pooling pads one side only (SqueezeNet's); the padding block on the other side
+    must not be an empty array, which jax2onnx declares with a wrong shape."""
+    pytest.importorskip("jax2onnx", reason="jax2onnx not installed (the optional onnx extra)")
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed (onnx extra)")
+    net = L.serial(
+        L.Conv(4, 3), L.MaxPool(3, stride=2, padding=[(0, 1), (1, 0)]),
+        L.AvgPool(2, padding=[(0, 1), (0, 0)]), L.Flatten(),
+    )  # fmt: skip
+    _, params, state = net.init(jax.random.key(0), (12, 11, 2))
+    path = export.to_onnx(tmp_path / "pads.onnx", net, params, state, (12, 11, 2))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = np.asarray(jax.random.normal(jax.random.key(1), (3, 12, 11, 2)), np.float32)
+    got = session.run(None, {session.get_inputs()[0].name: x})[0]
+    want, _ = jcnn.batched(net.apply)(params, state, x, train=False)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
 def test_the_onnx_form_of_max_pooling_is_equal():
     net = L.serial(L.Conv(3, 3), L.MaxPool(3, stride=2, padding=1), L.MaxPool(2), L.Flatten())
     _, params, state = net.init(jax.random.key(0), (13, 11, 2))

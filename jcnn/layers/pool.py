@@ -193,9 +193,13 @@ def _pad_with(x, value, pads):
     if any(lo < 0 or hi < 0 for lo, hi in pads):
         return lax.pad(x, value, [(lo, hi, 0) for lo, hi in pads])
     for axis, (lo, hi) in enumerate(pads):
-        blocks = [jnp.full((*x.shape[:axis], n, *x.shape[axis + 1 :]), value, x.dtype)
-                  for n in (lo, hi)]  # fmt: skip
-        x = jnp.concatenate([blocks[0], x, blocks[1]], axis=axis) if lo or hi else x
+        if lo or hi:  # no empty blocks: jax2onnx mis-declares a concatenation with one
+
+            def block(n, axis=axis, x=x):
+                return jnp.full((*x.shape[:axis], n, *x.shape[axis + 1 :]), value, x.dtype)
+
+            parts = [block(lo)] * bool(lo) + [x] + [block(hi)] * bool(hi)
+            x = jnp.concatenate(parts, axis=axis)
     return x
 
 
