@@ -21,6 +21,7 @@ collect_ignore = [
     "fixtures/make_transform_fixtures.py",
     "fixtures/make_macs_fixtures.py",
     "fixtures/make_layer_fixtures.py",
+    "fixtures/onnx_table.py",
     "helpers",
 ]
 
