@@ -4,11 +4,13 @@ A convolution applies one kernel at every output position; a locally connected l
 kernel (and bias) at each, with the same windows, strides, dilations and padding. Flax's
 ``nn.ConvLocal`` is the reference: its param shapes are jcnn's, so weights move across unchanged.
 Channels-last, one example; output sizes from :func:`jcnn.shapes.conv_output_size`.
+``padding_mode="circular"`` is Flax's ``padding="CIRCULAR"`` with the widths given explicitly.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import chex
 import jax
@@ -22,6 +24,33 @@ from jcnn.layers import shapes
 from jcnn.layers.checks import check_params
 from jcnn.layers.core import Fns, Layer, Window, check_floating, check_rank, layer_error, leaf
 
+#: ``ConvLocal(padding_mode=...)``: zeros, or Flax's periodic ``"CIRCULAR"``.
+LOCAL_PADDING_MODES = ("zeros", "circular")
+
+
+def _check_local_mode(
+    padding_mode: Any,
+    padding: Any,
+    rank: int,
+    window: tuple[int, ...],
+    strides: tuple[int, ...],
+    dilations: tuple[int, ...],
+) -> None:
+    """Raises at construction for a mode ConvLocal does not define, or cropping with wrap."""
+    if not isinstance(padding_mode, str) or padding_mode not in LOCAL_PADDING_MODES:
+        raise ValueError(
+            f"ConvLocal: padding_mode={padding_mode!r} is not defined; accepted: 'zeros' "
+            "(default) or 'circular' (the input wraps around, Flax's padding='CIRCULAR')"
+        )
+    if padding_mode == "circular" and not isinstance(padding, str):
+        pads = shapes.resolve_padding(padding, (0,) * rank, window, strides, dilations)
+        if any(p < 0 for pair in pads for p in pair):
+            raise shapes.ShapeError(
+                f"ConvLocal: padding={padding!r} has negative (cropping) entries, which only "
+                "padding_mode='zeros' takes ('circular' pads by wrapping input cells): give "
+                "padding >= 0"
+            )
+
 
 def _conv_local_rule(layer: Layer) -> Fns:
     hp, kind = layer.hparams, layer.kind
@@ -32,6 +61,7 @@ def _conv_local_rule(layer: Layer) -> Fns:
         hp["padding"],
     )
     out_channels, use_bias, rank = hp["out_channels"], hp["use_bias"], len(window)
+    circular = hp.get("padding_mode", "zeros") == "circular"
     taps = shapes.flat_size(window)
     # fan-in prod(window) * C_in: the output positions are independent kernels (a batch axis)
     kernel_init = hp["kernel_init"] or jinit.variance_scaling(
@@ -72,6 +102,10 @@ def _conv_local_rule(layer: Layer) -> Fns:
         check_params(
             kind, params, expected_params(x.shape, out_shape), input_shape=x.shape, in_axis=None
         )
+        if circular:  # wrap (as often as the pad needs), then a VALID local conv
+            if any(lo or hi for lo, hi in pads):
+                x = jnp.pad(x, (*pads, (0, 0)), mode="wrap")
+            pads = ((0, 0),) * rank
         y = lax.conv_general_dilated_local(
             x[None],
             params["kernel"].astype(x.dtype),
@@ -97,6 +131,7 @@ def ConvLocal(
     stride: int | Sequence[int] = 1,
     padding: shapes.PaddingLike = "VALID",
     dilation: int | Sequence[int] = 1,
+    padding_mode: str = "zeros",
     use_bias: bool = True,
     kernel_init: inits.Initializer | None = None,
     bias_init: inits.Initializer | None = None,
@@ -115,6 +150,10 @@ def ConvLocal(
         kernel_size: window, an int (square 2-D) or one int per spatial dim.
         stride, padding, dilation: as :func:`jcnn.layers.Conv` (default ``"VALID"``; Flax's
             default is ``"SAME"``).
+        padding_mode: ``"zeros"`` (default) or ``"circular"``: the padded cells wrap around the
+            input (any width; a pad wider than the input wraps again), as Flax's
+            ``nn.ConvLocal(padding="CIRCULAR")``, whose widths are ``((e - 1) // 2, e // 2)``
+            per dim for the dilated window extent ``e``: give those as ``padding`` to match it.
         use_bias: add a learned bias per output position and channel.
         kernel_init: default ``lecun_normal`` with fan-in ``prod(kernel_size) * C_in`` (each
             position's kernel on its own; Flax's default also counts the positions).
@@ -130,6 +169,7 @@ def ConvLocal(
     Raises:
         ShapeError: bad sizes or padding (at construction), or an input the window does not fit
             (at ``init`` / ``output_shape`` / ``apply``).
+        ValueError: an unknown ``padding_mode`` (at construction).
 
     Example:
         >>> layer = ConvLocal(8, (3, 3), stride=2)
@@ -143,6 +183,12 @@ def ConvLocal(
         >>> ConvLocal(1, (2,), use_bias=False).apply(
         ...     {"kernel": kernel}, {}, jnp.asarray([[1.0], [2.0], [3.0]]))[0][:, 0]
         Array([ 3., 50.], dtype=float32)
+
+        Circular: the first window is ``[3 1]``, the last ``[2 3]``.
+
+        >>> ConvLocal(1, (2,), padding=[(1, 0)], padding_mode="circular", use_bias=False).apply(
+        ...     {"kernel": jnp.ones((3, 2, 1))}, {}, jnp.asarray([[1.0], [2.0], [3.0]]))[0][:, 0]
+        Array([4., 3., 5.], dtype=float32)
     """
     kind = "ConvLocal"
     window = shapes.as_window(kernel_size, f"{kind} kernel_size")
@@ -154,6 +200,7 @@ def ConvLocal(
     out_channels = shapes.positive_int(out_channels, f"{kind} out_channels")
     if not isinstance(padding, str):
         shapes.resolve_padding(padding, (0,) * rank, window, strides, dilations)  # validate now
+    _check_local_mode(padding_mode, padding, rank, window, strides, dilations)
     hparams = {
         "ndim": rank,
         "out_channels": out_channels,
@@ -161,6 +208,7 @@ def ConvLocal(
         "stride": strides,
         "padding": padding,
         "dilation": dilations,
+        "padding_mode": padding_mode,
         "use_bias": use_bias,
         "kernel_init": kernel_init,
         "bias_init": bias_init,

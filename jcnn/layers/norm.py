@@ -34,7 +34,7 @@ def BatchNorm(
     momentum: float = 0.9,
     eps: float = 1e-5,
     unbiased_running_var: bool = False,
-    axis_name: str = "batch",
+    axis_name: str | tuple[str, ...] = "batch",
     mode: str = "running",
 ) -> Layer:
     """Batch normalisation (Ioffe & Szegedy 2015) over every axis but the last (channels).
@@ -53,7 +53,9 @@ def BatchNorm(
     unbiased variance in the running statistics, as PyTorch does. Eval (``train=False``):
     normalises with the running statistics and leaves state unchanged.
 
-    Train mode must run under ``jcnn.batched`` (or ``jax.vmap(..., axis_name="batch")``).
+    Train mode must run under ``jcnn.batched`` (or ``jax.vmap(..., axis_name="batch")``). A
+    tuple of axis names takes the statistics over all of them (nested vmaps, or a vmap inside
+    ``shard_map``), as ``lax.pmean`` does.
 
     Shapes:
         x: ``(*spatial, C)`` -> ``(*spatial, C)``; params ``{"scale": (C,), "offset": (C,)}``;

@@ -28,8 +28,9 @@ CASES = [
 ]
 
 
-def _loop(x, kernel, bias, window, stride, pads, dilation, out_shape):
-    """y[o, f] = sum_{c, t} x[o*s + t*d - lo, c] * kernel[o, c*T + t, f] + bias[o, f]."""
+def _loop(x, kernel, bias, window, stride, pads, dilation, out_shape, circular=False):
+    """y[o, f] = sum_{c, t} x[o*s + t*d - lo, c] * kernel[o, c*T + t, f] + bias[o, f]; cells
+    outside ``x`` are zeros, or with ``circular`` the cell at that position modulo the size."""
     c_in = x.shape[-1]
     taps = list(itertools.product(*(range(k) for k in window)))
     y = np.zeros(out_shape)
@@ -39,7 +40,9 @@ def _loop(x, kernel, bias, window, stride, pads, dilation, out_shape):
             pos = [
                 oo * s + tt * d - lo for oo, tt, s, d, (lo, _) in zip(o, t, stride, dilation, pads)
             ]
-            if not all(0 <= p < n for p, n in zip(pos, x.shape[:-1])):
+            if circular:
+                pos = [p % n for p, n in zip(pos, x.shape[:-1])]
+            elif not all(0 <= p < n for p, n in zip(pos, x.shape[:-1])):
                 continue
             for c in range(c_in):
                 acc += x[(*pos, c)] * kernel[(*o, c * len(taps) + ti)].astype(np.float64)
@@ -77,6 +80,50 @@ def test_conv_local_matches_flax_and_a_loop(case: int) -> None:
     assert flops.count_macs(layer, x.shape[1:]) == flops.count_macs(
         L.Conv(c_out, window, stride=stride, padding=padding, dilation=dilation), x.shape[1:]
     )
+
+
+CIRCULAR_CASES = [
+    # spatial, C_in, C_out, kernel, stride, dilation
+    ((9,), 2, 3, (3,), (1,), (1,)),
+    ((5,), 1, 2, (3,), (3,), (1,)),
+    ((5,), 2, 2, (3,), (1,), (3,)),  # dilated extent 7 > 5 cells
+    ((2,), 2, 2, (5,), (1,), (1,)),  # pads (2, 2) on 2 cells: wraps more than once
+    ((6, 7), 3, 4, (3, 2), (2, 1), (1, 2)),
+]
+
+
+@pytest.mark.parametrize("case", range(len(CIRCULAR_CASES)))
+def test_circular_conv_local_matches_flax_and_a_modular_loop(case: int) -> None:
+    """``padding_mode="circular"`` with Flax's CIRCULAR widths is ``nn.ConvLocal(padding=
+    "CIRCULAR")``, and a loop reading position ``p`` as ``p mod n``."""
+    spatial, c_in, c_out, window, stride, dilation = CIRCULAR_CASES[case]
+    extents = [(k - 1) * d + 1 for k, d in zip(window, dilation)]
+    pads = [((e - 1) // 2, e // 2) for e in extents]
+    rng = np.random.default_rng(100 + case)
+    x = rng.standard_normal((2, *spatial, c_in)).astype(np.float32)
+    layer = L.ConvLocal(
+        c_out, window, stride=stride, padding=pads, dilation=dilation, padding_mode="circular"
+    )
+    out_shape, params, state = layer.init(jax.random.key(0), x.shape[1:])
+    params = jax.tree.map(lambda a: jnp.asarray(rng.standard_normal(a.shape), jnp.float32), params)
+    got, _ = jcnn.batched(layer.apply)(params, state, jnp.asarray(x))
+    flax_layer = nn.ConvLocal(
+        c_out, window, strides=stride, padding="CIRCULAR", kernel_dilation=dilation
+    )
+    want = flax_layer.apply({"params": params}, jnp.asarray(x))
+    assert got.shape == want.shape == (2, *out_shape)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=TOL, rtol=TOL)
+    kernel, bias = np.asarray(params["kernel"]), np.asarray(params["bias"])
+    for b in range(2):
+        loop = _loop(x[b], kernel, bias, window, stride, pads, dilation, out_shape, circular=True)
+        np.testing.assert_allclose(np.asarray(got[b]), loop, atol=TOL, rtol=TOL)
+
+
+def test_conv_local_padding_mode_errors() -> None:
+    with pytest.raises(ValueError, match="ConvLocal: padding_mode='reflect'.*'circular'"):
+        L.ConvLocal(2, 3, padding=1, padding_mode="reflect")
+    with pytest.raises(shapes.ShapeError, match="ConvLocal: padding=.*negative.*'zeros'"):
+        L.ConvLocal(2, (3,), padding=[(-1, 1)], padding_mode="circular")
 
 
 def test_conv_local_init_and_gradients() -> None:
