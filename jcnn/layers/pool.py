@@ -193,13 +193,12 @@ def _pad_with(x, value, pads):
     if any(lo < 0 or hi < 0 for lo, hi in pads):
         return lax.pad(x, value, [(lo, hi, 0) for lo, hi in pads])
     for axis, (lo, hi) in enumerate(pads):
-        if lo or hi:  # no empty blocks: jax2onnx mis-declares a concatenation with one
-
-            def block(n, axis=axis, x=x):
-                return jnp.full((*x.shape[:axis], n, *x.shape[axis + 1 :]), value, x.dtype)
-
-            parts = [block(lo)] * bool(lo) + [x] + [block(hi)] * bool(hi)
-            x = jnp.concatenate(parts, axis=axis)
+        before, after = x.shape[:axis], x.shape[axis + 1 :]
+        # no empty blocks: jax2onnx mis-declares a concatenation that has one
+        low = [jnp.full((*before, lo, *after), value, x.dtype)] if lo else []
+        high = [jnp.full((*before, hi, *after), value, x.dtype)] if hi else []
+        if low or high:
+            x = jnp.concatenate([*low, x, *high], axis=axis)
     return x
 
 
