@@ -45,15 +45,17 @@ def _check_padding_mode(
     window: tuple[int, ...],
     strides: tuple[int, ...],
     dilations: tuple[int, ...],
+    *,
+    modes: tuple[str, ...] = PADDING_MODES,
+    origin: str = "as torch.nn.Conv2d(padding_mode=...); 'replicate' repeats the edge cell, "
+    "'circular' wraps around",
 ) -> None:
-    """Raises at construction for an unknown ``padding_mode``, or cropping (negative) padding
-    with a mode that pads by copying cells."""
-    if not isinstance(padding_mode, str) or padding_mode not in PADDING_MODES:
-        accepted = ", ".join(repr(m) for m in PADDING_MODES)
+    """Raises at construction for a ``padding_mode`` not in ``modes`` (``origin`` says where they
+    come from), or cropping (negative) padding with a mode that pads by copying cells."""
+    if not isinstance(padding_mode, str) or padding_mode not in modes:
+        accepted = ", ".join(repr(m) for m in modes)
         raise ValueError(
-            f"{kind}: unknown padding_mode {padding_mode!r}; accepted: {accepted} (as "
-            "torch.nn.Conv2d(padding_mode=...); 'replicate' repeats the edge cell, 'circular' "
-            "wraps around)"
+            f"{kind}: unknown padding_mode {padding_mode!r}; accepted: {accepted} ({origin})"
         )
     if padding_mode == "zeros" or isinstance(padding, str):
         return
@@ -82,6 +84,18 @@ def _check_mode_fits(
                 f"a dim of size {n}: use less padding, a larger input or "
                 "padding_mode='replicate' / 'zeros'"
             )
+
+
+def _pad_by_mode(
+    x: jax.Array, pads: shapes.Pads, padding_mode: str
+) -> tuple[jax.Array, shapes.Pads]:
+    """``(x, pads)`` for a conv of one example ``(*spatial, C)``: unchanged for ``"zeros"``;
+    otherwise ``x`` padded by copying cells as ``padding_mode`` says, and no pads left."""
+    if padding_mode == "zeros":
+        return x, pads
+    if any(lo or hi for lo, hi in pads):
+        x = jnp.pad(x, (*pads, (0, 0)), mode=_JNP_PAD_MODES[padding_mode])
+    return x, ((0, 0),) * len(pads)
 
 
 def _window_hparams(
@@ -161,7 +175,6 @@ def _conv_rule(layer: Layer) -> Fns:
     window, strides, dilations = hp["kernel_size"], hp["stride"], hp["dilation"]
     padding, groups = hp["padding"], hp["groups"]
     padding_mode = hp.get("padding_mode", "zeros")  # ConvTranspose pads with zeros only
-    no_pads = ((0, 0),) * len(window)
 
     def pads_for(input_shape):
         return shapes.resolve_padding(padding, input_shape[:-1], window, strides, dilations)
@@ -174,11 +187,7 @@ def _conv_rule(layer: Layer) -> Fns:
         return shapes.conv_output_shape(input_shape[:-1], window, strides, pads, dilations)
 
     def compute(x, kernel):
-        pads = pads_for(x.shape)
-        if padding_mode != "zeros":  # pad by copying cells, then a VALID conv of the padded input
-            if any(lo or hi for lo, hi in pads):
-                x = jnp.pad(x, (*pads, (0, 0)), mode=_JNP_PAD_MODES[padding_mode])
-            pads = no_pads
+        x, pads = _pad_by_mode(x, pads_for(x.shape), padding_mode)
         return lowerings.conv(
             x,
             kernel,

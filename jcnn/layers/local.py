@@ -10,7 +10,6 @@ Channels-last, one example; output sizes from :func:`jcnn.shapes.conv_output_siz
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import chex
 import jax
@@ -22,34 +21,11 @@ from jcnn.layers import initializers as inits
 from jcnn.layers import lowering as lowerings
 from jcnn.layers import shapes
 from jcnn.layers.checks import check_params
+from jcnn.layers.conv import _check_padding_mode, _pad_by_mode, _window_hparams
 from jcnn.layers.core import Fns, Layer, Window, check_floating, check_rank, layer_error, leaf
 
-#: ``ConvLocal(padding_mode=...)``: zeros, or Flax's periodic ``"CIRCULAR"``.
+#: ``ConvLocal(padding_mode=...)``: zeros, or Flax's periodic ``"CIRCULAR"`` (any width).
 LOCAL_PADDING_MODES = ("zeros", "circular")
-
-
-def _check_local_mode(
-    padding_mode: Any,
-    padding: Any,
-    rank: int,
-    window: tuple[int, ...],
-    strides: tuple[int, ...],
-    dilations: tuple[int, ...],
-) -> None:
-    """Raises at construction for a mode ConvLocal does not define, or cropping with wrap."""
-    if not isinstance(padding_mode, str) or padding_mode not in LOCAL_PADDING_MODES:
-        raise ValueError(
-            f"ConvLocal: padding_mode={padding_mode!r} is not defined; accepted: 'zeros' "
-            "(default) or 'circular' (the input wraps around, Flax's padding='CIRCULAR')"
-        )
-    if padding_mode == "circular" and not isinstance(padding, str):
-        pads = shapes.resolve_padding(padding, (0,) * rank, window, strides, dilations)
-        if any(p < 0 for pair in pads for p in pair):
-            raise shapes.ShapeError(
-                f"ConvLocal: padding={padding!r} has negative (cropping) entries, which only "
-                "padding_mode='zeros' takes ('circular' pads by wrapping input cells): give "
-                "padding >= 0"
-            )
 
 
 def _conv_local_rule(layer: Layer) -> Fns:
@@ -61,7 +37,7 @@ def _conv_local_rule(layer: Layer) -> Fns:
         hp["padding"],
     )
     out_channels, use_bias, rank = hp["out_channels"], hp["use_bias"], len(window)
-    circular = hp.get("padding_mode", "zeros") == "circular"
+    padding_mode = hp.get("padding_mode", "zeros")
     taps = shapes.flat_size(window)
     # fan-in prod(window) * C_in: the output positions are independent kernels (a batch axis)
     kernel_init = hp["kernel_init"] or jinit.variance_scaling(
@@ -102,10 +78,7 @@ def _conv_local_rule(layer: Layer) -> Fns:
         check_params(
             kind, params, expected_params(x.shape, out_shape), input_shape=x.shape, in_axis=None
         )
-        if circular:  # wrap (as often as the pad needs), then a VALID local conv
-            if any(lo or hi for lo, hi in pads):
-                x = jnp.pad(x, (*pads, (0, 0)), mode="wrap")
-            pads = ((0, 0),) * rank
+        x, pads = _pad_by_mode(x, pads, padding_mode)  # circular: wrapped, then VALID
         y = lax.conv_general_dilated_local(
             x[None],
             params["kernel"].astype(x.dtype),
@@ -191,16 +164,15 @@ def ConvLocal(
         Array([4., 3., 5.], dtype=float32)
     """
     kind = "ConvLocal"
-    window = shapes.as_window(kernel_size, f"{kind} kernel_size")
-    rank = len(window)
-    strides = shapes.as_tuple(stride, rank, f"{kind} stride")
-    dilations = shapes.as_tuple(dilation, rank, f"{kind} dilation")
-    shapes.check_positive(strides, f"{kind} stride")
-    shapes.check_positive(dilations, f"{kind} dilation")
-    out_channels = shapes.positive_int(out_channels, f"{kind} out_channels")
+    out_channels, rank, window, strides, dilations = _window_hparams(
+        kind, out_channels, kernel_size, stride, dilation
+    )
     if not isinstance(padding, str):
         shapes.resolve_padding(padding, (0,) * rank, window, strides, dilations)  # validate now
-    _check_local_mode(padding_mode, padding, rank, window, strides, dilations)
+    _check_padding_mode(
+        kind, padding_mode, padding, window, strides, dilations,
+        modes=LOCAL_PADDING_MODES, origin="'circular' wraps around, as Flax's padding='CIRCULAR'",
+    )  # fmt: skip
     hparams = {
         "ndim": rank,
         "out_channels": out_channels,

@@ -120,7 +120,7 @@ def test_circular_conv_local_matches_flax_and_a_modular_loop(case: int) -> None:
 
 
 def test_conv_local_padding_mode_errors() -> None:
-    with pytest.raises(ValueError, match="ConvLocal: padding_mode='reflect'.*'circular'"):
+    with pytest.raises(ValueError, match="ConvLocal: unknown padding_mode 'reflect'.*'circular'"):
         L.ConvLocal(2, 3, padding=1, padding_mode="reflect")
     with pytest.raises(shapes.ShapeError, match="ConvLocal: padding=.*negative.*'zeros'"):
         L.ConvLocal(2, (3,), padding=[(-1, 1)], padding_mode="circular")
