@@ -170,6 +170,17 @@ def squeeze_excitation(
     )
 
 
+def residual_if_shape_kept(
+    body: Layer, stride: int, in_channels: int, out_channels: int, *, name: str
+) -> Layer:
+    """``body`` with an identity shortcut when it keeps its input's shape (stride 1 and as many
+    channels out as in: the inverted-residual rule of MobileNet V2/V3 and MNASNet), else
+    ``body`` alone; named ``name`` either way, so torchvision's keys hold for both."""
+    if stride == 1 and in_channels == out_channels:
+        return L.residual(body, name=name)
+    return L.serial(body, name=name)
+
+
 def classifier_pool(name: str = "avgpool") -> Layer:
     """torchvision's global average pooling before a classifier (``AdaptiveAvgPool2d(1)`` and
     the flatten in ``forward``): ``(H, W, C) -> (C,)``, keyed ``avgpool``."""

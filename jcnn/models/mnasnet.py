@@ -18,7 +18,13 @@ from typing import Any
 
 from jcnn import layers as L
 from jcnn.layers.core import Layer
-from jcnn.models.common import BatchNormFactory, classifier_pool, sequential, torch_batch_norm
+from jcnn.models.common import (
+    BatchNormFactory,
+    classifier_pool,
+    residual_if_shape_kept,
+    sequential,
+    torch_batch_norm,
+)
 
 #: torchvision's stacks: (kernel, stride, expansion, repeats), between widths
 #: ``depths[i + 1] -> depths[i + 2]`` of :data:`DEPTHS`.
@@ -77,9 +83,7 @@ def mnasnet_block(
         batch_norm(),
         name="layers",
     )
-    if stride == 1 and in_channels == out_channels:
-        return L.residual(body, name=name)
-    return L.serial(body, name=name)
+    return residual_if_shape_kept(body, stride, in_channels, out_channels, name=name)
 
 
 def mnasnet(

@@ -20,6 +20,7 @@ from jcnn.models.common import (
     BatchNormFactory,
     classifier_pool,
     conv_norm_act,
+    residual_if_shape_kept,
     sequential,
     torch_batch_norm,
 )
@@ -83,9 +84,7 @@ def inverted_residual(
         batch_norm(),
     ]
     conv = sequential(*layers, name="conv")
-    if stride == 1 and in_channels == out_channels:
-        return L.residual(conv, name=name)
-    return L.serial(conv, name=name)
+    return residual_if_shape_kept(conv, stride, in_channels, out_channels, name=name)
 
 
 def mobilenet_v2(

@@ -22,6 +22,7 @@ from jcnn.models.common import (
     BatchNormFactory,
     classifier_pool,
     conv_norm_act,
+    residual_if_shape_kept,
     sequential,
     squeeze_excitation,
     torch_batch_norm,
@@ -117,9 +118,7 @@ def mobilenet_v3_block(
         )
     layers.append(conv_norm_act(out_channels, 1, activation=None, norm=batch_norm))
     block = sequential(*layers, name="block")
-    if stride == 1 and in_channels == out_channels:
-        return L.residual(block, name=name)
-    return L.serial(block, name=name)
+    return residual_if_shape_kept(block, stride, in_channels, out_channels, name=name)
 
 
 def mobilenet_v3(
